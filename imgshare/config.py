@@ -1,0 +1,92 @@
+"""The parsed, validated settings of one IMGSHARE process."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import attrs
+
+from imgshare.domain.lifetime import DEFAULT_TIERS, Tier
+
+MiB = 1024 * 1024
+DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
+DEFAULT_DATA_DIR = "./imgshare-data"
+
+_RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
+
+
+@attrs.frozen
+class RateLimit:
+    """At most ``count`` requests per ``period`` seconds (a token bucket)."""
+
+    count: int
+    period: float
+
+    @classmethod
+    def parse(cls, text: str) -> RateLimit:
+        """Parse ``"600/60"``, ``"600/1m"`` or ``"20/1s"``."""
+        m = _RATE_RE.match(text)
+        if not m or int(m.group(1)) < 1 or float(m.group(2)) <= 0:
+            raise ValueError(f"rate limit must look like 600/60 or 600/1m, not {text!r}")
+        factor = {"s": 1, "m": 60, "h": 3600, None: 1}[m.group(3)]
+        return cls(int(m.group(1)), float(m.group(2)) * factor)
+
+
+def default_public_url(listen: str) -> str:
+    """The URL a client reaches the first ``--listen`` endpoint at, as a default."""
+    parts = listen.split(":")
+    kind = parts[0]
+    port = parts[1] if len(parts) > 1 and parts[1].isdigit() else "8080"
+    host = "127.0.0.1"
+    for part in parts[2:]:
+        if part.startswith("interface="):
+            iface = part.split("=", 1)[1]
+            host = iface if iface not in ("", "0.0.0.0", "::") else "127.0.0.1"
+    scheme = "https" if kind == "ssl" else "http"
+    default = 443 if scheme == "https" else 80
+    return f"{scheme}://{host}" + ("" if int(port) == default else f":{port}")
+
+
+@attrs.frozen
+class Config:
+    """Every setting of SPEC section 2, with defaults resolved."""
+
+    data_dir: str = DEFAULT_DATA_DIR
+    listen: tuple[str, ...] = (DEFAULT_LISTEN,)
+    db: str = ""
+    storage: str = ""
+    public_url: str = ""
+    resize_threads: int = attrs.field(factory=lambda: os.cpu_count() or 1)
+    max_size: int = 32 * MiB
+    max_pixels: int = 100_000_000
+    contact: str = ""
+    registration: str = "closed"
+    tiers: tuple[Tier, ...] = DEFAULT_TIERS
+    rate_ip: RateLimit = RateLimit(600, 60.0)
+    rate_token: RateLimit = RateLimit(300, 60.0)
+
+    def __attrs_post_init__(self) -> None:
+        data = os.path.abspath(self.data_dir)
+        object.__setattr__(self, "data_dir", data)
+        if not self.db:
+            object.__setattr__(self, "db", f"sqlite:///{data}/imgshare.sqlite3")
+        if not self.storage:
+            object.__setattr__(self, "storage", f"file://{data}/storage")
+        if not self.public_url:
+            object.__setattr__(self, "public_url", default_public_url(self.listen[0]))
+        object.__setattr__(self, "public_url", self.public_url.rstrip("/"))
+        if self.registration not in ("open", "closed"):
+            raise ValueError("--registration must be open or closed")
+        if self.max_size < 1 or self.max_pixels < 1 or self.resize_threads < 1:
+            raise ValueError("--max-size, --max-pixels and --resize-threads must be positive")
+
+    @property
+    def spool_dir(self) -> str:
+        """Where request bodies and originals awaiting derivation are kept."""
+        return os.path.join(self.data_dir, "spool")
+
+    @property
+    def max_body(self) -> int:
+        """The largest request body accepted: a maximal file plus form overhead."""
+        return self.max_size + 64 * 1024

@@ -1,0 +1,334 @@
+"""The Database interface, and the SQL every backend shares.
+
+Each operation is written once as an ``async`` function over a ``Tx`` (a
+transaction that runs SQL with ``?`` placeholders).  A backend only supplies
+the driver: SQLite runs the coroutine to completion inside an adbapi
+interaction thread (its ``Tx`` never really suspends); PostgreSQL awaits
+txpostgres cursors on the reactor.  Both get the same statements and the same
+records.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import re
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from zope.interface import Attribute, Interface
+
+from imgshare.domain.records import DELETED, LIVE, UPLOADING, Account, Image, Token
+
+
+class Conflict(Exception):
+    """A unique constraint refused the row (name taken)."""
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached."""
+
+
+class Tx(Protocol):
+    """One transaction."""
+
+    async def execute(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
+        """Run one statement; return its rows (empty for statements without)."""
+        ...
+
+
+class IDatabase(Interface):
+    """Everything IMGSHARE keeps in its database. Every method returns a Deferred."""
+
+    url = Attribute("The URL this database was opened from.")
+
+    def start():
+        """Connect and apply pending migrations."""
+
+    def stop():
+        """Close every connection."""
+
+    def run(operation, *args):
+        """Run ``await operation(tx, *args)`` in one transaction."""
+
+
+class IDatabaseFactory(Interface):
+    """A Database backend plugin, found by URL scheme."""
+
+    schemes = Attribute("URL schemes handled, e.g. ('sqlite',).")
+
+    def open(url, reactor, worker):
+        """Return an IDatabase for ``url`` (not started yet)."""
+
+
+# ---------------------------------------------------------------- migrations
+
+
+def schema_files(dialect: str) -> list[tuple[int, str]]:
+    """The numbered schema files of one SQL dialect, in order."""
+    folder = importlib.resources.files("imgshare") / "schema" / dialect
+    found = []
+    for entry in folder.iterdir():
+        m = re.match(r"^(\d+)_.*\.sql$", entry.name)
+        if m:
+            found.append((int(m.group(1)), entry.read_text("utf-8")))
+    return sorted(found)
+
+
+def split_statements(script: str) -> list[str]:
+    """Split a schema file into statements (one per ``;`` at a line end)."""
+    lines = [ln for ln in script.splitlines() if not ln.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";\n") if s.strip().rstrip(";").strip()]
+
+
+async def current_version(tx: Tx) -> int:
+    await tx.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    rows = await tx.execute("SELECT MAX(version) FROM schema_version")
+    return rows[0][0] or 0
+
+
+async def migrate(tx: Tx, files: list[tuple[int, str]]) -> int:
+    """Apply every schema file newer than the recorded version; return the new version."""
+    version = await current_version(tx)
+    for number, script in files:
+        if number <= version:
+            continue
+        for statement in split_statements(script):
+            await tx.execute(statement.rstrip(";"))
+        await tx.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
+        version = number
+    return version
+
+
+# ------------------------------------------------------------------ accounts
+
+_ACCOUNT = "id, name, is_admin, created"
+
+
+def _account(row: tuple) -> Account:
+    return Account(id=row[0], name=row[1], is_admin=bool(row[2]), created=row[3])
+
+
+async def count_accounts(tx: Tx) -> int:
+    return (await tx.execute("SELECT COUNT(*) FROM accounts"))[0][0]
+
+
+async def create_account(tx: Tx, name: str, password_hash: str, is_admin: bool, now: float) -> Account:
+    """Insert an account; ``Conflict`` if the name exists or awaits purging."""
+    if await tx.execute("SELECT 1 FROM accounts WHERE name = ?", (name,)):
+        raise Conflict(name)
+    if await tx.execute("SELECT 1 FROM images WHERE account = ? LIMIT 1", (name,)):
+        # Images of a removed account with this name are still being purged.
+        raise Conflict(name)
+    rows = await tx.execute(
+        f"INSERT INTO accounts (name, password_hash, is_admin, created) VALUES (?, ?, ?, ?) RETURNING {_ACCOUNT}",
+        (name, password_hash, is_admin, now),
+    )
+    return _account(rows[0])
+
+
+async def get_account(tx: Tx, name: str) -> Account | None:
+    rows = await tx.execute(f"SELECT {_ACCOUNT} FROM accounts WHERE name = ?", (name,))
+    return _account(rows[0]) if rows else None
+
+
+async def get_password_hash(tx: Tx, name: str) -> str | None:
+    rows = await tx.execute("SELECT password_hash FROM accounts WHERE name = ?", (name,))
+    return rows[0][0] if rows else None
+
+
+async def set_password_hash(tx: Tx, name: str, password_hash: str) -> bool:
+    rows = await tx.execute(
+        "UPDATE accounts SET password_hash = ? WHERE name = ? RETURNING id", (password_hash, name)
+    )
+    return bool(rows)
+
+
+async def list_accounts(tx: Tx) -> list[Account]:
+    return [_account(r) for r in await tx.execute(f"SELECT {_ACCOUNT} FROM accounts ORDER BY name")]
+
+
+async def delete_account(tx: Tx, name: str, now: float) -> bool:
+    """Remove an account and its tokens; its images become deleted (purged later)."""
+    rows = await tx.execute("DELETE FROM accounts WHERE name = ? RETURNING id", (name,))
+    if not rows:
+        return False
+    await tx.execute("DELETE FROM tokens WHERE account = ?", (name,))
+    await tx.execute(
+        "UPDATE images SET state = ?, deleted = ? WHERE account = ? AND state <> ?",
+        (DELETED, now, name, DELETED),
+    )
+    return True
+
+
+# -------------------------------------------------------------------- tokens
+
+_TOKEN = "id, account, label, created, expires, last_used"
+
+
+def _token(row: tuple) -> Token:
+    return Token(id=row[0], account=row[1], label=row[2], created=row[3], expires=row[4], last_used=row[5])
+
+
+async def create_token(
+    tx: Tx, account: str, digest: str, label: str, now: float, expires: float | None
+) -> Token:
+    rows = await tx.execute(
+        "INSERT INTO tokens (account, digest, label, created, expires) VALUES (?, ?, ?, ?, ?) "
+        f"RETURNING {_TOKEN}",
+        (account, digest, label, now, expires),
+    )
+    return _token(rows[0])
+
+
+async def find_token(tx: Tx, digest: str, now: float) -> Token | None:
+    """The unexpired token with this digest, its use recorded (at most once a minute)."""
+    rows = await tx.execute(
+        f"SELECT {_TOKEN} FROM tokens WHERE digest = ? AND (expires IS NULL OR expires > ?)",
+        (digest, now),
+    )
+    if not rows:
+        return None
+    token = _token(rows[0])
+    if token.last_used is None or token.last_used < now - 60:
+        await tx.execute("UPDATE tokens SET last_used = ? WHERE id = ?", (now, token.id))
+    return token
+
+
+async def list_tokens(tx: Tx, account: str, now: float) -> list[Token]:
+    rows = await tx.execute(
+        f"SELECT {_TOKEN} FROM tokens WHERE account = ? AND (expires IS NULL OR expires > ?) "
+        "ORDER BY created DESC, id DESC",
+        (account, now),
+    )
+    return [_token(r) for r in rows]
+
+
+async def delete_token(tx: Tx, account: str, token_id: int) -> bool:
+    rows = await tx.execute(
+        "DELETE FROM tokens WHERE account = ? AND id = ? RETURNING id", (account, token_id)
+    )
+    return bool(rows)
+
+
+async def delete_expired_tokens(tx: Tx, now: float) -> int:
+    rows = await tx.execute("DELETE FROM tokens WHERE expires IS NOT NULL AND expires <= ? RETURNING id", (now,))
+    return len(rows)
+
+
+# -------------------------------------------------------------------- images
+
+_IMAGE = "id, account, name, mime, size, width, height, sha256, uploaded, expires, state"
+
+
+def _image(row: tuple) -> Image:
+    return Image(
+        id=row[0], account=row[1], name=row[2], mime=row[3], size=row[4], width=row[5],
+        height=row[6], sha256=row[7], uploaded=row[8], expires=row[9], state=row[10],
+    )
+
+
+async def reserve_image(
+    tx: Tx, account: str, name: str, stem: str, mime: str, size: int, width: int,
+    height: int, sha256: str, now: float, expires: float | None,
+) -> Image:
+    """Claim ``name`` for an upload in progress; ``Conflict`` if its stem is taken.
+
+    Rows of deleted images stay until their objects are gone, so a name is
+    never reused while an old object under the same key may still be removed.
+    """
+    if await tx.execute("SELECT 1 FROM images WHERE account = ? AND stem = ?", (account, stem)):
+        raise Conflict(name)
+    rows = await tx.execute(
+        "INSERT INTO images (account, name, stem, mime, size, width, height, sha256, uploaded, "
+        f"expires, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_IMAGE}",
+        (account, name, stem, mime, size, width, height, sha256, now, expires, UPLOADING),
+    )
+    return _image(rows[0])
+
+
+async def commit_image(tx: Tx, image_id: int) -> Image:
+    """Make a reserved image live (its original is durably stored)."""
+    rows = await tx.execute(
+        f"UPDATE images SET state = ? WHERE id = ? AND state = ? RETURNING {_IMAGE}",
+        (LIVE, image_id, UPLOADING),
+    )
+    if not rows:
+        raise Conflict(f"image {image_id} is no longer reserved")
+    return _image(rows[0])
+
+
+async def discard_image(tx: Tx, image_id: int) -> None:
+    """Forget a reservation whose original never reached storage."""
+    await tx.execute("DELETE FROM images WHERE id = ? AND state = ?", (image_id, UPLOADING))
+
+
+async def get_image(tx: Tx, account: str, name: str) -> Image | None:
+    rows = await tx.execute(f"SELECT {_IMAGE} FROM images WHERE account = ? AND name = ?", (account, name))
+    return _image(rows[0]) if rows else None
+
+
+async def get_image_by_stem(tx: Tx, account: str, stem: str) -> Image | None:
+    rows = await tx.execute(f"SELECT {_IMAGE} FROM images WHERE account = ? AND stem = ?", (account, stem))
+    return _image(rows[0]) if rows else None
+
+
+async def mark_deleted(tx: Tx, image_id: int, now: float) -> bool:
+    """Stop serving an image at once; its objects are removed by the expiry service."""
+    rows = await tx.execute(
+        "UPDATE images SET state = ?, deleted = ? WHERE id = ? AND state = ? RETURNING id",
+        (DELETED, now, image_id, LIVE),
+    )
+    return bool(rows)
+
+
+async def list_images(tx: Tx, account: str, now: float, offset: int, limit: int) -> list[Image]:
+    """The account's served images, newest first."""
+    rows = await tx.execute(
+        f"SELECT {_IMAGE} FROM images WHERE account = ? AND state = ? "
+        "AND (expires IS NULL OR expires > ?) ORDER BY uploaded DESC, id DESC LIMIT ? OFFSET ?",
+        (account, LIVE, now, limit, offset),
+    )
+    return [_image(r) for r in rows]
+
+
+async def purgeable_images(
+    tx: Tx, now: float, stale_before: float, limit: int
+) -> list[tuple[Image, int]]:
+    """Images whose objects must go (deleted, expired, or uploads abandoned by a
+    crash), each with the number of removal attempts that failed so far.
+
+    Rows whose last removal attempt failed wait until their ``retry_at``.
+    """
+    rows = await tx.execute(
+        f"SELECT {_IMAGE}, attempts FROM images WHERE (retry_at IS NULL OR retry_at <= ?) AND ("
+        " state = ? OR (state = ? AND expires IS NOT NULL AND expires <= ?)"
+        " OR (state = ? AND uploaded < ?)) ORDER BY id LIMIT ?",
+        (now, DELETED, LIVE, now, UPLOADING, stale_before, limit),
+    )
+    return [(_image(r[:-1]), r[-1]) for r in rows]
+
+
+async def postpone_purge(tx: Tx, image_id: int, retry_at: float) -> None:
+    """Record that removing an image's objects failed; try again at ``retry_at``."""
+    await tx.execute(
+        "UPDATE images SET retry_at = ?, attempts = attempts + 1 WHERE id = ?", (retry_at, image_id)
+    )
+
+
+async def remove_image(tx: Tx, image_id: int) -> None:
+    """Drop an image's row once its objects are gone from storage."""
+    await tx.execute("DELETE FROM images WHERE id = ?", (image_id,))
+
+
+# ------------------------------------------------------------------ settings
+
+
+async def get_setting(tx: Tx, key: str) -> str | None:
+    rows = await tx.execute("SELECT value FROM settings WHERE key = ?", (key,))
+    return rows[0][0] if rows else None
+
+
+async def set_setting(tx: Tx, key: str, value: str | None) -> None:
+    await tx.execute("DELETE FROM settings WHERE key = ?", (key,))
+    if value is not None:
+        await tx.execute("INSERT INTO settings (key, value) VALUES (?, ?)", (key, value))

@@ -1,0 +1,222 @@
+"""Account names, image file names, storage keys and file references.
+
+Every name IMGSHARE issues matches :data:`FILE_NAME_RE`; storage keys are
+built only from such names (taken from database rows), never from request
+paths.
+"""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import re
+import secrets
+from collections.abc import Callable, Iterator, Sequence
+from urllib.parse import unquote, urlsplit
+
+import attrs
+
+from imgshare.domain import errors
+from imgshare.domain.records import ImageType
+
+ACCOUNT_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+RESERVED_NAMES = frozenset(
+    {"api", "img", "thumb", "static", "admin", "setup", "login", "logout", "xga", "vga", "qvga"}
+)
+
+FILE_NAME_RE = re.compile(r"^[0-9]{8}_[A-Za-z0-9._-]{1,60}\.(jpg|jpeg|png|bmp|webp)$")
+
+RANDOM_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+RANDOM_LENGTH = 8
+MAX_BASE_LENGTH = 40
+
+#: Extension of every derived file (xga, vga, qvga, thumb).
+DERIVED_EXT = ".jpg"
+#: Public resized versions, largest first.
+VARIANTS = ("xga", "vga", "qvga")
+#: The box each derived file must fit in, including the private thumbnail.
+VARIANT_BOXES = {"xga": (1024, 768), "vga": (640, 480), "qvga": (320, 240), "thumb": (160, 160)}
+THUMB = "thumb"
+
+_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+_DOT_RUNS = re.compile(r"\.{2,}")
+_ALNUM = re.compile(r"[A-Za-z0-9]")
+
+
+def is_valid_account_name(name: str) -> bool:
+    """True when ``name`` is a well-formed, non-reserved account name."""
+    return ACCOUNT_NAME_RE.fullmatch(name) is not None and name not in RESERVED_NAMES
+
+
+def is_valid_file_name(name: str) -> bool:
+    """True when ``name`` has the shape of a name IMGSHARE issues.
+
+    ``YYYYMMDD_<base>.<ext>`` with a safe base and an accepted extension;
+    a ".." sequence is never part of such a name.
+    """
+    return FILE_NAME_RE.fullmatch(name) is not None and ".." not in name
+
+
+def random_base(choice: Callable[[Sequence[str]], str] = secrets.choice) -> str:
+    """Return a random base name: 8 characters of ``[a-z0-9]``."""
+    return "".join(choice(RANDOM_ALPHABET) for _ in range(RANDOM_LENGTH))
+
+
+def _last_component(filename: str) -> str:
+    """The part of a client file name after its last ``/`` or ``\\``."""
+    return re.split(r"[/\\]", filename)[-1]
+
+
+def _split_extension(component: str) -> tuple[str, str]:
+    """Split off the last extension; leading dots never start one."""
+    body = component.lstrip(".")
+    lead = component[: len(component) - len(body)]
+    if "." not in body:
+        return component, ""
+    stem, ext = body.rsplit(".", 1)
+    return lead + stem, "." + ext
+
+
+def sanitize_base(filename: str) -> str | None:
+    """Turn a client's file name into a safe base name, or None.
+
+    Keeps the last path component without its extension, replaces every
+    character outside ``[A-Za-z0-9._-]`` with ``_``, collapses runs of dots,
+    strips leading and trailing dots and cuts the result to 40 characters.
+    Returns None when no letter or digit remains.
+    """
+    base, _ = _split_extension(_last_component(filename))
+    base = _UNSAFE_CHARS.sub("_", base)
+    base = _DOT_RUNS.sub(".", base).lstrip(".")
+    base = base[:MAX_BASE_LENGTH].rstrip(".")
+    if not _ALNUM.search(base):
+        return None
+    return base
+
+
+def choose_extension(client_filename: str | None, image_type: ImageType) -> str:
+    """The extension of a stored original: always the detected type's.
+
+    The one exception: a JPEG the client named ``*.jpeg`` keeps ``.jpeg``.
+    """
+    if client_filename and image_type.mime == "image/jpeg":
+        _, ext = _split_extension(_last_component(client_filename))
+        if ext.lower() == ".jpeg":
+            return ".jpeg"
+    return image_type.ext
+
+
+def candidate_names(day: datetime.date, base: str, ext: str) -> Iterator[str]:
+    """Yield ``YYYYMMDD_base.ext``, then ``YYYYMMDD_base_2.ext``, ``_3``, ... forever."""
+    prefix = day.strftime("%Y%m%d")
+    yield f"{prefix}_{base}{ext}"
+    for number in itertools.count(2):
+        yield f"{prefix}_{base}_{number}{ext}"
+
+
+def name_stem(name: str) -> str:
+    """The text of ``name`` before its last dot (the whole name without one)."""
+    return name.rsplit(".", 1)[0]
+
+
+def storage_key(account: str, name: str, variant: str | None = None) -> str:
+    """Return the storage key of an original or one of its derived files.
+
+    ``kitten/20260214_fountain.jpg`` for the original,
+    ``kitten/xga/20260214_fountain.jpg`` for a variant and
+    ``kitten/thumb/20260214_fountain.jpg`` for the thumbnail; derived files
+    always use the original's stem with ``.jpg``. Raises ValueError for an
+    invalid account, name or variant.
+    """
+    if not is_valid_account_name(account):
+        raise ValueError(f"invalid account name: {account!r}")
+    if not is_valid_file_name(name):
+        raise ValueError(f"invalid file name: {name!r}")
+    if variant is None:
+        return f"{account}/{name}"
+    if variant not in VARIANT_BOXES:
+        raise ValueError(f"unknown variant: {variant!r}")
+    return f"{account}/{variant}/{name_stem(name)}{DERIVED_EXT}"
+
+
+@attrs.frozen
+class FileRef:
+    """A reference to one original image, parsed from a delete request.
+
+    Exactly one of ``name`` (the original's exact name) and ``stem`` (the
+    name without extension, known from a derived file's URL) is set.
+    """
+
+    account: str
+    name: str | None = None
+    stem: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        """Enforce that exactly one of name and stem is set."""
+        if (self.name is None) == (self.stem is None):
+            raise ValueError("exactly one of name and stem must be set")
+
+    def matches(self, name: str) -> bool:
+        """True when the original called ``name`` is the one referred to."""
+        if self.name is not None:
+            return name == self.name
+        return name_stem(name) == self.stem
+
+
+def parse_file_reference(value: str, account: str) -> FileRef:
+    """Parse the ``file`` parameter of ``img_delete``.
+
+    Accepts a bare original name (owned by ``account``) or the URL, absolute
+    or path-only, of any version of an image: ``/img/<acct>/<name>``,
+    ``/img/<acct>/{xga,vga,qvga}/<stem>.jpg`` or ``/thumb/<acct>/<stem>.jpg``,
+    possibly below a path prefix (a public URL with a path). Query strings
+    and fragments are ignored; each path segment is percent-decoded once.
+    Raises :class:`errors.BadRequest` for anything else.
+    """
+    value = value.strip()
+    if "/" not in value:
+        if is_valid_file_name(value):
+            return FileRef(account=account, name=value)
+        raise errors.BadRequest("file: not a file name or an image URL")
+    ref = _parse_url_reference(value)
+    if ref is None:
+        raise errors.BadRequest("file: not a file name or an image URL")
+    return ref
+
+
+def _parse_url_reference(value: str) -> FileRef | None:
+    """Parse an image URL into a FileRef, or None when it is not one."""
+    try:
+        parts = urlsplit(value)
+        segments = [unquote(segment, errors="strict") for segment in parts.path.split("/")]
+    except ValueError:  # includes UnicodeDecodeError from a bad %-escape
+        return None
+    if parts.scheme not in ("", "http", "https"):
+        return None
+    return _original_ref(segments) or _derived_ref(segments)
+
+
+def _original_ref(segments: list[str]) -> FileRef | None:
+    """``.../img/<acct>/<name>``: a reference to the original by name."""
+    if len(segments) < 3 or segments[-3] != "img":
+        return None
+    account, name = segments[-2], segments[-1]
+    if is_valid_account_name(account) and is_valid_file_name(name):
+        return FileRef(account=account, name=name)
+    return None
+
+
+def _derived_ref(segments: list[str]) -> FileRef | None:
+    """``.../img/<acct>/<variant>/<stem>.jpg`` or ``.../thumb/<acct>/<stem>.jpg``."""
+    if len(segments) >= 4 and segments[-4] == "img" and segments[-2] in VARIANTS:
+        account = segments[-3]
+    elif len(segments) >= 3 and segments[-3] == THUMB:
+        account = segments[-2]
+    else:
+        return None
+    derived = segments[-1]
+    if not is_valid_account_name(account) or not derived.endswith(DERIVED_EXT):
+        return None
+    if not is_valid_file_name(derived):
+        return None
+    return FileRef(account=account, stem=name_stem(derived))

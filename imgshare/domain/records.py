@@ -1,0 +1,81 @@
+"""Frozen records returned by the Database and serialized by the web layer.
+
+Times are POSIX seconds (float) in UTC.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+
+@attrs.frozen
+class ImageType:
+    """One accepted image type, identified from the bytes."""
+
+    mime: str
+    ext: str  # canonical extension with the dot, e.g. ".jpg"
+    pil_format: str  # Pillow's format name, e.g. "JPEG"
+
+
+@attrs.frozen
+class ImageInfo:
+    """What inspecting an uploaded original found."""
+
+    type: ImageType
+    width: int
+    height: int
+    size: int
+    sha256: str
+
+
+@attrs.frozen
+class Account:
+    id: int
+    name: str
+    is_admin: bool
+    created: float
+
+
+@attrs.frozen
+class Token:
+    """An API token's row; the secret itself is never stored, only its SHA-256."""
+
+    id: int
+    account: str
+    label: str
+    created: float
+    expires: float | None
+    last_used: float | None
+
+
+# Image states: "uploading" while the original is being stored (name reserved,
+# never served); "live" once stored and committed; "deleted" once the owner
+# deleted it (never served; objects are removed by the expiry service, then the
+# row goes).
+UPLOADING = "uploading"
+LIVE = "live"
+DELETED = "deleted"
+
+
+@attrs.frozen
+class Image:
+    id: int
+    account: str
+    name: str  # e.g. "20260214_fountain.jpg"
+    mime: str
+    size: int
+    width: int
+    height: int
+    sha256: str
+    uploaded: float
+    expires: float | None  # None: permanent
+    state: str
+
+    @property
+    def stem(self) -> str:
+        """The name without its extension: the base of every derived file."""
+        return self.name.rsplit(".", 1)[0]
+
+    def is_served(self, now: float) -> bool:
+        """True while the image is live and not past its expiry."""
+        return self.state == LIVE and (self.expires is None or now < self.expires)

@@ -1,0 +1,278 @@
+"""Identify an uploaded image from its bytes and read its header dimensions.
+
+Nothing here decodes pixels. The type comes from magic bytes only (never from
+a file name or a client's Content-Type). Dimensions are first read by the small
+header parsers below, which read a bounded number of bytes; only when the
+declared pixel count is acceptable is Pillow asked to open the header (restricted
+to the sniffed format) to confirm that the image library can read it. This keeps
+Pillow's process-wide decompression-bomb limit (and its warning) out of the way
+without touching any global state, and stops oversized WEBP headers before
+Pillow allocates a canvas for them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import zlib
+from collections.abc import Callable
+from typing import BinaryIO
+
+from PIL import Image
+
+from imgshare.domain import errors
+from imgshare.domain.records import ImageInfo, ImageType
+
+JPEG = ImageType(mime="image/jpeg", ext=".jpg", pil_format="JPEG")
+PNG = ImageType(mime="image/png", ext=".png", pil_format="PNG")
+BMP = ImageType(mime="image/bmp", ext=".bmp", pil_format="BMP")
+WEBP = ImageType(mime="image/webp", ext=".webp", pil_format="WEBP")
+TYPES: tuple[ImageType, ...] = (JPEG, PNG, BMP, WEBP)
+
+#: How many leading bytes a caller must pass to :func:`sniff_type`.
+SNIFF_BYTES = 32
+
+#: Read size used while hashing an upload.
+CHUNK_SIZE = 1024 * 1024
+
+UNSUPPORTED_MESSAGE = "unsupported type: only JPEG, PNG, BMP and WEBP are accepted"
+HEADER_MESSAGE = "cannot read the image header"
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_BMP_DIB_SIZES = frozenset({12, 40, 52, 56, 64, 108, 124})
+# Upper bound on marker/junk steps while walking a JPEG's header segments.
+_JPEG_MAX_STEPS = 100_000
+# JPEG start-of-frame markers (C4 DHT, C8 JPG and CC DAC are not frames).
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# JPEG markers without a length field (TEM, RST0-7, a repeated SOI).
+_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})
+
+
+def sniff_type(head: bytes) -> ImageType | None:
+    """Return the accepted type whose magic bytes start ``head``, else None.
+
+    ``head`` should hold the first :data:`SNIFF_BYTES` bytes of the file.
+    """
+    if head.startswith(b"\xff\xd8\xff"):
+        return JPEG
+    if head.startswith(_PNG_SIGNATURE):
+        return PNG
+    if _looks_like_bmp(head):
+        return BMP
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return WEBP
+    return None
+
+
+def _looks_like_bmp(head: bytes) -> bool:
+    """True for "BM" followed by a known DIB header size at offset 14."""
+    if len(head) < 18 or not head.startswith(b"BM"):
+        return False
+    (dib_size,) = struct.unpack_from("<I", head, 14)
+    return dib_size in _BMP_DIB_SIZES
+
+
+def read_dimensions(path: str, image_type: ImageType) -> tuple[int, int]:
+    """Return ``(width, height)`` from the header of the image at ``path``.
+
+    Never decodes pixels and never trips Pillow's decompression-bomb check:
+    a header declaring more pixels than ``Image.MAX_IMAGE_PIXELS`` is reported
+    as declared (the caller compares pixel counts itself). Raises
+    :class:`errors.BadImage` when the header is unreadable or truncated.
+    """
+    declared = declared_dimensions(path, image_type)
+    return _library_dimensions(path, image_type, declared)
+
+
+def declared_dimensions(path: str, image_type: ImageType) -> tuple[int, int]:
+    """Return the dimensions the header declares, parsed without Pillow.
+
+    Reads only the header bytes it needs. Raises :class:`errors.BadImage`
+    when they are missing or malformed.
+    """
+    parser = _HEADER_PARSERS.get(image_type.pil_format)
+    if parser is None:
+        raise ValueError(f"not an accepted image type: {image_type!r}")
+    try:
+        with open(path, "rb") as fp:
+            return parser(fp)
+    except struct.error as exc:
+        raise errors.BadImage(HEADER_MESSAGE) from exc
+
+
+def _library_dimensions(
+    path: str, image_type: ImageType, declared: tuple[int, int]
+) -> tuple[int, int]:
+    """Open the header with Pillow (one format only) and return its size.
+
+    Skipped, returning ``declared``, when the declared pixel count is above
+    Pillow's own limit: Pillow would warn or refuse, and the caller rejects
+    such an image anyway when it exceeds the configured maximum.
+    """
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and declared[0] * declared[1] > limit:
+        return declared
+    try:
+        with Image.open(path, formats=[image_type.pil_format]) as image:
+            return image.size
+    except Exception as exc:  # any failure here means an unreadable header
+        raise errors.BadImage(HEADER_MESSAGE) from exc
+
+
+def _read_exact(fp: BinaryIO, count: int) -> bytes:
+    """Read exactly ``count`` bytes or raise BadImage (truncated header)."""
+    data = fp.read(count)
+    if len(data) != count:
+        raise errors.BadImage(HEADER_MESSAGE)
+    return data
+
+
+def _png_header(fp: BinaryIO) -> tuple[int, int]:
+    """Dimensions from a PNG's IHDR chunk, whose CRC must be right."""
+    data = _read_exact(fp, 33)
+    length, chunk_type = struct.unpack_from(">I4s", data, 8)
+    ihdr = data[16:29]
+    (crc,) = struct.unpack_from(">I", data, 29)
+    if length != 13 or chunk_type != b"IHDR" or zlib.crc32(b"IHDR" + ihdr) != crc:
+        raise errors.BadImage(HEADER_MESSAGE)
+    width, height = struct.unpack_from(">II", ihdr)
+    if width > 0x7FFFFFFF or height > 0x7FFFFFFF:
+        raise errors.BadImage(HEADER_MESSAGE)
+    return width, height
+
+
+def _bmp_header(fp: BinaryIO) -> tuple[int, int]:
+    """Dimensions from a BMP's DIB header (height may be negative: top-down)."""
+    data = _read_exact(fp, 26)
+    (dib_size,) = struct.unpack_from("<I", data, 14)
+    if dib_size not in _BMP_DIB_SIZES:
+        raise errors.BadImage(HEADER_MESSAGE)
+    if dib_size == 12:
+        return struct.unpack_from("<HH", data, 18)
+    width, height = struct.unpack_from("<ii", data, 18)
+    if width < 0:
+        raise errors.BadImage(HEADER_MESSAGE)
+    return width, abs(height)
+
+
+def _webp_header(fp: BinaryIO) -> tuple[int, int]:
+    """Dimensions from a WEBP's first chunk (VP8, VP8L or VP8X canvas)."""
+    data = _read_exact(fp, 30)
+    chunk = data[12:16]
+    if chunk == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":
+        width, height = struct.unpack_from("<HH", data, 26)
+        return width & 0x3FFF, height & 0x3FFF
+    if chunk == b"VP8L" and data[20] == 0x2F:
+        (bits,) = struct.unpack_from("<I", data, 21)
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X":
+        width = int.from_bytes(data[24:27], "little") + 1
+        height = int.from_bytes(data[27:30], "little") + 1
+        return width, height
+    raise errors.BadImage(HEADER_MESSAGE)
+
+
+def _jpeg_header(fp: BinaryIO) -> tuple[int, int]:
+    """Dimensions from the last start-of-frame segment before start-of-scan.
+
+    Walks the marker segments the way Pillow does (skipping junk and fill
+    bytes), seeking over segment bodies. A header without a frame, or one
+    that ends before the scan starts, is unreadable.
+    """
+    _read_exact(fp, 2)  # SOI
+    size: tuple[int, int] | None = None
+    for _ in range(_JPEG_MAX_STEPS):
+        marker = _next_jpeg_marker(fp)
+        if marker is None or marker in _JPEG_STANDALONE:
+            continue
+        if marker == 0xD9:  # end of image before any scan
+            break
+        (length,) = struct.unpack(">H", _read_exact(fp, 2))
+        if length < 2:
+            break
+        if marker == 0xDA:  # start of scan: the header is complete
+            if size is None:
+                break
+            return size
+        body = length - 2
+        if marker in _JPEG_SOF:
+            frame = _read_exact(fp, 5)
+            height, width = struct.unpack_from(">HH", frame, 1)
+            size = (width, height)
+            body -= 5
+        if body < 0:
+            break
+        fp.seek(body, 1)
+    raise errors.BadImage(HEADER_MESSAGE)
+
+
+def _next_jpeg_marker(fp: BinaryIO) -> int | None:
+    """Read one step of a JPEG marker walk.
+
+    Returns the marker code after an 0xFF prefix (fill bytes skipped), or
+    None for a junk byte or an escaped 0xFF00. Raises BadImage at the end of
+    the file.
+    """
+    if _read_exact(fp, 1) != b"\xff":
+        return None
+    code = _read_exact(fp, 1)[0]
+    while code == 0xFF:
+        code = _read_exact(fp, 1)[0]
+    return None if code == 0x00 else code
+
+
+_HEADER_PARSERS: dict[str, Callable[[BinaryIO], tuple[int, int]]] = {
+    JPEG.pil_format: _jpeg_header,
+    PNG.pil_format: _png_header,
+    BMP.pil_format: _bmp_header,
+    WEBP.pil_format: _webp_header,
+}
+
+
+def inspect_file(path: str, max_pixels: int) -> ImageInfo:
+    """Identify, measure and hash the upload at ``path``.
+
+    Raises :class:`errors.BadRequest` for an empty file,
+    :class:`errors.UnsupportedType` (415) for anything but JPEG, PNG, BMP
+    and WEBP, :class:`errors.BadImage` (400) for an unreadable header or a
+    zero dimension, and :class:`errors.TooLarge` (413) when the header
+    declares more than ``max_pixels`` pixels. The pixel limit is checked
+    before Pillow ever opens the file.
+    """
+    size, digest, head = _hash_file(path)
+    if size == 0:
+        raise errors.BadRequest("empty file")
+    image_type = sniff_type(head)
+    if image_type is None:
+        raise errors.UnsupportedType(UNSUPPORTED_MESSAGE)
+    declared = declared_dimensions(path, image_type)
+    _check_pixels(declared, max_pixels)
+    width, height = _library_dimensions(path, image_type, declared)
+    _check_pixels((width, height), max_pixels)
+    return ImageInfo(type=image_type, width=width, height=height, size=size, sha256=digest)
+
+
+def _hash_file(path: str) -> tuple[int, str, bytes]:
+    """Return the size, SHA-256 hex digest and first bytes of a file."""
+    digest = hashlib.sha256()
+    size = 0
+    head = b""
+    with open(path, "rb") as fp:
+        while chunk := fp.read(CHUNK_SIZE):
+            if len(head) < SNIFF_BYTES:
+                head += chunk[: SNIFF_BYTES - len(head)]
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest(), head
+
+
+def _check_pixels(dimensions: tuple[int, int], max_pixels: int) -> None:
+    """Refuse a zero dimension (BadImage) or too many pixels (TooLarge)."""
+    width, height = dimensions
+    if width <= 0 or height <= 0:
+        raise errors.BadImage("the image has a zero width or height")
+    pixels = width * height
+    if pixels > max_pixels:
+        raise errors.TooLarge(
+            f"image is {width}x{height} = {pixels} pixels, above the limit of {max_pixels} pixels"
+        )

@@ -1,0 +1,57 @@
+"""The expiry service: expired tokens go, expired and deleted files' objects go.
+
+``expire_once`` is one pass as a function of ``now``; ``ExpiryService`` runs it
+every few seconds on an injected clock and survives its own failures (a
+failing ``TimerService`` call would stop it for good).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.internet import TimerService
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from imgshare import db
+from imgshare.library import STALE_UPLOAD_SECONDS, ImageLibrary
+
+log = Logger()
+
+#: Seconds between passes: expired tokens and files are gone well within 60 s.
+INTERVAL = 10.0
+BATCH = 100
+MAX_BATCHES = 20
+
+
+async def expire_once(library: ImageLibrary, now: float) -> tuple[int, int]:
+    """One pass at time ``now``; returns (tokens deleted, images purged)."""
+    tokens = await library.database.run(db.delete_expired_tokens, now)
+    if tokens:
+        log.info("expired {count} token(s)", count=tokens)
+    purged = 0
+    for _ in range(MAX_BATCHES):
+        batch = await library.database.run(
+            db.purgeable_images, now, now - STALE_UPLOAD_SECONDS, BATCH
+        )
+        for image, attempts in batch:
+            if await library.purge(image, attempts):
+                purged += 1
+        if len(batch) < BATCH:
+            break
+    return tokens, purged
+
+
+class ExpiryService(TimerService):
+    """Runs ``expire_once`` every ``interval`` seconds of ``clock``."""
+
+    def __init__(self, library: ImageLibrary, clock: Any, interval: float = INTERVAL):
+        super().__init__(interval, self.tick)
+        self.clock = clock
+        self.library = library
+
+    def tick(self) -> Deferred[None]:
+        d = Deferred.fromCoroutine(expire_once(self.library, self.clock.seconds()))
+        d.addCallback(lambda _: None)
+        d.addErrback(lambda f: log.failure("expiry pass failed; retrying next time", f))
+        return d

@@ -1,0 +1,191 @@
+"""What the web layer asks for: authenticate, upload, delete, look up, purge.
+
+Routes call this; it calls the pure domain logic, the Database and the
+Storage.  It holds no HTTP and no SQL.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import attrs
+from twisted.logger import Logger
+
+from imgshare import auth, db
+from imgshare.config import Config
+from imgshare.domain import errors, lifetime, naming, sniff
+from imgshare.domain.records import Image, Token
+from imgshare.storage import StorageUnavailable
+
+#: An upload still "uploading" after this long was abandoned by a crash.
+STALE_UPLOAD_SECONDS = 3600.0
+#: Retry delays for removing objects while storage is down (then the last, forever).
+PURGE_BACKOFF = (10.0, 30.0, 60.0, 300.0, 900.0)
+
+log = Logger()
+
+
+def all_keys(image: Image) -> list[str]:
+    """Every storage key an image may have: the original and its derived files."""
+    keys = [naming.storage_key(image.account, image.name)]
+    keys += [naming.storage_key(image.account, image.name, v) for v in (*naming.VARIANTS, "thumb")]
+    return keys
+
+
+@attrs.define
+class ImageLibrary:
+    """The image host's operations, over injected backends and clock."""
+
+    config: Config
+    database: Any  # IDatabase
+    storage: Any  # IStorage
+    io: Any  # Worker for blocking file work
+    clock: Any  # IReactorTime
+
+    def now(self) -> float:
+        return self.clock.seconds()
+
+    # ---------------------------------------------------------------- tokens
+
+    async def authenticate(self, token: str | None) -> Token:
+        """The live token ``token`` names, or Unauthorized (401)."""
+        if not token:
+            raise errors.Unauthorized("missing token")
+        if not auth.looks_like_token(token):
+            raise errors.Unauthorized("unknown or expired token")
+        found = await self._db(db.find_token, auth.token_digest(token), self.now())
+        if found is None:
+            raise errors.Unauthorized("unknown or expired token")
+        return found
+
+    # --------------------------------------------------------------- uploads
+
+    async def upload(
+        self, account: str, path: str, client_filename: str | None, *,
+        keep_name: bool = False, name: str | None = None, expire: str | None = None,
+    ) -> Image:
+        """Store the file at ``path`` for ``account``; return its live record.
+
+        Answers only after the original is durably stored and its row committed.
+        On a storage failure nothing is recorded or left behind (503).
+        """
+        info = await self.io.run(sniff.inspect_file, path, self.config.max_pixels)
+        if info.size > self.config.max_size:
+            raise errors.TooLarge(f"file too large: the limit is {self.config.max_size} bytes")
+        ttl = lifetime.effective_lifetime(info.size, lifetime.parse_expire(expire), self.config.tiers)
+        chosen = name if name else (client_filename if keep_name else None)
+        base = naming.sanitize_base(chosen) if chosen else None
+        ext = naming.choose_extension(chosen, info.type)
+        now = self.now()
+        expires = None if ttl is None else now + ttl
+        image = await self._reserve(account, base, ext, info, now, expires)
+        key = naming.storage_key(account, image.name)
+        try:
+            await self.storage.put(key, path, info.type.mime)
+        except Exception as e:
+            log.warn("storing {key} failed: {error}", key=key, error=e)
+            await self._forget_upload(image, key)
+            raise errors.StorageUnavailable("storage is unavailable; nothing was stored") from e
+        image = await self._db(db.commit_image, image.id)
+        log.info("stored {account}/{name} ({size} bytes)", account=account, name=image.name, size=image.size)
+        return image
+
+    async def _reserve(
+        self, account: str, base: str | None, ext: str, info: Any, now: float, expires: float | None
+    ) -> Image:
+        day = datetime.datetime.fromtimestamp(now, datetime.UTC).date()
+        for attempt in range(1000):
+            if base is None:
+                candidate = next(naming.candidate_names(day, naming.random_base(), ext))
+            else:
+                candidate = _nth(naming.candidate_names(day, base, ext), attempt)
+            try:
+                return await self._db(
+                    db.reserve_image, account, candidate, naming.name_stem(candidate),
+                    info.type.mime, info.size, info.width, info.height, info.sha256, now, expires,
+                )
+            except db.Conflict:
+                continue
+        raise errors.ApiError("no free name for this file", 409)
+
+    async def _forget_upload(self, image: Image, key: str) -> None:
+        try:
+            await self.storage.delete(key)
+        except Exception:
+            # The row stays "uploading"; the expiry service removes both later.
+            return
+        await self._db(db.discard_image, image.id)
+
+    # ---------------------------------------------------------------- lookup
+
+    async def served_image(self, account: str, name: str) -> Image | None:
+        """The image ``account/name`` if it is served right now."""
+        if not naming.ACCOUNT_NAME_RE.match(account) or not naming.is_valid_file_name(name):
+            return None
+        image = await self._db(db.get_image, account, name)
+        return image if image is not None and image.is_served(self.now()) else None
+
+    # ---------------------------------------------------------------- delete
+
+    async def delete(self, account: str, reference: str) -> Image:
+        """Delete one of ``account``'s images by name or by the URL of any version.
+
+        Every version answers 404 from the moment this returns; the objects are
+        removed at once when storage allows, else retried by the expiry service.
+        """
+        ref = naming.parse_file_reference(reference, account)
+        if ref.account != account:
+            raise errors.Forbidden("not your file")
+        if ref.name is not None:
+            image = await self._db(db.get_image, account, ref.name)
+        else:
+            image = await self._db(db.get_image_by_stem, account, ref.stem)
+        if image is None or not image.is_served(self.now()):
+            raise errors.NotFound("no such file")
+        if not await self._db(db.mark_deleted, image.id, self.now()):
+            raise errors.NotFound("no such file")
+        log.info("deleted {account}/{name}", account=account, name=image.name)
+        self.clock.callLater(0, self._purge_later, image)
+        return image
+
+    def _purge_later(self, image: Image) -> None:
+        from twisted.internet.defer import Deferred
+
+        Deferred.fromCoroutine(self.purge(image)).addErrback(
+            lambda f: log.failure("purging {name}", f, name=image.name)
+        )
+
+    # ----------------------------------------------------------------- purge
+
+    async def purge(self, image: Image, attempts: int = 0) -> bool:
+        """Remove every object of a deleted, expired or abandoned image, then its row.
+
+        On a storage failure the row stays and is retried later (backoff).
+        """
+        try:
+            for key in all_keys(image):
+                await self.storage.delete(key)
+        except StorageUnavailable as e:
+            delay = PURGE_BACKOFF[min(attempts, len(PURGE_BACKOFF) - 1)]
+            log.warn("removing {name} failed ({error}); retrying in {delay:.0f} s",
+                     name=image.name, error=e, delay=delay)
+            await self._db(db.postpone_purge, image.id, self.now() + delay)
+            return False
+        await self._db(db.remove_image, image.id)
+        log.info("purged {account}/{name} ({state})", account=image.account, name=image.name,
+                 state=image.state)
+        return True
+
+    async def _db(self, operation: Any, *args: Any) -> Any:
+        try:
+            return await self.database.run(operation, *args)
+        except db.DatabaseUnavailable as e:
+            raise errors.StorageUnavailable("the database is unavailable") from e
+
+
+def _nth(iterator: Any, n: int) -> str:
+    for i, value in enumerate(iterator):
+        if i == n:
+            return value
+    raise AssertionError("candidate_names is endless")

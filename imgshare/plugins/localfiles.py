@@ -1,0 +1,143 @@
+"""The embedded Storage: a local directory, written atomically.
+
+An object is written to a hidden temporary file beside its final name,
+flushed to disk, then renamed into place, so a reader sees either nothing or
+the whole object.  Keys are checked again here, so no key can name a path
+outside the root.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from twisted.internet.defer import Deferred, fail
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+
+from imgshare.producers import RangeSender
+from imgshare.storage import IStorage, IStorageFactory, ObjectMissing, StorageUnavailable
+
+_SEGMENT = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
+
+
+def check_key(key: str) -> list[str]:
+    """The path segments of a storage key; ValueError for anything that could escape."""
+    segments = key.split("/")
+    if not key or any(not _SEGMENT.match(s) or ".." in s for s in segments):
+        raise ValueError(f"invalid storage key {key!r}")
+    return segments
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@implementer(IStorage)
+class LocalStorage:
+    """Objects as files under ``root``."""
+
+    def __init__(self, url: str, root: str, worker: Any):
+        self.url = url
+        self.root = os.path.abspath(root)
+        self._worker = worker
+
+    def _path(self, key: str) -> str:
+        return os.path.join(self.root, *check_key(key))
+
+    def start(self) -> Deferred[None]:
+        return self._worker.run(os.makedirs, self.root, exist_ok=True)
+
+    def stop(self) -> None:
+        pass
+
+    def put(self, key: str, path: str, content_type: str) -> Deferred[None]:
+        return self._worker.run(self._put, self._path(key), path)
+
+    def _put(self, target: str, source: str) -> None:
+        folder = os.path.dirname(target)
+        try:
+            os.makedirs(folder, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+                    shutil.copyfileobj(src, out, 1024 * 1024)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(tmp, target)
+            except BaseException:
+                os.unlink(tmp)
+                raise
+            _fsync_dir(folder)
+        except OSError as e:
+            raise StorageUnavailable(f"cannot write {target}: {e.strerror or e}") from e
+
+    def fetch(self, key: str, path: str) -> Deferred[None]:
+        return self._worker.run(self._fetch, self._path(key), path)
+
+    def _fetch(self, source: str, target: str) -> None:
+        try:
+            shutil.copyfile(source, target)
+        except FileNotFoundError as e:
+            raise ObjectMissing(source) from e
+        except OSError as e:
+            raise StorageUnavailable(str(e)) from e
+
+    def head(self, key: str) -> Deferred[int | None]:
+        return self._worker.run(self._head, self._path(key))
+
+    @staticmethod
+    def _head(path: str) -> int | None:
+        try:
+            return os.stat(path).st_size
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise StorageUnavailable(str(e)) from e
+
+    def delete(self, key: str) -> Deferred[None]:
+        return self._worker.run(self._delete, self._path(key))
+
+    @staticmethod
+    def _delete(path: str) -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise StorageUnavailable(str(e)) from e
+
+    def stream(self, key: str, consumer: Any, offset: int, length: int) -> Deferred[None]:
+        # Opening and reading a local file is what twisted.web.static does on
+        # the reactor too: each read is one bounded chunk.
+        try:
+            f = open(self._path(key), "rb")  # noqa: SIM115 - closed by RangeSender
+        except FileNotFoundError:
+            return fail(ObjectMissing(key))
+        except OSError as e:
+            return fail(StorageUnavailable(str(e)))
+        f.seek(offset)
+        return RangeSender(f, length).begin(consumer)
+
+
+@implementer(IPlugin, IStorageFactory)
+class LocalStorageFactory:
+    schemes = ("file",)
+
+    def open(self, url: str, reactor: Any, worker: Any) -> LocalStorage:
+        parts = urlsplit(url)
+        root = unquote(parts.netloc + parts.path)
+        if not root:
+            raise ValueError("a file URL needs a folder, e.g. file:///var/lib/imgshare/storage")
+        return LocalStorage(url, root, worker)
+
+
+local_files_backend = LocalStorageFactory()

@@ -1,0 +1,109 @@
+"""The running server: backends, pools, expiry and listeners, started in order.
+
+The listeners open only after the database is connected and migrated and the
+storage is ready, so no request ever meets a half-started server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+
+from imgshare import backends, db
+from imgshare.config import Config
+from imgshare.expiry import ExpiryService
+from imgshare.library import ImageLibrary
+from imgshare.ratelimit import RateLimiter
+from imgshare.threads import ThreadPoolService
+from imgshare.web.api import Api
+from imgshare.web.files import Files
+from imgshare.web.request import ImgshareSite
+from imgshare.web.root import Root
+
+log = Logger()
+
+SETUP_CODE_SETTING = "setup_code_sha256"
+IO_THREADS = 8
+
+
+class ImgshareService(MultiService):
+    """One IMGSHARE process. ``ready`` fires once it listens; ``ports`` are its listeners."""
+
+    def __init__(self, config: Config, reactor: Any):
+        super().__init__()
+        self.config = config
+        self.reactor = reactor
+        self.io_pool = ThreadPoolService(reactor, "imgshare-io", IO_THREADS)
+        self.io_pool.setServiceParent(self)
+        io = self.io_pool.worker
+        self.database = backends.open_database(config.db, reactor, io)
+        self.storage = backends.open_storage(config.storage, reactor, io)
+        self.library = ImageLibrary(config, self.database, self.storage, io, reactor)
+        self.root = Root(
+            Api(
+                self.library, io,
+                RateLimiter(config.rate_ip, reactor, "client address"),
+                RateLimiter(config.rate_token, reactor, "token"),
+            ),
+            Files(self.library, self.storage),
+        )
+        self.site = ImgshareSite(self.root.resource(), max_body=config.max_body, reactor=reactor)
+        self.expiry = ExpiryService(self.library, reactor)
+        self.ports: list[Any] = []
+        self.ready: Deferred[None] = Deferred()
+
+    def startService(self) -> None:
+        super().startService()
+        d = Deferred.fromCoroutine(self._start())
+        d.addCallbacks(self.ready.callback, self._failed_to_start)
+
+    def _failed_to_start(self, failure: Any) -> None:
+        log.failure("IMGSHARE could not start", failure)
+        self.ready.errback(failure)
+        if self.reactor.running:
+            self.reactor.stop()
+
+    async def _start(self) -> None:
+        os.makedirs(self.config.spool_dir, exist_ok=True)
+        await self.database.start()
+        await self.storage.start()
+        await self._announce_setup()
+        self.expiry.startService()
+        for description in self.config.listen:
+            port = await serverFromString(self.reactor, description).listen(self.site)
+            self.ports.append(port)
+            log.info("IMGSHARE listening on {address}; public URL {url}",
+                     address=port.getHost(), url=self.config.public_url)
+
+    async def _announce_setup(self) -> None:
+        """With no accounts yet, log a one-time link that creates the first (admin) account."""
+        if await self.database.run(db.count_accounts):
+            return
+        code = secrets.token_urlsafe(24)
+        digest = hashlib.sha256(code.encode()).hexdigest()
+        await self.database.run(db.set_setting, SETUP_CODE_SETTING, digest)
+        log.warn("No accounts yet. Create the first (admin) account at {url}/setup?code={code} "
+                 "(or run: imgshare user add NAME)", url=self.config.public_url, code=code)
+
+    def stopService(self) -> Deferred[None]:
+        async def stop() -> None:
+            await DeferredList([Deferred.fromCoroutine(_stop_port(p)) for p in self.ports])
+            self.ports = []
+            if self.expiry.running:
+                await self.expiry.stopService()
+            self.database.stop()
+            self.storage.stop()
+            await super(ImgshareService, self).stopService()
+
+        return Deferred.fromCoroutine(stop())
+
+
+async def _stop_port(port: Any) -> None:
+    await port.stopListening()

@@ -1,0 +1,59 @@
+"""The Storage interface: where originals and derived files live ("the cloud server").
+
+Keys are built from database rows (``imgshare.domain.naming.storage_key``),
+never from request paths.  Every method returns a Deferred and never blocks
+the reactor.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+
+class StorageUnavailable(Exception):
+    """Storage could not be reached or refused the operation."""
+
+
+class ObjectMissing(Exception):
+    """No object under that key."""
+
+
+class IStorage(Interface):
+    url = Attribute("The URL this storage was opened from.")
+
+    def start():
+        """Prepare the backend (create folders, clients)."""
+
+    def stop():
+        """Release resources."""
+
+    def put(key, path, content_type):
+        """Store the file at ``path`` under ``key``; fires once it is durable.
+
+        Readers never see a partial object. Fails with StorageUnavailable."""
+
+    def fetch(key, path):
+        """Copy the object under ``key`` into the local file ``path``.
+
+        Fails with ObjectMissing or StorageUnavailable."""
+
+    def head(key):
+        """Fire with the object's size, or None when there is none."""
+
+    def delete(key):
+        """Remove ``key``; removing a missing key succeeds. Fails with StorageUnavailable."""
+
+    def stream(key, consumer, offset, length):
+        """Write ``length`` bytes of the object from ``offset`` to ``consumer``,
+        honouring its flow control; fires when they are all written.
+
+        Fails with ObjectMissing (before writing anything) or StorageUnavailable."""
+
+
+class IStorageFactory(Interface):
+    """A Storage backend plugin, found by URL scheme."""
+
+    schemes = Attribute("URL schemes handled, e.g. ('file',).")
+
+    def open(url, reactor, worker):
+        """Return an IStorage for ``url`` (not started yet)."""

@@ -1,0 +1,160 @@
+"""The script API under ``/api/v1/`` (SPEC section 8)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import attrs
+from klein import Klein
+from twisted.python.failure import Failure
+
+from imgshare.domain import errors, lifetime, output, sniff
+from imgshare.domain.records import Token
+from imgshare.library import ImageLibrary
+from imgshare.ratelimit import RateLimiter
+from imgshare.web.errors import header, render_failure, require_method, respond, set_format
+from imgshare.web.forms import Form, read_form
+
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+
+
+def header_token(request: Any) -> str | None:
+    """The token from ``X-API-Key`` or ``Authorization: Bearer``, if any."""
+    key = header(request, b"x-api-key")
+    if key and key.strip():
+        return key.strip()
+    authorization = header(request, b"authorization") or ""
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return None
+
+
+def client_ip(request: Any) -> str:
+    return getattr(request.getClientAddress(), "host", "unknown")
+
+
+@attrs.define
+class Api:
+    """Routes of ``/api/v1/``; mounted by ``imgshare.web.root``."""
+
+    library: ImageLibrary
+    io: Any  # Worker that parses bodies
+    ip_limiter: RateLimiter
+    token_limiter: RateLimiter
+
+    app: ClassVar[Klein] = Klein()
+
+    @property
+    def config(self) -> Any:
+        return self.library.config
+
+    async def _begin(self, request: Any, *methods: bytes) -> tuple[Form, Token]:
+        """Method check, rate limits, form parsing and authentication, in that order."""
+        set_format(request, output.pick_format(_query(request, "format")))
+        require_method(request, *methods)
+        self.ip_limiter.check(client_ip(request))
+        token = None
+        from_header = header_token(request)
+        if from_header:  # refuse a bad token before parsing a large body
+            token = await self.library.authenticate(from_header)
+        form = await read_form(request, self.io, self.config.spool_dir, self.config.max_size)
+        try:
+            set_format(request, output.pick_format(form.get("format")))
+            if token is None:
+                token = await self.library.authenticate(form.get("token"))
+            self.token_limiter.check(f"token:{token.id}")
+        except BaseException:
+            form.discard()
+            raise
+        return form, token
+
+    @app.route("/img_upload.php")
+    async def upload(self, request: Any) -> bytes:
+        form, token = await self._begin(request, b"POST")
+        try:
+            if form.file is None:
+                raise errors.BadRequest("missing file: send the image as the multipart field 'file'")
+            image = await self.library.upload(
+                token.account, form.file.path, form.file.filename,
+                keep_name=(form.get("keep_name") or "").strip().lower() in TRUE_WORDS,
+                name=form.get("name") or None, expire=form.get("expire"),
+            )
+        finally:
+            form.discard()
+        return respond(request, 200, output.image_record(image, self.config.public_url))
+
+    @app.route("/img_delete.php")
+    async def delete(self, request: Any) -> bytes:
+        form, token = await self._begin(request, b"POST")
+        form.discard()
+        reference = (form.get("file") or "").strip()
+        if not reference:
+            raise errors.BadRequest("missing parameter: file")
+        image = await self.library.delete(token.account, reference)
+        return respond(request, 200, {"status": "ok", "deleted": image.name})
+
+    @app.route("/img_gather.php")
+    async def gather(self, request: Any) -> bytes:
+        form, token = await self._begin(request, b"POST")
+        form.discard()
+        raise errors.ApiError("img_gather.php is not available on this server yet", 501)
+
+    @app.route("/universe_delete.php")
+    async def universe_delete(self, request: Any) -> bytes:
+        form, token = await self._begin(request, b"GET")
+        raise errors.Forbidden("refusing to delete the universe: you are standing in it")
+
+    @app.route("/limits")
+    def limits(self, request: Any) -> bytes:
+        set_format(request, output.pick_format(_query(request, "format")))
+        require_method(request, b"GET", b"HEAD")
+        self.ip_limiter.check(client_ip(request))
+        return respond(request, 200, limits_record(self.config, _query(request, "format") == "text"))
+
+    @app.route("/", branch=True)
+    def unknown(self, request: Any) -> bytes:
+        raise errors.NotFound("no such endpoint")
+
+    @app.handle_errors(Exception)
+    def failed(self, request: Any, failure: Failure) -> bytes:
+        return render_failure(request, failure)
+
+
+def _query(request: Any, name: str) -> str | None:
+    values = (request.args or {}).get(name.encode())
+    return values[0].decode("utf-8", "replace") if values else None
+
+
+def limits_record(config: Any, flat: bool) -> dict:
+    """What ``GET /api/v1/limits`` answers: sizes, types, lifetime tiers, rate limits."""
+    tiers = [
+        {
+            "max_size": t.max_size,
+            "permanent": t.permanent,
+            "longest": None if t.longest is None else int(t.longest),
+            "default": None if t.default is None else int(t.default),
+        }
+        for t in config.tiers
+    ]
+    data: dict[str, Any] = {
+        "status": "ok",
+        "max_size": config.max_size,
+        "max_pixels": config.max_pixels,
+        "types": [t.mime for t in sniff.TYPES],
+        "min_lifetime": int(lifetime.MIN_LIFETIME),
+        "max_lifetime": int(lifetime.MAX_LIFETIME),
+        "tiers": tiers,
+        "rate_limits": {
+            "per_ip": {"requests": config.rate_ip.count, "period": config.rate_ip.period},
+            "per_token": {"requests": config.rate_token.count, "period": config.rate_token.period},
+        },
+    }
+    if flat:
+        data["types"] = ",".join(data["types"])
+        data["tiers"] = lifetime.format_tiers(config.tiers)
+        data["rate_limits"] = (
+            f"ip={config.rate_ip.count}/{config.rate_ip.period:g}s,"
+            f"token={config.rate_token.count}/{config.rate_token.period:g}s"
+        )
+    return data

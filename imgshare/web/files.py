@@ -1,0 +1,194 @@
+"""``/img/`` and ``/thumb/``: files streamed from storage (SPEC section 7).
+
+Status and headers come from the database row (size, digest, upload time,
+expiry), so conditional and range requests are answered before storage is
+touched; storage then streams exactly the bytes the response needs.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar
+
+import attrs
+from klein import Klein
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http import datetimeToString, stringToDatetime
+
+from imgshare.domain import errors, naming
+from imgshare.domain.records import Image
+from imgshare.library import ImageLibrary
+from imgshare.storage import ObjectMissing
+from imgshare.web.errors import header, render_failure, require_method
+
+log = Logger()
+
+CSP = b"default-src 'none'; sandbox"
+#: Longest time a cache may keep a file (never beyond its expiry).
+MAX_CACHE_SECONDS = 86400
+_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+@attrs.frozen
+class Representation:
+    """One servable object: what its headers say and where its bytes are."""
+
+    key: str
+    mime: str
+    size: int
+    etag: str
+    modified: float
+    expires: float | None
+
+
+def original(image: Image) -> Representation:
+    return Representation(
+        key=naming.storage_key(image.account, image.name), mime=image.mime, size=image.size,
+        etag=f'"{image.sha256[:32]}"', modified=image.uploaded, expires=image.expires,
+    )
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """The (first, last) byte of a single ``bytes=`` range, or None to ignore it.
+
+    Raises ValueError when the range cannot be satisfied (416).
+    """
+    m = _RANGE_RE.match(header.strip())
+    if not m or (not m.group(1) and not m.group(2)):
+        return None  # multiple ranges or another unit: serve the whole file
+    if not m.group(1):
+        suffix = int(m.group(2))
+        if suffix == 0:
+            raise ValueError("empty suffix range")
+        return max(0, size - suffix), size - 1
+    first = int(m.group(1))
+    last = int(m.group(2)) if m.group(2) else size - 1
+    if first > last and m.group(2):
+        return None  # syntactically invalid: ignored, per RFC 9110
+    if first >= size:
+        raise ValueError("range starts past the end")
+    return first, min(last, size - 1)
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    tags = [t.strip() for t in header.split(",")]
+    return "*" in tags or any(t.removeprefix("W/") == etag for t in tags)
+
+
+def _not_modified(request: Any, rep: Representation) -> bool:
+    inm = header(request, b"if-none-match")
+    if inm is not None:
+        return _etag_matches(inm, rep.etag)
+    ims = header(request, b"if-modified-since")
+    if ims:
+        try:
+            return int(rep.modified) <= stringToDatetime(ims.encode("latin-1"))
+        except (ValueError, UnicodeEncodeError):
+            return False
+    return False
+
+
+def _if_range_holds(request: Any, rep: Representation) -> bool:
+    value = header(request, b"if-range")
+    if value is None:
+        return True
+    if value.startswith(('"', "W/")):
+        return value == rep.etag
+    try:
+        return int(rep.modified) == stringToDatetime(value.encode("latin-1"))
+    except (ValueError, UnicodeEncodeError):
+        return False
+
+
+@attrs.define
+class Files:
+    """Routes of ``/img/`` and ``/thumb/``; mounted by ``imgshare.web.root``."""
+
+    library: ImageLibrary
+    storage: Any  # IStorage
+
+    img: ClassVar[Klein] = Klein()
+    thumb: ClassVar[Klein] = Klein()
+
+    @img.route("/<account>/<name>")
+    async def original(self, request: Any, account: str, name: str) -> bytes | None:
+        require_method(request, b"GET", b"HEAD")
+        image = await self.library.served_image(account, name)
+        if image is None:
+            raise errors.NotFound("no such file")
+        return await self.send(request, original(image))
+
+    @img.route("/<account>/<variant>/<name>")
+    async def variant(self, request: Any, account: str, variant: str, name: str) -> bytes | None:
+        require_method(request, b"GET", b"HEAD")
+        # Derived files are not published yet: every version but the original is 404.
+        raise errors.NotFound("no such file")
+
+    @thumb.route("/<account>/<name>")
+    def thumbnail(self, request: Any, account: str, name: str) -> bytes:
+        # Thumbnails are for the owner's browser session only; until sessions
+        # exist nobody is the owner.
+        raise errors.NotFound("no such file")
+
+    @img.handle_errors(Exception)
+    @thumb.handle_errors(Exception)
+    def failed(self, request: Any, failure: Failure) -> bytes:
+        return render_failure(request, failure)
+
+    async def send(self, request: Any, rep: Representation) -> bytes | None:
+        """Answer with ``rep``: 200, 206, 304 or 416, streaming the body from storage."""
+        now = self.library.now()
+        request.setHeader(b"Content-Type", rep.mime.encode())
+        request.setHeader(b"ETag", rep.etag.encode())
+        request.setHeader(b"Last-Modified", datetimeToString(int(rep.modified)))
+        request.setHeader(b"Accept-Ranges", b"bytes")
+        request.setHeader(b"X-Content-Type-Options", b"nosniff")
+        request.setHeader(b"Content-Security-Policy", CSP)
+        max_age = MAX_CACHE_SECONDS
+        if rep.expires is not None:
+            max_age = max(0, min(max_age, int(rep.expires - now)))
+        request.setHeader(b"Cache-Control", f"public, max-age={max_age}".encode())
+        if _not_modified(request, rep):
+            request.setResponseCode(304)
+            return b""
+        first, last = 0, rep.size - 1
+        range_header = header(request, b"range")
+        if range_header and _if_range_holds(request, rep):
+            try:
+                wanted = parse_range(range_header, rep.size)
+            except ValueError:
+                request.setResponseCode(416)
+                request.setHeader(b"Content-Range", f"bytes */{rep.size}".encode())
+                request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+                return b"range not satisfiable\n"
+            if wanted is not None:
+                first, last = wanted
+                request.setResponseCode(206)
+                request.setHeader(b"Content-Range", f"bytes {first}-{last}/{rep.size}".encode())
+        length = last - first + 1
+        request.setHeader(b"Content-Length", str(length).encode())
+        if request.method == b"HEAD" or length == 0:
+            return b""
+        try:
+            await self.storage.stream(rep.key, request, first, length)
+        except ObjectMissing as e:
+            if not request.startedWriting:
+                log.error("{key} is recorded but missing from storage", key=rep.key)
+                raise errors.NotFound("no such file") from e
+            _abort(request)
+        except (ConnectionDone, ConnectionLost, ConnectionError):
+            return None
+        except Exception as e:
+            log.warn("streaming {key} failed: {error}", key=rep.key, error=e)
+            if not request.startedWriting:
+                raise errors.StorageUnavailable("storage is unavailable") from e
+            _abort(request)  # never let a short body pass for a whole one
+        return None
+
+
+def _abort(request: Any) -> None:
+    transport = getattr(request.channel, "transport", None) if request.channel else None
+    if transport is not None:
+        transport.abortConnection()
