@@ -262,6 +262,15 @@ async def discard_image(tx: Tx, image_id: int) -> None:
     await tx.execute("DELETE FROM images WHERE id = ? AND state = ?", (image_id, UPLOADING))
 
 
+async def abandon_upload(tx: Tx, image_id: int, now: float) -> None:
+    """A reservation whose possibly partial object could not be removed yet: the
+    expiry service removes the object and then the row."""
+    await tx.execute(
+        "UPDATE images SET state = ?, deleted = ? WHERE id = ? AND state = ?",
+        (DELETED, now, image_id, UPLOADING),
+    )
+
+
 async def get_image(tx: Tx, account: str, name: str) -> Image | None:
     rows = await tx.execute(f"SELECT {_IMAGE} FROM images WHERE account = ? AND name = ?", (account, name))
     return _image(rows[0]) if rows else None

@@ -113,7 +113,8 @@ class ImageLibrary:
         try:
             await self.storage.delete(key)
         except Exception:
-            # The row stays "uploading"; the expiry service removes both later.
+            # Never served; the expiry service removes the object, then the row.
+            await self._db(db.abandon_upload, image.id, self.now())
             return
         await self._db(db.discard_image, image.id)
 

@@ -1,0 +1,216 @@
+"""The Database contract: every backend passes these tests unchanged.
+
+A backend's test case mixes ``DatabaseContract`` into a trial TestCase and
+defines ``async def make_database(self)`` returning a started database that
+is cleaned up with the test.
+"""
+
+from __future__ import annotations
+
+from imgshare import db
+from imgshare.domain.records import DELETED, LIVE, UPLOADING
+
+T = 1_771_061_400.0
+
+
+class DatabaseContract:
+    async def make_database(self):
+        raise NotImplementedError
+
+    async def _db(self):
+        self.database = await self.make_database()
+        return self.database
+
+    def q(self, *args):
+        return self.database.run(*args)
+
+    async def _image(self, account="kitten", name="20260214_a.jpg", now=T, expires=None, live=True):
+        image = await self.q(
+            db.reserve_image, account, name, name.rsplit(".", 1)[0], "image/jpeg", 10, 4, 3,
+            "ab" * 32, now, expires,
+        )
+        if live:
+            image = await self.q(db.commit_image, image.id)
+        return image
+
+    async def test_migrations_are_idempotent(self):
+        """Migrating an up-to-date database changes nothing and reports the same version."""
+        await self._db()
+        files = db.schema_files(self.database.dialect)
+        version = await self.q(db.migrate, files)
+        self.assertEqual(version, files[-1][0])
+        self.assertEqual(await self.q(db.migrate, files), version)
+
+    async def test_accounts(self):
+        """Accounts are created once per name, listed by name, and removable."""
+        await self._db()
+        self.assertEqual(await self.q(db.count_accounts), 0)
+        a = await self.q(db.create_account, "kitten", "hash1", True, T)
+        self.assertEqual((a.name, a.is_admin, a.created), ("kitten", True, T))
+        await self.q(db.create_account, "bear", "hash2", False, T)
+        with self.assertRaises(db.Conflict):
+            await self.q(db.create_account, "kitten", "x", False, T)
+        self.assertEqual([x.name for x in await self.q(db.list_accounts)], ["bear", "kitten"])
+        self.assertEqual((await self.q(db.get_account, "kitten")).id, a.id)
+        self.assertIsNone(await self.q(db.get_account, "nobody"))
+        self.assertEqual(await self.q(db.get_password_hash, "kitten"), "hash1")
+        self.assertTrue(await self.q(db.set_password_hash, "kitten", "hash3"))
+        self.assertEqual(await self.q(db.get_password_hash, "kitten"), "hash3")
+        self.assertFalse(await self.q(db.set_password_hash, "nobody", "x"))
+
+    async def test_delete_account_removes_tokens_and_deletes_images(self):
+        """Removing an account drops its tokens and marks its images deleted; the
+        name stays taken until those images are purged."""
+        await self._db()
+        await self.q(db.create_account, "kitten", "h", False, T)
+        await self.q(db.create_token, "kitten", "d" * 64, "", T, None)
+        image = await self._image()
+        self.assertTrue(await self.q(db.delete_account, "kitten", T + 1))
+        self.assertFalse(await self.q(db.delete_account, "kitten", T + 1))
+        self.assertIsNone(await self.q(db.find_token, "d" * 64, T + 1))
+        self.assertEqual((await self.q(db.get_image, "kitten", image.name)).state, DELETED)
+        with self.assertRaises(db.Conflict):
+            await self.q(db.create_account, "kitten", "h", False, T + 2)
+        await self.q(db.remove_image, image.id)
+        await self.q(db.create_account, "kitten", "h", False, T + 3)
+
+    async def test_tokens_expire_at_the_instant(self):
+        """A token is found until its expiry instant and never from then on."""
+        await self._db()
+        token = await self.q(db.create_token, "kitten", "a" * 64, "ci", T, T + 60)
+        self.assertEqual((token.label, token.expires, token.last_used), ("ci", T + 60, None))
+        found = await self.q(db.find_token, "a" * 64, T + 59.999)
+        self.assertEqual(found.id, token.id)
+        self.assertIsNone(await self.q(db.find_token, "a" * 64, T + 60))
+        self.assertEqual(await self.q(db.list_tokens, "kitten", T + 60), [])
+        self.assertIsNone(await self.q(db.find_token, "b" * 64, T))
+
+    async def test_token_use_is_recorded(self):
+        """Finding a token records when it was last used."""
+        await self._db()
+        await self.q(db.create_token, "kitten", "a" * 64, "", T, None)
+        await self.q(db.find_token, "a" * 64, T + 5)
+        [token] = await self.q(db.list_tokens, "kitten", T + 6)
+        self.assertEqual(token.last_used, T + 5)
+
+    async def test_token_list_and_delete(self):
+        """Tokens are listed newest first per account and deleted only by their owner."""
+        await self._db()
+        t1 = await self.q(db.create_token, "kitten", "1" * 64, "one", T, None)
+        t2 = await self.q(db.create_token, "kitten", "2" * 64, "two", T + 1, None)
+        await self.q(db.create_token, "bear", "3" * 64, "bear's", T, None)
+        self.assertEqual([t.id for t in await self.q(db.list_tokens, "kitten", T + 2)], [t2.id, t1.id])
+        self.assertFalse(await self.q(db.delete_token, "bear", t1.id))
+        self.assertTrue(await self.q(db.delete_token, "kitten", t1.id))
+        self.assertIsNone(await self.q(db.find_token, "1" * 64, T + 3))
+        self.assertEqual(len(await self.q(db.list_tokens, "kitten", T + 3)), 1)
+
+    async def test_delete_expired_tokens(self):
+        """The expiry pass deletes exactly the tokens whose expiry has passed."""
+        await self._db()
+        await self.q(db.create_token, "kitten", "1" * 64, "", T, T + 10)
+        await self.q(db.create_token, "kitten", "2" * 64, "", T, T + 100)
+        await self.q(db.create_token, "kitten", "3" * 64, "", T, None)
+        self.assertEqual(await self.q(db.delete_expired_tokens, T + 10), 1)
+        self.assertEqual(await self.q(db.delete_expired_tokens, T + 10), 0)
+        self.assertEqual(len(await self.q(db.list_tokens, "kitten", T)), 2)
+
+    async def test_image_names_are_reserved_by_stem(self):
+        """A name is reserved per account by its stem, whatever the extension."""
+        await self._db()
+        image = await self._image(live=False)
+        self.assertEqual(image.state, UPLOADING)
+        with self.assertRaises(db.Conflict):
+            await self._image(name="20260214_a.png", live=False)
+        await self._image(account="bear", live=False)  # another account may
+        self.assertEqual((await self.q(db.commit_image, image.id)).state, LIVE)
+        with self.assertRaises(db.Conflict):
+            await self.q(db.commit_image, image.id)
+
+    async def test_image_lookup(self):
+        """Images are found by exact name or by stem, within their account only."""
+        await self._db()
+        image = await self._image(name="20260214_pic.png")
+        self.assertEqual(await self.q(db.get_image, "kitten", "20260214_pic.png"), image)
+        self.assertEqual(await self.q(db.get_image_by_stem, "kitten", "20260214_pic"), image)
+        self.assertIsNone(await self.q(db.get_image, "bear", "20260214_pic.png"))
+        self.assertIsNone(await self.q(db.get_image, "kitten", "20260214_pic.jpg"))
+        self.assertEqual(
+            (image.mime, image.size, image.width, image.height, image.sha256, image.uploaded, image.expires),
+            ("image/jpeg", 10, 4, 3, "ab" * 32, T, None),
+        )
+
+    async def test_discard_reservation(self):
+        """A reservation whose upload failed is forgotten; a live image is not."""
+        await self._db()
+        reserved = await self._image(live=False)
+        await self.q(db.discard_image, reserved.id)
+        self.assertIsNone(await self.q(db.get_image, "kitten", reserved.name))
+        live = await self._image()
+        await self.q(db.discard_image, live.id)
+        self.assertIsNotNone(await self.q(db.get_image, "kitten", live.name))
+
+    async def test_list_images_newest_first(self):
+        """The listing holds only served images, newest first, paginated."""
+        await self._db()
+        for i in range(5):
+            await self._image(name=f"20260214_{i}.jpg", now=T + i)
+        await self._image(name="20260214_old.jpg", now=T, expires=T + 1)
+        await self._image(name="20260214_up.jpg", live=False)
+        gone = await self._image(name="20260214_gone.jpg")
+        await self.q(db.mark_deleted, gone.id, T)
+        page1 = await self.q(db.list_images, "kitten", T + 10, 0, 3)
+        page2 = await self.q(db.list_images, "kitten", T + 10, 3, 3)
+        self.assertEqual([i.name for i in page1], ["20260214_4.jpg", "20260214_3.jpg", "20260214_2.jpg"])
+        self.assertEqual([i.name for i in page2], ["20260214_1.jpg", "20260214_0.jpg"])
+
+    async def test_mark_deleted_once(self):
+        """Deleting marks a live image deleted once; a second delete finds nothing."""
+        await self._db()
+        image = await self._image()
+        self.assertTrue(await self.q(db.mark_deleted, image.id, T))
+        self.assertFalse(await self.q(db.mark_deleted, image.id, T))
+        self.assertFalse((await self.q(db.get_image, "kitten", image.name)).is_served(T))
+
+    async def test_purgeable_images(self):
+        """Deleted, expired and abandoned uploads are purgeable; postponed ones wait."""
+        await self._db()
+        live = await self._image(name="20260214_live.jpg")
+        expired = await self._image(name="20260214_exp.jpg", expires=T + 5)
+        deleted = await self._image(name="20260214_del.jpg")
+        await self.q(db.mark_deleted, deleted.id, T)
+        stale = await self._image(name="20260214_stale.jpg", live=False)
+        fresh = await self._image(name="20260214_fresh.jpg", now=T + 50, live=False)
+        found = await self.q(db.purgeable_images, T + 10, T + 20, 100)
+        self.assertEqual({i.id for i, _ in found}, {expired.id, deleted.id, stale.id})
+        self.assertNotIn(live.id, {i.id for i, _ in found})
+        self.assertNotIn(fresh.id, {i.id for i, _ in found})
+        await self.q(db.postpone_purge, deleted.id, T + 30)
+        found = await self.q(db.purgeable_images, T + 10, T + 20, 100)
+        self.assertNotIn(deleted.id, {i.id for i, _ in found})
+        found = dict((i.id, n) for i, n in await self.q(db.purgeable_images, T + 30, T + 20, 100))
+        self.assertEqual(found[deleted.id], 1)
+        await self.q(db.remove_image, deleted.id)
+        self.assertIsNone(await self.q(db.get_image, "kitten", deleted.name))
+
+    async def test_settings(self):
+        """Settings are stored, replaced and removed by key."""
+        await self._db()
+        self.assertIsNone(await self.q(db.get_setting, "k"))
+        await self.q(db.set_setting, "k", "v1")
+        await self.q(db.set_setting, "k", "v2")
+        self.assertEqual(await self.q(db.get_setting, "k"), "v2")
+        await self.q(db.set_setting, "k", None)
+        self.assertIsNone(await self.q(db.get_setting, "k"))
+
+    async def test_failed_operation_rolls_back(self):
+        """An operation that fails half-way leaves nothing behind."""
+        await self._db()
+
+        async def half(tx):
+            await db.create_account(tx, "kitten", "h", False, T)
+            raise ValueError("boom")
+
+        with self.assertRaises(ValueError):
+            await self.q(half)
+        self.assertIsNone(await self.q(db.get_account, "kitten"))

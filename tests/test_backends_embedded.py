@@ -1,0 +1,82 @@
+"""The embedded backends (SQLite, local files) and the memory fake pass the contracts."""
+
+from __future__ import annotations
+
+import os
+
+from twisted.internet import reactor
+from twisted.trial import unittest
+
+from imgshare import backends
+from imgshare.plugins.localfiles import LocalStorage, check_key
+from imgshare.plugins.sqlite import SqliteDatabase, path_from_url
+from imgshare.testing import MemoryStorage, open_sqlite
+from imgshare.threads import InlineWorker
+from tests.db_contract import DatabaseContract
+from tests.storage_contract import StorageContract
+
+
+class SqliteContractTests(DatabaseContract, unittest.TestCase):
+    async def make_database(self):
+        return await open_sqlite(self)
+
+
+class SqliteTests(unittest.TestCase):
+    def test_urls(self):
+        """sqlite URLs name absolute, relative and in-memory databases."""
+        self.assertEqual(path_from_url("sqlite:///var/lib/x.db"), "/var/lib/x.db")
+        self.assertEqual(path_from_url("sqlite:rel.db"), "rel.db")
+        self.assertEqual(path_from_url("sqlite:///:memory:"), ":memory:")
+        self.assertRaises(ValueError, path_from_url, "sqlite://")
+        self.assertRaises(ValueError, path_from_url, "postgresql://x/y")
+
+    async def test_survives_reopen(self):
+        """Data committed before a restart is there after it, and migrations are not redone."""
+        from imgshare import db
+
+        path = os.path.join(self.mktemp(), "x.sqlite3")
+        first = SqliteDatabase(f"sqlite://{path}", reactor)
+        await first.start()
+        await first.run(db.create_account, "kitten", "h", False, 1.0)
+        first.stop()
+        second = await open_sqlite(self, path)
+        self.assertEqual((await second.run(db.get_account, "kitten")).name, "kitten")
+
+    def test_plugins_found_by_scheme(self):
+        """The backend plugins are found by URL scheme; an unknown scheme is explained."""
+        self.assertIsInstance(backends.open_database("sqlite:///tmp/x.db", reactor, None), SqliteDatabase)
+        self.assertIsInstance(backends.open_storage("file:///tmp/x", reactor, None), LocalStorage)
+        with self.assertRaises(ValueError) as e:
+            backends.open_storage("ftp://x", reactor, None)
+        self.assertIn("file", str(e.exception))
+
+
+class LocalStorageContractTests(StorageContract, unittest.TestCase):
+    async def make_storage(self):
+        storage = LocalStorage("file:///x", self.mktemp(), InlineWorker())
+        await storage.start()
+        return storage
+
+
+class MemoryStorageContractTests(StorageContract, unittest.TestCase):
+    async def make_storage(self):
+        return MemoryStorage()
+
+
+class LocalStorageTests(unittest.TestCase):
+    def test_hostile_keys_refused(self):
+        """Keys that could leave the storage folder are refused."""
+        for key in ["", "../x", "a/../b", "/etc/passwd", "a//b", ".hidden/x", "a/.tmp-1", "a\\..\\b", "a/b\x00"]:
+            self.assertRaises(ValueError, check_key, key)
+        self.assertEqual(check_key("kitten/xga/20260214_a.jpg"), ["kitten", "xga", "20260214_a.jpg"])
+
+    async def test_no_partial_file_visible(self):
+        """A write that fails midway leaves neither a partial object nor a temp file."""
+        root = self.mktemp()
+        storage = LocalStorage("file:///x", root, InlineWorker())
+        await storage.start()
+        from imgshare.storage import StorageUnavailable
+
+        with self.assertRaises(StorageUnavailable):
+            await storage.put("kitten/20260214_a.jpg", os.path.join(root, "no-such-source"), "image/jpeg")
+        self.assertEqual(os.listdir(os.path.join(root, "kitten")), [])
