@@ -35,7 +35,7 @@ async def expire_once(library: ImageLibrary, now: float) -> tuple[int, int]:
             db.purgeable_images, now, now - STALE_UPLOAD_SECONDS, BATCH
         )
         for image, attempts in batch:
-            if await library.purge(image, attempts):
+            if await library.purge(image, attempts, now):
                 purged += 1
         if len(batch) < BATCH:
             break

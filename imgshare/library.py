@@ -159,7 +159,7 @@ class ImageLibrary:
 
     # ----------------------------------------------------------------- purge
 
-    async def purge(self, image: Image, attempts: int = 0) -> bool:
+    async def purge(self, image: Image, attempts: int = 0, now: float | None = None) -> bool:
         """Remove every object of a deleted, expired or abandoned image, then its row.
 
         On a storage failure the row stays and is retried later (backoff).
@@ -171,7 +171,7 @@ class ImageLibrary:
             delay = PURGE_BACKOFF[min(attempts, len(PURGE_BACKOFF) - 1)]
             log.warn("removing {name} failed ({error}); retrying in {delay:.0f} s",
                      name=image.name, error=e, delay=delay)
-            await self._db(db.postpone_purge, image.id, self.now() + delay)
+            await self._db(db.postpone_purge, image.id, (self.now() if now is None else now) + delay)
             return False
         await self._db(db.remove_image, image.id)
         log.info("purged {account}/{name} ({state})", account=image.account, name=image.name,

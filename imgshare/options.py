@@ -36,8 +36,9 @@ def env_name(option: str) -> str:
     return "IMGSHARE_" + option.upper().replace("-", "_")
 
 
-def resolve(given: Mapping[str, Any], environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+def resolve(given: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """Each option's value: the command line's, else the environment's; unset ones omitted."""
+    environ = os.environ if environ is None else environ
     values = {}
     for option, _ in SERVER_OPTIONS + [("listen", "")]:
         key = option.replace("-", "_")

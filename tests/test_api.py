@@ -186,8 +186,9 @@ class UploadErrorTests(ApiTestCase):
 
     async def test_unsupported_types(self):
         """GIF, TIFF, SVG, text and empty files: 415 (or 400 for empty), nothing stored."""
-        from PIL import Image
         import io
+
+        from PIL import Image
 
         gif = io.BytesIO()
         Image.new("P", (4, 4)).save(gif, "GIF")

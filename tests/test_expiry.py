@@ -1,0 +1,118 @@
+"""The expiry service on a fake clock: tokens and files go on time, failed removals are retried."""
+
+from __future__ import annotations
+
+import json
+
+from twisted.trial import unittest
+
+from imgshare import db
+from imgshare.expiry import ExpiryService, expire_once
+from imgshare.testing import T0, image_bytes, make_fixture, multipart
+
+API = "http://img.example/api/v1/img_upload.php"
+
+
+class ExpiryTests(unittest.TestCase):
+    async def setUp(self):
+        self.f = await make_fixture(self)
+        await self.f.account("kitten")
+        self.token = await self.f.token("kitten")
+        self.client = self.f.client()
+        self.service = ExpiryService(self.f.library, self.f.clock)
+
+    async def upload(self, **fields):
+        body, headers = multipart({"token": self.token, **fields}, {"file": ("a.png", image_bytes("PNG"))})
+        response, out = await self.client.request("POST", API, data=body, headers=headers)
+        self.assertEqual(response.code, 200, out)
+        return json.loads(out)
+
+    async def settle(self):
+        """Let the service's database round trips (a real thread) finish."""
+        from twisted.internet import reactor
+        from twisted.internet.task import deferLater
+
+        for _ in range(50):
+            await deferLater(reactor, 0.005, lambda: None)
+
+    async def test_tokens_deleted_within_60_seconds(self):
+        """An expired token's row is gone within 60 s of its expiry, driven by the clock alone."""
+        await self.f.token("kitten", expires=T0 + 30)
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+        await self.settle()
+        self.assertEqual(len(await self.f.database.run(db.list_tokens, "kitten", T0)), 2)
+        for _ in range(9):  # 90 s in 10 s steps
+            self.f.clock.advance(10)
+            await self.settle()
+        rows = await self.f.database.run(db.delete_expired_tokens, self.f.clock.seconds())
+        self.assertEqual(rows, 0, "the service had already deleted the expired token")
+        self.assertEqual(len(await self.f.database.run(db.list_tokens, "kitten", T0)), 1)
+
+    async def test_expired_files_purged(self):
+        """An expired file's objects and row are removed by the next pass after its expiry."""
+        record = await self.upload(expire="1h")
+        keep = await self.upload()
+        self.assertEqual(len(self.f.storage.objects), 2)
+        self.assertEqual(await expire_once(self.f.library, T0 + 3599), (0, 0))
+        self.assertEqual(await expire_once(self.f.library, T0 + 3600), (0, 1))
+        self.assertEqual(list(self.f.storage.objects), [f"kitten/{keep['file']}"])
+        self.assertIsNone(await self.f.database.run(db.get_image, "kitten", record["file"]))
+
+    async def test_every_version_removed(self):
+        """Purging removes the original and every derived key, thumbnail included."""
+        record = await self.upload(expire="1h")
+        stem = record["file"][:-4]
+        for variant in ("xga", "vga", "qvga", "thumb"):
+            self.f.storage.objects[f"kitten/{variant}/{stem}.jpg"] = b"x"
+        await expire_once(self.f.library, T0 + 3600)
+        self.assertEqual(self.f.storage.objects, {})
+
+    async def test_removal_retried_while_storage_is_down(self):
+        """A removal that fails because storage is down is retried with backoff until it succeeds."""
+        record = await self.upload(expire="1h")
+        self.f.storage.available = False
+        self.assertEqual(await expire_once(self.f.library, T0 + 3600), (0, 0))
+        image = await self.f.database.run(db.get_image, "kitten", record["file"])
+        self.assertIsNotNone(image)
+        calls = len(self.f.storage.calls)
+        await expire_once(self.f.library, T0 + 3605)  # still inside the first backoff
+        self.assertEqual(len(self.f.storage.calls), calls)
+        await expire_once(self.f.library, T0 + 3611)  # retried, fails again
+        self.assertGreater(len(self.f.storage.calls), calls)
+        self.f.storage.available = True
+        self.assertEqual(await expire_once(self.f.library, T0 + 3611 + 31), (0, 1))
+        self.assertEqual(self.f.storage.objects, {})
+
+    async def test_abandoned_upload_cleaned(self):
+        """An upload left half-done by a crash (row reserved, object stored) is removed after an hour."""
+        image = await self.f.database.run(
+            db.reserve_image, "kitten", "20260214_crash.png", "20260214_crash", "image/png", 3, 1, 1,
+            "0" * 64, T0, None,
+        )
+        self.f.storage.objects["kitten/20260214_crash.png"] = b"abc"
+        await expire_once(self.f.library, T0 + 60)
+        self.assertIn("kitten/20260214_crash.png", self.f.storage.objects)
+        await expire_once(self.f.library, T0 + 3601)
+        self.assertEqual(self.f.storage.objects, {})
+        self.assertIsNone(await self.f.database.run(db.get_image, "kitten", image.name))
+
+    async def test_service_survives_failures(self):
+        """A pass that raises is logged and the loop keeps running."""
+        calls = []
+
+        async def broken(tx, now):
+            calls.append(now)
+            raise RuntimeError("database exploded")
+
+        import imgshare.expiry as expiry
+
+        self.patch(expiry.db, "delete_expired_tokens", broken)
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+        await self.settle()
+        self.f.clock.advance(10)
+        await self.settle()
+        self.assertEqual(len(calls), 2)
+        self.assertTrue(self.service.running)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
