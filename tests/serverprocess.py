@@ -1,0 +1,88 @@
+"""Start the real ``twistd -n imgshare`` in a subprocess on a loopback port, for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_LISTENING = re.compile(r"IMGSHARE listening on IPv4Address\(type='TCP', host='127\.0\.0\.1', port=(\d+)\)")
+
+
+def environment(data_dir: str, **extra: str) -> dict[str, str]:
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env["IMGSHARE_DATA_DIR"] = data_dir
+    env.update(extra)
+    return env
+
+
+def admin(data_dir: str, *argv: str, stdin: str = "", **env: str) -> str:
+    """Run the ``imgshare`` admin command; return its stdout (raises on failure)."""
+    done = subprocess.run(
+        [sys.executable, "-c", "from imgshare.cli import main; main()", *argv],
+        input=stdin, capture_output=True, text=True, env=environment(data_dir, **env), timeout=60,
+    )
+    if done.returncode:
+        raise AssertionError(f"imgshare {' '.join(argv)} failed: {done.stderr}")
+    return done.stdout
+
+
+class ServerProcess:
+    """One ``twistd -n imgshare`` process; ``url`` once ``start`` has returned."""
+
+    def __init__(self, data_dir: str, *args: str, **env: str):
+        self.data_dir = data_dir
+        self.args = args
+        self.env = env
+        self.log_path = os.path.join(data_dir + "-twistd.log")
+        self.process: subprocess.Popen | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        with open(self.log_path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    async def start(self, timeout: float = 60.0) -> ServerProcess:
+        os.makedirs(os.path.dirname(os.path.abspath(self.log_path)), exist_ok=True)
+        argv = [
+            sys.executable, "-c", "import sys; from twisted.scripts.twistd import run; sys.exit(run())",
+            "-n", "--pidfile=", "--logfile", self.log_path, "imgshare",
+            "--listen", "tcp:0:interface=127.0.0.1", *self.args,
+        ]
+        self.process = subprocess.Popen(argv, env=environment(self.data_dir, **self.env), cwd=REPO)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if os.path.exists(self.log_path):
+                m = _LISTENING.search(self.log())
+                if m:
+                    self.port = int(m.group(1))
+                    return self
+            if self.process.poll() is not None:
+                raise AssertionError(f"twistd exited with {self.process.returncode}:\n{self._tail()}")
+            await deferLater(reactor, 0.05, lambda: None)
+        self.stop()
+        raise AssertionError(f"twistd did not start listening within {timeout} s:\n{self._tail()}")
+
+    def _tail(self) -> str:
+        return self.log()[-4000:] if os.path.exists(self.log_path) else "(no log)"
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None

@@ -1,0 +1,158 @@
+"""The real ``twistd imgshare`` on a loopback port, driven over sockets as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import socket
+import struct
+import time
+import zlib
+
+from treq.client import HTTPClient
+from twisted.internet import reactor
+from twisted.trial import unittest
+from twisted.web.client import Agent, HTTPConnectionPool
+
+from imgshare.testing import image_bytes
+from tests.serverprocess import ServerProcess, admin
+
+MiB = 1024 * 1024
+
+
+def raw_exchange(port: int, request: bytes, body_chunks=(), read_timeout: float = 10.0) -> tuple[bytes, bool]:
+    """Send a raw request and body chunks while reading; return (response bytes, closed by server).
+
+    Sending stops as soon as the server answers, closes or resets.
+    """
+    sock = socket.create_connection(("127.0.0.1", port), timeout=read_timeout)
+    response = b""
+    closed = False
+    try:
+        sock.sendall(request)
+        sock.setblocking(False)
+        pending = [memoryview(c) for c in body_chunks]
+        deadline = time.monotonic() + read_timeout
+        while not closed and time.monotonic() < deadline:
+            want_write = [sock] if pending and not response else []
+            readable, writable, _ = select.select([sock], want_write, [], 0.5)
+            if readable:
+                try:
+                    data = sock.recv(65536)
+                except OSError:
+                    closed = True
+                    break
+                if not data:
+                    closed = True
+                    break
+                response += data
+                deadline = time.monotonic() + read_timeout
+            if writable:
+                try:
+                    sent = sock.send(pending[0])
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    pending = []
+                    continue
+                pending[0] = pending[0][sent:]
+                if not len(pending[0]):
+                    pending.pop(0)
+    finally:
+        sock.close()
+    return response, closed
+
+
+class EndToEndTests(unittest.TestCase):
+    """One server for the class: start-up costs a second or two."""
+
+    timeout = 240
+
+    async def setUp(self):
+        self.data = os.path.abspath(self.mktemp())
+        self.server = await ServerProcess(self.data, "--public-url", "https://img.example").start()
+        self.addCleanup(self.server.stop)
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        self.http = HTTPClient(Agent(reactor, pool=pool))
+
+    async def test_newcomer_flow(self):
+        """First start logs the setup link; the admin command makes an account and a token;
+        an upload over a socket answers the SPEC record and the original comes back identical."""
+        self.assertRegex(self.server.log(), r"https://img\.example/setup\?code=[A-Za-z0-9_-]{20,}")
+        admin(self.data, "user", "add", "kitten", stdin="a long password\n")
+        token = admin(self.data, "token", "create", "kitten").strip()
+        photo = image_bytes("JPEG", (1200, 900), quality=92)
+        response = await self.http.post(
+            self.server.url + "/api/v1/img_upload.php",
+            data={"token": token, "keep_name": "1"}, files={"file": ("photo.jpg", "image/jpeg", photo)},
+        )
+        record = json.loads(await response.content())
+        self.assertEqual(response.code, 200, record)
+        self.assertRegex(record["file"], r"^\d{8}_photo\.jpg$")
+        self.assertEqual((record["width"], record["height"], record["size"]), (1200, 900, len(photo)))
+        self.assertTrue(record["urls"]["original"].startswith("https://img.example/img/kitten/"))
+        path = record["urls"]["original"].removeprefix("https://img.example")
+        response = await self.http.get(self.server.url + path)
+        self.assertEqual(response.code, 200)
+        self.assertEqual(await response.content(), photo)
+
+        head, _ = raw_exchange(self.server.port, f"HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        self.assertIn(f"Content-Length: {len(photo)}\r\n".encode(), head)
+        self.assertTrue(head.endswith(b"\r\n\r\n"), "HEAD has no body")
+
+        response = await self.http.post(self.server.url + "/api/v1/img_delete.php",
+                                   data={"token": token, "file": record["urls"]["xga"]})
+        self.assertEqual(response.code, 200)
+        response = await self.http.get(self.server.url + path)
+        self.assertEqual(response.code, 404)
+        self.assertIn('"POST /api/v1/img_upload.php HTTP/1.1" 200', self.server.log())
+
+    async def test_oversize_body_with_length(self):
+        """A 33 MiB Content-Length is refused with 413 before the body is read, with no
+        '100 Continue', and the connection is closed rather than left hanging."""
+        headers = ("POST /api/v1/img_upload.php HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
+                   f"boundary=b\r\nContent-Length: {33 * MiB}\r\nExpect: 100-continue\r\n\r\n").encode()
+        started = time.monotonic()
+        response, closed = raw_exchange(self.server.port, headers)
+        self.assertTrue(response.startswith(b"HTTP/1.1 413 "), response[:200])
+        self.assertNotIn(b"100 Continue", response)
+        self.assertIn(b'"status": "error"', response)
+        self.assertTrue(closed)
+        self.assertLess(time.monotonic() - started, 9, "closed by the server, not by our read timeout")
+
+    async def test_oversize_body_streamed(self):
+        """A 33 MiB body actually being sent (no Expect) gets 413 and the connection closes."""
+        headers = ("POST /api/v1/img_upload.php HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
+                   f"boundary=b\r\nContent-Length: {33 * MiB}\r\n\r\n").encode()
+        response, closed = raw_exchange(self.server.port, headers, [b"x" * MiB] * 33)
+        self.assertTrue(response.startswith(b"HTTP/1.1 413 "), response[:200])
+        self.assertTrue(closed)
+
+    async def test_oversize_chunked_body(self):
+        """A chunked body without a length is cut off with 413 once it passes the limit."""
+        headers = (b"POST /api/v1/img_upload.php HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
+                   b"boundary=b\r\nTransfer-Encoding: chunked\r\n\r\n")
+        chunk = b"%x\r\n%s\r\n" % (MiB, b"y" * MiB)
+        response, closed = raw_exchange(self.server.port, headers, [chunk] * 34)
+        self.assertTrue(response.startswith(b"HTTP/1.1 413 "), response[:200])
+        self.assertTrue(closed)
+
+    async def test_bomb_and_garbage_over_socket(self):
+        """Over a real socket: a PNG header claiming 20000x20000 is 413, garbage is 415, a path
+        traversal is 404, and the server keeps serving."""
+        admin(self.data, "user", "add", "kitten", stdin="a long password\n")
+        token = admin(self.data, "token", "create", "kitten").strip()
+        chunk = b"IHDR" + struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+        bomb = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk))
+        for data, status in [(bomb, 413), (os.urandom(5000), 415)]:
+            response = await self.http.post(self.server.url + "/api/v1/img_upload.php", data={"token": token},
+                                       files={"file": ("x.png", "image/png", data)})
+            self.assertEqual(response.code, status)
+            await response.content()
+        response, _ = raw_exchange(
+            self.server.port, b"GET /img/kitten/../../imgshare.sqlite3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        self.assertTrue(response.startswith(b"HTTP/1.1 404 "), response[:100])
+        response = await self.http.get(self.server.url + "/api/v1/limits")
+        self.assertEqual(response.code, 200)
+        await response.content()
