@@ -60,6 +60,12 @@ class IDatabaseFactory(Interface):
         """Return an IDatabase for ``url`` (not started yet)."""
 
 
+def readonly(operation: Any) -> Any:
+    """Mark an operation that only reads: backends may run it without a write lock."""
+    operation.readonly = True
+    return operation
+
+
 # ---------------------------------------------------------------- migrations
 
 
@@ -108,6 +114,7 @@ def _account(row: tuple) -> Account:
     return Account(id=row[0], name=row[1], is_admin=bool(row[2]), created=row[3])
 
 
+@readonly
 async def count_accounts(tx: Tx) -> int:
     return (await tx.execute("SELECT COUNT(*) FROM accounts"))[0][0]
 
@@ -126,11 +133,13 @@ async def create_account(tx: Tx, name: str, password_hash: str, is_admin: bool, 
     return _account(rows[0])
 
 
+@readonly
 async def get_account(tx: Tx, name: str) -> Account | None:
     rows = await tx.execute(f"SELECT {_ACCOUNT} FROM accounts WHERE name = ?", (name,))
     return _account(rows[0]) if rows else None
 
 
+@readonly
 async def get_password_hash(tx: Tx, name: str) -> str | None:
     rows = await tx.execute("SELECT password_hash FROM accounts WHERE name = ?", (name,))
     return rows[0][0] if rows else None
@@ -143,6 +152,7 @@ async def set_password_hash(tx: Tx, name: str, password_hash: str) -> bool:
     return bool(rows)
 
 
+@readonly
 async def list_accounts(tx: Tx) -> list[Account]:
     return [_account(r) for r in await tx.execute(f"SELECT {_ACCOUNT} FROM accounts ORDER BY name")]
 
@@ -194,6 +204,7 @@ async def find_token(tx: Tx, digest: str, now: float) -> Token | None:
     return token
 
 
+@readonly
 async def list_tokens(tx: Tx, account: str, now: float) -> list[Token]:
     rows = await tx.execute(
         f"SELECT {_TOKEN} FROM tokens WHERE account = ? AND (expires IS NULL OR expires > ?) "
@@ -271,11 +282,13 @@ async def abandon_upload(tx: Tx, image_id: int, now: float) -> None:
     )
 
 
+@readonly
 async def get_image(tx: Tx, account: str, name: str) -> Image | None:
     rows = await tx.execute(f"SELECT {_IMAGE} FROM images WHERE account = ? AND name = ?", (account, name))
     return _image(rows[0]) if rows else None
 
 
+@readonly
 async def get_image_by_stem(tx: Tx, account: str, stem: str) -> Image | None:
     rows = await tx.execute(f"SELECT {_IMAGE} FROM images WHERE account = ? AND stem = ?", (account, stem))
     return _image(rows[0]) if rows else None
@@ -290,6 +303,7 @@ async def mark_deleted(tx: Tx, image_id: int, now: float) -> bool:
     return bool(rows)
 
 
+@readonly
 async def list_images(tx: Tx, account: str, now: float, offset: int, limit: int) -> list[Image]:
     """The account's served images, newest first."""
     rows = await tx.execute(
@@ -332,6 +346,7 @@ async def remove_image(tx: Tx, image_id: int) -> None:
 # ------------------------------------------------------------------ settings
 
 
+@readonly
 async def get_setting(tx: Tx, key: str) -> str | None:
     rows = await tx.execute("SELECT value FROM settings WHERE key = ?", (key,))
     return rows[0][0] if rows else None

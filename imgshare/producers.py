@@ -8,7 +8,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPullProducer
 from zope.interface import implementer
 
-CHUNK = 64 * 1024
+CHUNK = 128 * 1024
 
 
 @implementer(IPullProducer)
@@ -29,6 +29,11 @@ class RangeSender:
         self._consumer = consumer
         if self._remaining <= 0:
             self._finish(None)
+        elif self._remaining <= CHUNK:
+            # Small enough for one write: no producer round trips through the reactor.
+            self.resumeProducing()
+            if not self.done.called:
+                self._finish(OSError("the file ended early"))
         else:
             consumer.registerProducer(self, False)
         return self.done

@@ -98,12 +98,14 @@ class SqliteDatabase:
             self._pool = None
 
     def run(self, operation: Any, *args: Any) -> Deferred[Any]:
-        """Run ``operation(tx, *args)`` in one ``BEGIN IMMEDIATE`` transaction."""
+        """Run ``operation(tx, *args)`` in one transaction: ``BEGIN IMMEDIATE`` (take the
+        write lock at once, so two writers never deadlock) unless it only reads."""
         if self._pool is None:
             raise db.DatabaseUnavailable("the database is not open")
+        begin = "BEGIN" if getattr(operation, "readonly", False) else "BEGIN IMMEDIATE"
 
         def interaction(cursor: Any) -> Any:
-            cursor.execute("BEGIN IMMEDIATE")
+            cursor.execute(begin)
             return drive(operation(_SqliteTx(cursor), *args))
 
         return self._pool.runInteraction(interaction)

@@ -1,0 +1,162 @@
+"""Shared pieces of the benchmarks: servers in subprocesses, HTTP clients, test images.
+
+Benchmarks are run by hand and print ratios against a baseline measured in the
+same run; nothing here is a test.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import os
+import re
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+class Imgshare:
+    """``twistd -n imgshare`` in a subprocess with its own data folder, an account and a token."""
+
+    def __init__(self, *args: str):
+        self.data = tempfile.mkdtemp(prefix="imgshare-bench-")
+        self.port = free_port()
+        self.env = dict(os.environ, PYTHONPATH=REPO, IMGSHARE_DATA_DIR=self.data,
+                        IMGSHARE_RATE_LIMIT_IP="1000000/1", IMGSHARE_RATE_LIMIT_TOKEN="1000000/1")
+        self._admin("user", "add", "bench", stdin="bench password\n")
+        self.token = self._admin("token", "create", "bench").strip()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "import sys; from twisted.scripts.twistd import run; sys.exit(run())",
+             "-n", "--pidfile=", "--logfile", os.path.join(self.data, "twistd.log"), "imgshare",
+             "--listen", f"tcp:{self.port}:interface=127.0.0.1", *args],
+            env=self.env, cwd=REPO,
+        )
+        wait_port(self.port)
+
+    def _admin(self, *argv: str, stdin: str = "") -> str:
+        return subprocess.run(
+            [sys.executable, "-c", "from imgshare.cli import main; main()", *argv],
+            input=stdin, capture_output=True, text=True, env=self.env, check=True,
+        ).stdout
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(20)
+
+
+class Baseline:
+    """A bare twisted.web server: POST stores the body, GET serves a folder with static.File."""
+
+    SCRIPT = r'''
+import os, sys, tempfile
+from twisted.internet import reactor
+from twisted.web import resource, server, static
+folder = sys.argv[2]
+class Store(resource.Resource):
+    isLeaf = True
+    def render_POST(self, request):
+        request.content.seek(0)
+        fd, path = tempfile.mkstemp(dir=folder, prefix="body-")
+        with os.fdopen(fd, "wb") as out:
+            while chunk := request.content.read(1 << 20):
+                out.write(chunk)
+        return b"stored"
+root = resource.Resource()
+root.putChild(b"store", Store())
+root.putChild(b"files", static.File(folder))
+reactor.listenTCP(int(sys.argv[1]), server.Site(root), interface="127.0.0.1")
+reactor.run()
+'''
+
+    def __init__(self) -> None:
+        self.folder = tempfile.mkdtemp(prefix="imgshare-baseline-")
+        self.port = free_port()
+        self.proc = subprocess.Popen([sys.executable, "-c", self.SCRIPT, str(self.port), self.folder])
+        wait_port(self.port)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(20)
+
+
+def multipart(fields: dict[str, str], filename: str, data: bytes) -> tuple[bytes, str]:
+    boundary = "bench" + secrets.token_hex(8)
+    out = io.BytesIO()
+    for k, v in fields.items():
+        out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode())
+    out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+              "Content-Type: application/octet-stream\r\n\r\n".encode())
+    out.write(data + f"\r\n--{boundary}--\r\n".encode())
+    return out.getvalue(), f"multipart/form-data; boundary={boundary}"
+
+
+def request(conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None = None,
+            headers: dict | None = None) -> tuple[int, bytes]:
+    conn.request(method, path, body=body, headers=headers or {})
+    response = conn.getresponse()
+    return response.status, response.read()
+
+
+def run_clients(port: int, clients: int, per_client: int, job) -> list[float]:
+    """``job(conn)`` repeated by ``clients`` keep-alive connections; returns each call's latency."""
+    def worker(_: int) -> list[float]:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        times = []
+        for _ in range(per_client):
+            t = time.perf_counter()
+            job(conn)
+            times.append(time.perf_counter() - t)
+        conn.close()
+        return times
+
+    with ThreadPoolExecutor(clients) as pool:
+        return [t for ts in pool.map(worker, range(clients)) for t in ts]
+
+
+def noise_jpeg(target_bytes: int) -> bytes:
+    """A JPEG of about ``target_bytes`` (noise over a gradient, so it is a real, decodable photo-like file)."""
+    from PIL import Image
+
+    side = 64
+    while True:
+        noise = Image.frombytes("RGB", (side, side), os.urandom(side * side * 3))
+        grad = Image.linear_gradient("L").resize((side, side)).convert("RGB")
+        img = Image.blend(noise, grad, 0.5)
+        out = io.BytesIO()
+        img.save(out, "JPEG", quality=90)
+        if out.tell() >= target_bytes:
+            return out.getvalue()
+        side = int(side * max(1.05, (target_bytes / out.tell()) ** 0.5))
+
+
+def p50(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def name_of(body: bytes) -> str:
+    return re.search(rb'"file":\s*"([^"]+)"', body).group(1).decode()

@@ -1,0 +1,47 @@
+"""Uploads/s and p50 latency of img_upload.php, against a bare twisted.web resource that only stores the body.
+
+    python bench/upload.py [--count 40] [--clients 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from common import Baseline, Imgshare, multipart, noise_jpeg, p50, request, run_clients
+
+
+def measure(port: int, path: str, body: bytes, ctype: str, clients: int, count: int) -> tuple[float, float]:
+    def job(conn):
+        status, out = request(conn, "POST", path, body, {"Content-Type": ctype})
+        assert status == 200, (status, out[:200])
+
+    run_clients(port, 1, 2, job)  # warm up
+    start = time.perf_counter()
+    times = run_clients(port, clients, count // clients, job)
+    elapsed = time.perf_counter() - start
+    return len(times) / elapsed, p50(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--count", type=int, default=40)
+    parser.add_argument("--clients", type=int, default=2)
+    args = parser.parse_args()
+    ours, base = Imgshare(), Baseline()
+    try:
+        print(f"{'file':>8} {'ours up/s':>10} {'base up/s':>10} {'ratio':>6} {'ours p50':>9} {'base p50':>9}")
+        for label, size, count in (("100 KB", 100_000, args.count), ("5 MB", 5_000_000, max(4, args.count // 4))):
+            photo = noise_jpeg(size)
+            body, ctype = multipart({"token": ours.token}, "photo.jpg", photo)
+            o_rate, o_p50 = measure(ours.port, "/api/v1/img_upload.php", body, ctype, args.clients, count)
+            b_rate, b_p50 = measure(base.port, "/store", body, ctype, args.clients, count)
+            print(f"{label:>8} {o_rate:>10.1f} {b_rate:>10.1f} {o_rate / b_rate:>6.2f} "
+                  f"{o_p50 * 1000:>7.1f}ms {b_p50 * 1000:>7.1f}ms")
+    finally:
+        ours.stop()
+        base.stop()
+
+
+if __name__ == "__main__":
+    main()
