@@ -1,0 +1,357 @@
+"""Derived files (SPEC section 6): XGA, VGA, QVGA and thumbnail JPEGs.
+
+Pure functions, run in the image thread pool by the job service; nothing here
+imports Twisted.  :func:`derive_variants` decodes an original once (JPEGs with
+DCT scaling), stands it upright from its EXIF orientation, brings it to sRGB
+RGB (ICC profile honoured, alpha flattened onto white) and resizes in a
+cascade XGA -> VGA -> QVGA -> thumb, each step from the one before, writing
+one progressive quality-85 JPEG per step.
+
+Pillow releases the GIL while decoding, resampling and encoding into a real
+file, so two threads deriving two images run in parallel.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import struct
+import tempfile
+
+import attrs
+from PIL import ExifTags, Image, ImageCms
+from PIL.JpegImagePlugin import JpegImageFile
+
+__all__ = [
+    "VARIANT_BOXES",
+    "BrokenImage",
+    "Derived",
+    "derive_variants",
+    "fit_size",
+]
+
+#: Boxes the derived files fit in, in cascade order (dicts keep insertion order).
+VARIANT_BOXES: dict[str, tuple[int, int]] = {
+    "xga": (1024, 768),
+    "vga": (640, 480),
+    "qvga": (320, 240),
+    "thumb": (160, 160),
+}
+
+#: The only formats the decoder may pick (SPEC section 4).
+FORMATS = ("JPEG", "PNG", "BMP", "WEBP")
+
+#: Resampling filters, chosen by measurement (bench/derive.py).  The first
+#: step (decoded image -> XGA) is the costly one: it reads the most pixels, and
+#: for JPEGs it follows a DCT-scaled decode that has already done an
+#: anti-aliased reduction, so the cheap HAMMING filter is enough there (about
+#: half the time of BICUBIC, 1/3 of LANCZOS).  The cascade steps are cheap and
+#: their errors add up, so they use BICUBIC (as sharp as LANCZOS at a 2x
+#: reduction, in 3/4 of its time).
+RESAMPLE_FIRST = Image.Resampling.HAMMING
+RESAMPLE = Image.Resampling.BICUBIC
+#: ``Image.resize`` first box-reduces by an integer factor when the ratio is at
+#: least twice this (large PNGs, WEBPs, BMPs), then resamples the rest.
+REDUCING_GAP = 2.0
+
+#: Encoder options.  libjpeg forces optimised Huffman tables for progressive
+#: output anyway, so ``optimize`` would only add a pass; subsampling stays the
+#: library default (4:2:0).
+JPEG_OPTIONS = {"quality": 85, "progressive": True, "optimize": False}
+
+_WHITE = (255, 255, 255)
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_SWAPS_AXES = frozenset({5, 6, 7, 8})
+# ICC colour space of a profile -> the image mode it can be applied to.
+_ICC_MODE = {"RGB": "RGB", "GRAY": "L", "CMYK": "CMYK"}
+# Errors Pillow raises for undecodable input.  UnidentifiedImageError is an
+# OSError; DecompressionBombWarning only matters if warnings are errors.
+_DECODE_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    TypeError,
+    IndexError,
+    KeyError,
+    EOFError,
+    struct.error,
+    Image.DecompressionBombError,
+    Image.DecompressionBombWarning,
+)
+
+
+class BrokenImage(Exception):
+    """The image library cannot decode the image; the message says why."""
+
+
+@attrs.frozen
+class Derived:
+    """One derived file written by :func:`derive_variants`."""
+
+    variant: str
+    path: str
+    width: int
+    height: int
+    size: int
+
+
+def fit_size(size: tuple[int, int], box: tuple[int, int]) -> tuple[int, int]:
+    """The size ``size`` shrinks to so it fits in ``box``, keeping its aspect.
+
+    Never larger than ``size`` (no upscaling), at least 1 px per side, and
+    rounded like ``Image.thumbnail``: to whichever neighbouring integer keeps
+    the aspect ratio closer.
+    """
+    width, height = size
+    box_w, box_h = box
+    if width <= box_w and height <= box_h:
+        return width, height
+    aspect = width / height
+    if box_w / box_h >= aspect:  # height-bound
+        exact = box_h * aspect
+        new_w = min(math.floor(exact), math.ceil(exact), key=lambda n: abs(aspect - n / box_h))
+        return max(new_w, 1), box_h
+    exact = box_w / aspect
+    new_h = min(
+        math.floor(exact),
+        math.ceil(exact),
+        key=lambda n: 0 if n == 0 else abs(aspect - box_w / n),
+    )
+    return box_w, max(new_h, 1)
+
+
+def derive_variants(src_path: str, out_dir: str, stem: str, max_pixels: int) -> list[Derived]:
+    """Write ``out_dir/<variant>-<stem>.jpg`` for every variant of ``src_path``.
+
+    Returns one :class:`Derived` per variant, in cascade order (XGA, VGA,
+    QVGA, thumb).  Raises :class:`BrokenImage` when the image cannot be decoded
+    (not one of JPEG/PNG/BMP/WEBP, truncated, corrupt, or more than
+    ``max_pixels`` pixels, which is checked from the header before decoding).
+    Failing to open ``src_path`` at all, or to write into ``out_dir``, raises
+    the ``OSError`` itself: that is not the image's fault.
+
+    Each file is written under a temporary name in ``out_dir`` and renamed
+    into place, so a final name never holds a partial file.  If writing fails
+    midway, the variants already renamed into place stay.  ``stem`` must be a
+    plain file name part (ValueError otherwise).
+    """
+    if not stem or "/" in stem or os.sep in stem or stem in (".", ".."):
+        raise ValueError(f"not a plain file name stem: {stem!r}")
+    with open(src_path, "rb") as fp:
+        image, upright, box, icc = _decode(fp, src_path, max_pixels)
+
+    results: list[Derived] = []
+    previous: Image.Image | None = None
+    for variant, variant_box in VARIANT_BOXES.items():
+        target = fit_size(upright, variant_box)
+        if previous is None:
+            try:
+                resized = _resize(image, target, box, RESAMPLE_FIRST)
+                current = _to_srgb(resized, icc)
+            except _DECODE_ERRORS as exc:
+                raise BrokenImage(f"{src_path}: cannot convert image: {exc}") from exc
+            del image, resized
+        else:
+            current = _resize(previous, target, None, RESAMPLE)
+        path, size = _write_jpeg(current, out_dir, f"{variant}-{stem}.jpg")
+        results.append(Derived(variant, path, current.width, current.height, size))
+        previous = current
+    return results
+
+
+def _decode(
+    fp: io.BufferedReader, name: str, max_pixels: int
+) -> tuple[Image.Image, tuple[int, int], tuple[float, float, float, float] | None, bytes | None]:
+    """Decode once; return (upright working image, upright full-size
+    dimensions, the box of the image that maps onto them, the ICC profile).
+    """
+    try:
+        image = Image.open(fp, formats=FORMATS)
+    except _DECODE_ERRORS as exc:
+        raise BrokenImage(f"{name}: not a readable JPEG, PNG, BMP or WEBP image: {exc}") from exc
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise BrokenImage(f"{name}: image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise BrokenImage(
+            f"{name}: {width}x{height} is {width * height} pixels, over the limit of {max_pixels}"
+        )
+    icc = image.info.get("icc_profile") or None
+
+    box = None
+    if isinstance(image, JpegImageFile):  # also MPO, which the JPEG opener returns
+        # DCT scaling: decode at 1/2, 1/4 or 1/8 while the result still
+        # covers the XGA target in both directions, judged upright.
+        swapped = _orientation(image) in _SWAPS_AXES
+        shown = (height, width) if swapped else (width, height)
+        want_w, want_h = fit_size(shown, VARIANT_BOXES["xga"])
+        if swapped:
+            want_w, want_h = want_h, want_w
+        drafted = image.draft("RGB", (want_w, want_h))
+        if drafted is not None and image.size != (width, height):
+            box = drafted[1]
+
+    try:
+        image.load()
+    except _DECODE_ERRORS as exc:
+        raise BrokenImage(f"{name}: cannot decode image: {exc}") from exc
+
+    # Stand the picture upright: the transposition ImageOps.exif_transpose
+    # applies, from the orientation it reads (EXIF, or XMP), done here so it
+    # cannot half-fail while rewriting EXIF data the derived files never carry.
+    orientation = _orientation(image)
+    if orientation in _SWAPS_AXES:
+        upright = (height, width)
+    else:
+        upright = (width, height)
+    if orientation != 1:
+        if box is not None:
+            box = _transpose_box(box, image.size, orientation)
+        try:
+            image = image.transpose(_TRANSPOSE[orientation])
+        except _DECODE_ERRORS as exc:
+            raise BrokenImage(f"{name}: cannot orient image: {exc}") from exc
+
+    try:
+        working = _working_mode(image)
+    except _DECODE_ERRORS as exc:
+        raise BrokenImage(f"{name}: cannot convert mode {image.mode}: {exc}") from exc
+    return working, upright, box, icc
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1-8), read as ImageOps.exif_transpose reads it;
+    1 when absent, unreadable or out of range."""
+    try:
+        value = image.getexif().get(ExifTags.Base.Orientation, 1)
+    except _DECODE_ERRORS:
+        return 1
+    return value if value in _TRANSPOSE else 1
+
+
+def _transpose_box(
+    box: tuple[float, float, float, float], size: tuple[int, int], orientation: int
+) -> tuple[float, float, float, float]:
+    """Where the region ``box`` of an image of ``size`` lies after the EXIF
+    transposition for ``orientation``.
+
+    A DCT-scaled decode rounds its size up, so its last row and column may
+    stand for only part of a pixel; ``box`` says exactly which area of the
+    decoded pixels is the whole picture, and resizing from it keeps the
+    geometry exact.
+    """
+    w, h = size
+    method = _TRANSPOSE.get(orientation)
+    maps = {
+        None: lambda x, y: (x, y),
+        Image.Transpose.FLIP_LEFT_RIGHT: lambda x, y: (w - x, y),
+        Image.Transpose.ROTATE_180: lambda x, y: (w - x, h - y),
+        Image.Transpose.FLIP_TOP_BOTTOM: lambda x, y: (x, h - y),
+        Image.Transpose.TRANSPOSE: lambda x, y: (y, x),
+        Image.Transpose.ROTATE_270: lambda x, y: (h - y, x),
+        Image.Transpose.TRANSVERSE: lambda x, y: (h - y, w - x),
+        Image.Transpose.ROTATE_90: lambda x, y: (y, w - x),
+    }
+    x0, y0 = maps[method](box[0], box[1])
+    x1, y1 = maps[method](box[2], box[3])
+    return (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+
+
+def _working_mode(image: Image.Image) -> Image.Image:
+    """Bring any decoded mode to one the resampler and the colour step take:
+    RGB, L, CMYK (kept so the ICC profile still applies), RGBA or LA (alpha
+    flattened after the first resize, on fewer pixels).
+    """
+    mode = image.mode
+    if mode in ("RGB", "L", "CMYK", "RGBA", "LA"):
+        return image
+    if mode == "1":
+        return image.convert("L")
+    if mode == "P":
+        return image.convert("RGBA" if image.has_transparency_data else "RGB")
+    if mode == "PA":
+        return image.convert("RGBA")
+    if mode.startswith("I;16") or mode == "I":
+        # 16-bit grey (what a 16-bit PNG decodes to): 0..65535 -> 0..255,
+        # rounded.  Plain "I" is taken to hold the same 16-bit range;
+        # convert("L") alone would clip everything above 255 to white.
+        return image.convert("I").point(lambda v: v * (1 / 257) + 0.5).convert("L")
+    if mode == "F":
+        return image.convert("L")  # 0.0..255.0, clipped
+    if mode == "La":
+        return image.convert("LA")
+    if mode == "RGBa":
+        return image.convert("RGBA")
+    return image.convert("RGB")  # RGBX, YCbCr, LAB, HSV, ...
+
+
+def _resize(
+    image: Image.Image,
+    size: tuple[int, int],
+    box: tuple[float, float, float, float] | None,
+    resample: Image.Resampling,
+) -> Image.Image:
+    if image.size == size and box is None:
+        return image
+    return image.resize(size, resample, box=box, reducing_gap=REDUCING_GAP)
+
+
+def _to_srgb(image: Image.Image, icc: bytes | None) -> Image.Image:
+    """RGB in sRGB: alpha flattened onto white, then the ICC profile applied."""
+    if image.mode in ("RGBA", "LA"):
+        flat_mode = image.mode[:-1]
+        background = Image.new(flat_mode, image.size, _WHITE if flat_mode == "RGB" else 255)
+        background.paste(image.convert(flat_mode), mask=image.getchannel("A"))
+        image = background
+    if icc is not None:
+        image = _apply_icc(image, icc)
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return image
+
+
+def _apply_icc(image: Image.Image, icc: bytes) -> Image.Image:
+    """Convert from the embedded profile to sRGB; a profile that is broken or
+    does not fit the image's mode is ignored (the pixels are taken as sRGB).
+    """
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if _ICC_MODE.get(source.profile.xcolor_space.strip()) != image.mode:
+            return image
+        converted = ImageCms.profileToProfile(
+            image, source, ImageCms.createProfile("sRGB"), outputMode="RGB"
+        )
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError, AttributeError):
+        return image
+    return converted if converted is not None else image
+
+
+def _write_jpeg(image: Image.Image, out_dir: str, name: str) -> tuple[str, int]:
+    """Encode into a temporary file in ``out_dir``, then rename it to ``name``.
+
+    Saving into a real file (not BytesIO) lets Pillow encode without the GIL.
+    """
+    final = os.path.join(out_dir, name)
+    fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out_dir)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o644)
+            image.save(fh, "JPEG", **JPEG_OPTIONS)
+            size = fh.tell()
+        os.replace(temp, final)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except FileNotFoundError:
+            pass
+        raise
+    return final, size
