@@ -70,7 +70,8 @@ class Imgshare:
 
 
 class Baseline:
-    """A bare twisted.web server: POST stores the body, GET serves a folder with static.File."""
+    """A bare twisted.web server: POST /store stores the body, POST /parse lets twisted.web parse
+    the form (on the reactor, as its stock Request does), GET /files/ serves a folder with static.File."""
 
     SCRIPT = r'''
 import os, sys, tempfile
@@ -86,18 +87,31 @@ class Store(resource.Resource):
             while chunk := request.content.read(1 << 20):
                 out.write(chunk)
         return b"stored"
+class Parse(resource.Resource):
+    isLeaf = True
+    def render_POST(self, request):
+        return b"parsed %d fields" % len(request.args)
 root = resource.Resource()
 root.putChild(b"store", Store())
+root.putChild(b"parse", Parse())
 root.putChild(b"files", static.File(folder))
 reactor.listenTCP(int(sys.argv[1]), server.Site(root), interface="127.0.0.1")
+class NoParse(server.Request):
+    def __init__(self, *a, **kw):
+        super().__init__(*a, parsePOSTFormSubmission=False, **kw)
+reactor.listenTCP(int(sys.argv[3]), server.Site(root, requestFactory=NoParse), interface="127.0.0.1")
 reactor.run()
 '''
 
     def __init__(self) -> None:
         self.folder = tempfile.mkdtemp(prefix="imgshare-baseline-")
         self.port = free_port()
-        self.proc = subprocess.Popen([sys.executable, "-c", self.SCRIPT, str(self.port), self.folder])
+        #: The same resources behind a Request that leaves the body unparsed.
+        self.raw_port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", self.SCRIPT, str(self.port), self.folder, str(self.raw_port)])
         wait_port(self.port)
+        wait_port(self.raw_port)
 
     def stop(self) -> None:
         self.proc.terminate()
