@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from zope.interface import Attribute, Interface
 
-from imgshare.domain.records import DELETED, LIVE, UPLOADING, Account, Image, Token
+from imgshare.domain.records import DELETED, LIVE, UPLOADING, Account, Image, Job, Token, Variant
 
 
 class Conflict(Exception):
@@ -29,7 +29,9 @@ class DatabaseUnavailable(Exception):
 
 
 class Tx(Protocol):
-    """One transaction."""
+    """One transaction. ``dialect`` is "sqlite" or "postgresql"."""
+
+    dialect: str
 
     async def execute(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
         """Run one statement; return its rows (empty for statements without)."""
@@ -257,14 +259,19 @@ async def reserve_image(
     return _image(rows[0])
 
 
-async def commit_image(tx: Tx, image_id: int) -> Image:
-    """Make a reserved image live (its original is durably stored)."""
+async def commit_image(tx: Tx, image_id: int, now: float) -> Image:
+    """Make a reserved image live (its original is durably stored) and queue
+    its derived files, in the same transaction."""
     rows = await tx.execute(
         f"UPDATE images SET state = ? WHERE id = ? AND state = ? RETURNING {_IMAGE}",
         (LIVE, image_id, UPLOADING),
     )
     if not rows:
         raise Conflict(f"image {image_id} is no longer reserved")
+    await tx.execute(
+        "INSERT INTO jobs (image_id, state, available_at, created) VALUES (?, ?, ?, ?)",
+        (image_id, PENDING, now, now),
+    )
     return _image(rows[0])
 
 
@@ -300,6 +307,7 @@ async def mark_deleted(tx: Tx, image_id: int, now: float) -> bool:
         "UPDATE images SET state = ?, deleted = ? WHERE id = ? AND state = ? RETURNING id",
         (DELETED, now, image_id, LIVE),
     )
+    await tx.execute("DELETE FROM jobs WHERE image_id = ?", (image_id,))
     return bool(rows)
 
 
@@ -339,8 +347,123 @@ async def postpone_purge(tx: Tx, image_id: int, retry_at: float) -> None:
 
 
 async def remove_image(tx: Tx, image_id: int) -> None:
-    """Drop an image's row once its objects are gone from storage."""
+    """Drop an image's rows once its objects are gone from storage."""
+    await tx.execute("DELETE FROM jobs WHERE image_id = ?", (image_id,))
+    await tx.execute("DELETE FROM variants WHERE image_id = ?", (image_id,))
     await tx.execute("DELETE FROM images WHERE id = ?", (image_id,))
+
+
+# ------------------------------------------------------------- derived files
+
+PENDING = "pending"
+RUNNING = "running"
+
+_VARIANT = "image_id, variant, size, width, height, sha256, created"
+
+
+def _variant(row: tuple) -> Variant:
+    return Variant(image_id=row[0], variant=row[1], size=row[2], width=row[3], height=row[4],
+                   sha256=row[5], created=row[6])
+
+
+async def claim_job(tx: Tx, worker: str, now: float, stuck_before: float) -> Job | None:
+    """Take the most urgent job that is due, or one whose worker has been silent
+    since ``stuck_before``; None when there is none.  With several processes on
+    PostgreSQL, ``FOR UPDATE SKIP LOCKED`` lets each job go to exactly one."""
+    lock = " FOR UPDATE SKIP LOCKED" if tx.dialect == "postgresql" else ""
+    rows = await tx.execute(
+        "SELECT image_id FROM jobs WHERE (state = ? AND available_at <= ?) OR (state = ? AND claimed_at < ?)"
+        f" ORDER BY priority DESC, available_at, image_id LIMIT 1{lock}",
+        (PENDING, now, RUNNING, stuck_before),
+    )
+    if not rows:
+        return None
+    image_id = rows[0][0]
+    claimed = await tx.execute(
+        "UPDATE jobs SET state = ?, claimed_at = ?, claimed_by = ?, attempts = attempts + 1 "
+        "WHERE image_id = ? RETURNING attempts",
+        (RUNNING, now, worker, image_id),
+    )
+    image_rows = await tx.execute(f"SELECT {_IMAGE} FROM images WHERE id = ?", (image_id,))
+    return Job(image=_image(image_rows[0]), attempts=claimed[0][0], worker=worker)
+
+
+async def finish_job(tx: Tx, image_id: int, variants: list[Variant]) -> bool:
+    """Record an image's derived files and drop its job; False if the image went meanwhile."""
+    await tx.execute("DELETE FROM jobs WHERE image_id = ?", (image_id,))
+    if not await tx.execute("SELECT 1 FROM images WHERE id = ? AND state = ?", (image_id, LIVE)):
+        return False
+    await tx.execute("DELETE FROM variants WHERE image_id = ?", (image_id,))
+    for v in variants:
+        await tx.execute(
+            f"INSERT INTO variants ({_VARIANT}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (image_id, v.variant, v.size, v.width, v.height, v.sha256, v.created),
+        )
+    return True
+
+
+async def retry_job(tx: Tx, image_id: int, available_at: float) -> None:
+    """Give a job back after a transient failure; it is due again at ``available_at``."""
+    await tx.execute(
+        "UPDATE jobs SET state = ?, available_at = ?, claimed_at = NULL, claimed_by = NULL "
+        "WHERE image_id = ?",
+        (PENDING, available_at, image_id),
+    )
+
+
+async def prioritize_job(tx: Tx, image_id: int) -> bool:
+    """Move an image's job to the front of the queue; False if it has none."""
+    rows = await tx.execute(
+        "UPDATE jobs SET priority = 1, available_at = MIN(available_at, created) "
+        "WHERE image_id = ? RETURNING image_id" if tx.dialect == "sqlite" else
+        "UPDATE jobs SET priority = 1, available_at = LEAST(available_at, created) "
+        "WHERE image_id = ? RETURNING image_id",
+        (image_id,),
+    )
+    return bool(rows)
+
+
+async def release_jobs_of(tx: Tx, workers: list[str]) -> int:
+    """Make jobs claimed by workers known to be dead due again at once."""
+    released = 0
+    for worker in workers:
+        rows = await tx.execute(
+            "UPDATE jobs SET state = ?, claimed_at = NULL, claimed_by = NULL "
+            "WHERE state = ? AND claimed_by = ? RETURNING image_id",
+            (PENDING, RUNNING, worker),
+        )
+        released += len(rows)
+    return released
+
+
+@readonly
+async def running_workers(tx: Tx) -> list[str]:
+    """The workers holding running jobs."""
+    rows = await tx.execute("SELECT DISTINCT claimed_by FROM jobs WHERE state = ?", (RUNNING,))
+    return [r[0] for r in rows if r[0]]
+
+
+@readonly
+async def get_variant(tx: Tx, image_id: int, variant: str) -> Variant | None:
+    rows = await tx.execute(
+        f"SELECT {_VARIANT} FROM variants WHERE image_id = ? AND variant = ?", (image_id, variant)
+    )
+    return _variant(rows[0]) if rows else None
+
+
+@readonly
+async def has_job(tx: Tx, image_id: int) -> bool:
+    return bool(await tx.execute("SELECT 1 FROM jobs WHERE image_id = ?", (image_id,)))
+
+
+@readonly
+async def pending_images(tx: Tx, image_ids: list[int]) -> set[int]:
+    """Which of these images still wait for their derived files."""
+    if not image_ids:
+        return set()
+    marks = ", ".join("?" for _ in image_ids)
+    rows = await tx.execute(f"SELECT image_id FROM jobs WHERE image_id IN ({marks})", image_ids)
+    return {r[0] for r in rows}
 
 
 # ------------------------------------------------------------------ settings

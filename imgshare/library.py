@@ -87,7 +87,7 @@ class ImageLibrary:
             log.warn("storing {key} failed: {error}", key=key, error=e)
             await self._forget_upload(image, key)
             raise errors.StorageUnavailable("storage is unavailable; nothing was stored") from e
-        image = await self._db(db.commit_image, image.id)
+        image = await self._db(db.commit_image, image.id, self.now())
         log.info("stored {account}/{name} ({size} bytes)", account=account, name=image.name, size=image.size)
         return image
 

@@ -8,7 +8,7 @@ is cleaned up with the test.
 from __future__ import annotations
 
 from imgshare import db
-from imgshare.domain.records import DELETED, LIVE, UPLOADING
+from imgshare.domain.records import DELETED, LIVE, UPLOADING, Variant
 
 T = 1_771_061_400.0
 
@@ -30,7 +30,7 @@ class DatabaseContract:
             "ab" * 32, now, expires,
         )
         if live:
-            image = await self.q(db.commit_image, image.id)
+            image = await self.q(db.commit_image, image.id, now)
         return image
 
     async def test_migrations_are_idempotent(self):
@@ -123,9 +123,9 @@ class DatabaseContract:
         with self.assertRaises(db.Conflict):
             await self._image(name="20260214_a.png", live=False)
         await self._image(account="bear", live=False)  # another account may
-        self.assertEqual((await self.q(db.commit_image, image.id)).state, LIVE)
+        self.assertEqual((await self.q(db.commit_image, image.id, T)).state, LIVE)
         with self.assertRaises(db.Conflict):
-            await self.q(db.commit_image, image.id)
+            await self.q(db.commit_image, image.id, T)
 
     async def test_image_lookup(self):
         """Images are found by exact name or by stem, within their account only."""
@@ -214,3 +214,89 @@ class DatabaseContract:
         with self.assertRaises(ValueError):
             await self.q(half)
         self.assertIsNone(await self.q(db.get_account, "kitten"))
+
+    # ---------------------------------------------------------------- jobs
+
+    def _variants(self, image_id):
+        return [Variant(image_id, v, 100, 10, 8, "cd" * 32, T) for v in ("xga", "vga", "qvga", "thumb")]
+
+    async def test_commit_queues_a_job(self):
+        """Committing an image queues its derived-file job in the same transaction."""
+        await self._db()
+        reserved = await self._image(live=False)
+        self.assertFalse(await self.q(db.has_job, reserved.id))
+        await self.q(db.commit_image, reserved.id, T)
+        self.assertTrue(await self.q(db.has_job, reserved.id))
+        self.assertEqual(await self.q(db.pending_images, [reserved.id, 999]), {reserved.id})
+
+    async def test_claim_order_and_exclusivity(self):
+        """Jobs are claimed oldest first, prioritized ones before all, each by one worker only."""
+        await self._db()
+        a = await self._image(name="20260214_a.jpg", now=T)
+        b = await self._image(name="20260214_b.jpg", now=T + 1)
+        c = await self._image(name="20260214_c.jpg", now=T + 2)
+        self.assertTrue(await self.q(db.prioritize_job, c.id))
+        first = await self.q(db.claim_job, "w1", T + 5, T - 60)
+        second = await self.q(db.claim_job, "w2", T + 5, T - 60)
+        third = await self.q(db.claim_job, "w1", T + 5, T - 60)
+        self.assertEqual([j.image.id for j in (first, second, third)], [c.id, a.id, b.id])
+        self.assertEqual((first.attempts, first.worker), (1, "w1"))
+        self.assertIsNone(await self.q(db.claim_job, "w3", T + 5, T - 60))
+
+    async def test_jobs_not_due_wait(self):
+        """A job given back with a retry time is not claimed before it."""
+        await self._db()
+        a = await self._image()
+        job = await self.q(db.claim_job, "w1", T, T - 60)
+        await self.q(db.retry_job, job.image.id, T + 30)
+        self.assertIsNone(await self.q(db.claim_job, "w1", T + 29, T - 60))
+        again = await self.q(db.claim_job, "w1", T + 30, T - 60)
+        self.assertEqual((again.image.id, again.attempts), (a.id, 2))
+
+    async def test_stuck_job_reclaimed(self):
+        """A running job whose worker has been silent past the timeout is claimed again."""
+        await self._db()
+        await self._image()
+        await self.q(db.claim_job, "dead", T, T - 60)
+        self.assertIsNone(await self.q(db.claim_job, "w2", T + 10, T - 50))
+        job = await self.q(db.claim_job, "w2", T + 200, T + 100)
+        self.assertEqual((job.worker, job.attempts), ("w2", 2))
+
+    async def test_release_jobs_of_dead_workers(self):
+        """Jobs held by a worker known to be dead are due again at once."""
+        await self._db()
+        await self._image()
+        await self.q(db.claim_job, "host:123:x", T, T - 60)
+        self.assertEqual(await self.q(db.running_workers), ["host:123:x"])
+        self.assertEqual(await self.q(db.release_jobs_of, ["host:123:x"]), 1)
+        self.assertEqual(await self.q(db.running_workers), [])
+        self.assertIsNotNone(await self.q(db.claim_job, "w2", T, T - 60))
+
+    async def test_finish_job_records_variants(self):
+        """Finishing records the four derived files and drops the job."""
+        await self._db()
+        image = await self._image()
+        await self.q(db.claim_job, "w", T, T - 60)
+        self.assertTrue(await self.q(db.finish_job, image.id, self._variants(image.id)))
+        self.assertFalse(await self.q(db.has_job, image.id))
+        xga = await self.q(db.get_variant, image.id, "xga")
+        self.assertEqual((xga.size, xga.width, xga.height), (100, 10, 8))
+        self.assertIsNone(await self.q(db.get_variant, image.id, "huge"))
+
+    async def test_finish_after_delete(self):
+        """A job finishing after its image was deleted records nothing."""
+        await self._db()
+        image = await self._image()
+        await self.q(db.claim_job, "w", T, T - 60)
+        await self.q(db.mark_deleted, image.id, T)
+        self.assertFalse(await self.q(db.finish_job, image.id, self._variants(image.id)))
+        self.assertIsNone(await self.q(db.get_variant, image.id, "xga"))
+
+    async def test_remove_image_drops_everything(self):
+        """Removing an image's row removes its job and variant rows too."""
+        await self._db()
+        image = await self._image()
+        await self.q(db.finish_job, image.id, self._variants(image.id))
+        await self.q(db.remove_image, image.id)
+        self.assertIsNone(await self.q(db.get_variant, image.id, "xga"))
+        self.assertFalse(await self.q(db.has_job, image.id))

@@ -79,3 +79,25 @@ class Image:
     def is_served(self, now: float) -> bool:
         """True while the image is live and not past its expiry."""
         return self.state == LIVE and (self.expires is None or now < self.expires)
+
+
+@attrs.frozen
+class Variant:
+    """A derived file that exists in storage."""
+
+    image_id: int
+    variant: str  # xga, vga, qvga or thumb
+    size: int
+    width: int
+    height: int
+    sha256: str
+    created: float
+
+
+@attrs.frozen
+class Job:
+    """A claimed derived-file job: the image to derive, and how many times it was claimed."""
+
+    image: Image
+    attempts: int
+    worker: str

@@ -32,6 +32,8 @@ def drive(coro: Any) -> Any:
 
 
 class _SqliteTx:
+    dialect = "sqlite"
+
     def __init__(self, cursor: Any):
         self._cursor = cursor
 
