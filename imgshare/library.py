@@ -7,6 +7,8 @@ Storage.  It holds no HTTP and no SQL.
 from __future__ import annotations
 
 import datetime
+import os
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -15,13 +17,17 @@ from twisted.logger import Logger
 from imgshare import auth, db
 from imgshare.config import Config
 from imgshare.domain import errors, lifetime, naming, sniff
-from imgshare.domain.records import Image, Token
+from imgshare.domain.records import Image, Token, Variant
 from imgshare.storage import StorageUnavailable
 
 #: An upload still "uploading" after this long was abandoned by a crash.
 STALE_UPLOAD_SECONDS = 3600.0
 #: Retry delays for removing objects while storage is down (then the last, forever).
 PURGE_BACKOFF = (10.0, 30.0, 60.0, 300.0, 900.0)
+#: How long a request for a derived file that is still being made waits for it.
+DERIVED_WAIT_SECONDS = 10.0
+#: How often a waiting request looks in the database (another process may make the file).
+DERIVED_POLL_SECONDS = 0.25
 
 log = Logger()
 
@@ -42,9 +48,16 @@ class ImageLibrary:
     storage: Any  # IStorage
     io: Any  # Worker for blocking file work
     clock: Any  # IReactorTime
+    #: Called with each newly committed image (the derived-file worker wakes up).
+    on_committed: Callable[[Image], None] = lambda image: None
+    _waiting: dict[int, list[Any]] = attrs.Factory(dict)
 
     def now(self) -> float:
         return self.clock.seconds()
+
+    def spool_path(self, image_id: int) -> str:
+        """Where the original of a new image is kept until its derived files exist."""
+        return os.path.join(self.config.spool_dir, f"{image_id}.original")
 
     # ---------------------------------------------------------------- tokens
 
@@ -89,6 +102,11 @@ class ImageLibrary:
             raise errors.StorageUnavailable("storage is unavailable; nothing was stored") from e
         image = await self._db(db.commit_image, image.id, self.now())
         log.info("stored {account}/{name} ({size} bytes)", account=account, name=image.name, size=image.size)
+        try:  # keep the upload as the derived-file worker's source
+            await self.io.run(os.replace, path, self.spool_path(image.id))
+        except OSError as e:
+            log.warn("could not keep {path} for derivation ({error}); it will be fetched", path=path, error=e)
+        self.on_committed(image)
         return image
 
     async def _reserve(
@@ -126,6 +144,63 @@ class ImageLibrary:
             return None
         image = await self._db(db.get_image, account, name)
         return image if image is not None and image.is_served(self.now()) else None
+
+    async def served_by_stem(self, account: str, stem: str) -> Image | None:
+        """The served image whose derived files are named ``stem``."""
+        if not naming.ACCOUNT_NAME_RE.match(account) or not naming.is_valid_file_name(stem + ".jpg"):
+            return None
+        image = await self._db(db.get_image_by_stem, account, stem)
+        return image if image is not None and image.is_served(self.now()) else None
+
+    async def derived_file(self, image: Image, variant: str, wait: float = DERIVED_WAIT_SECONDS) -> Variant:
+        """The record of one derived file, waiting up to ``wait`` seconds (its job moved
+        to the front) while it is being made.  NotFound if it will never exist,
+        DerivedPending (503) if it is still not ready."""
+        found = await self._db(db.get_variant, image.id, variant)
+        if found is not None:
+            return found
+        if not await self._db(db.prioritize_job, image.id):
+            raise errors.NotFound("no such file")
+        deadline = self.now() + wait
+        while self.now() < deadline:
+            await self._until_ready_or(image.id, min(DERIVED_POLL_SECONDS, deadline - self.now()))
+            found = await self._db(db.get_variant, image.id, variant)
+            if found is not None:
+                return found
+            if not await self._db(db.has_job, image.id):
+                raise errors.NotFound("no such file")
+        raise DerivedPending("this file is still being made; retry shortly")
+
+    async def _until_ready_or(self, image_id: int, seconds: float) -> None:
+        from twisted.internet.defer import Deferred
+
+        d: Deferred[None] = Deferred()
+        self._waiting.setdefault(image_id, []).append(d)
+        call = self.clock.callLater(max(seconds, 0), lambda: d.called or d.callback(None))
+        try:
+            await d
+        finally:
+            if call.active():
+                call.cancel()
+            waiters = self._waiting.get(image_id, [])
+            if d in waiters:
+                waiters.remove(d)
+            if not waiters:
+                self._waiting.pop(image_id, None)
+
+    def derived_ready(self, image_id: int) -> None:
+        """Wake the requests waiting for this image's derived files."""
+        for d in self._waiting.pop(image_id, []):
+            if not d.called:
+                d.callback(None)
+
+    async def break_image(self, image: Image, reason: str) -> None:
+        """An image the library cannot decode: delete every version and its row."""
+        log.warn("{account}/{name} is broken and was deleted: {reason}",
+                 account=image.account, name=image.name, reason=reason)
+        await self._db(db.mark_deleted, image.id, self.now())
+        self.derived_ready(image.id)
+        await self.purge(image)
 
     # ---------------------------------------------------------------- delete
 
@@ -165,8 +240,7 @@ class ImageLibrary:
         On a storage failure the row stays and is retried later (backoff).
         """
         try:
-            for key in all_keys(image):
-                await self.storage.delete(key)
+            await self.remove_objects(image)
         except StorageUnavailable as e:
             delay = PURGE_BACKOFF[min(attempts, len(PURGE_BACKOFF) - 1)]
             log.warn("removing {name} failed ({error}); retrying in {delay:.0f} s",
@@ -174,15 +248,35 @@ class ImageLibrary:
             await self._db(db.postpone_purge, image.id, (self.now() if now is None else now) + delay)
             return False
         await self._db(db.remove_image, image.id)
+        await self.io.run(_remove_file, self.spool_path(image.id))
         log.info("purged {account}/{name} ({state})", account=image.account, name=image.name,
                  state=image.state)
         return True
+
+    async def remove_objects(self, image: Image) -> None:
+        """Delete every object an image may have in storage."""
+        for key in all_keys(image):
+            await self.storage.delete(key)
 
     async def _db(self, operation: Any, *args: Any) -> Any:
         try:
             return await self.database.run(operation, *args)
         except db.DatabaseUnavailable as e:
             raise errors.StorageUnavailable("the database is unavailable") from e
+
+
+class DerivedPending(errors.ApiError):
+    """A derived file still being made after the wait (503 with Retry-After)."""
+
+    status = 503
+    retry_after = 5
+
+
+def _remove_file(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _nth(iterator: Any, n: int) -> str:

@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from imgshare import backends, db
 from imgshare.config import Config
 from imgshare.expiry import ExpiryService
+from imgshare.jobs import Derivations
 from imgshare.library import ImageLibrary
 from imgshare.ratelimit import RateLimiter
 from imgshare.threads import ThreadPoolService
@@ -42,6 +43,8 @@ class ImgshareService(MultiService):
         self.reactor = reactor
         self.io_pool = ThreadPoolService(reactor, "imgshare-io", IO_THREADS)
         self.io_pool.setServiceParent(self)
+        self.image_pool = ThreadPoolService(reactor, "imgshare-image", config.resize_threads)
+        self.image_pool.setServiceParent(self)
         io = self.io_pool.worker
         self.database = backends.open_database(config.db, reactor, io)
         self.storage = backends.open_storage(config.storage, reactor, io)
@@ -56,6 +59,7 @@ class ImgshareService(MultiService):
         )
         self.site = ImgshareSite(self.root.resource(), max_body=config.max_body, reactor=reactor)
         self.expiry = ExpiryService(self.library, reactor)
+        self.derivations = Derivations(self.library, self.image_pool.worker, config.resize_threads)
         self.ports: list[Any] = []
         self.ready: Deferred[None] = Deferred()
 
@@ -76,6 +80,8 @@ class ImgshareService(MultiService):
         await self.storage.start()
         await self._announce_setup()
         self.expiry.startService()
+        await self.derivations.release_dead_workers()
+        self.derivations.startService()
         for description in self.config.listen:
             port = await serverFromString(self.reactor, description).listen(self.site)
             self.ports.append(port)
@@ -98,6 +104,8 @@ class ImgshareService(MultiService):
             self.ports = []
             if self.expiry.running:
                 await self.expiry.stopService()
+            if self.derivations.running:
+                await self.derivations.stopService()
             self.database.stop()
             self.storage.stop()
             await super(ImgshareService, self).stopService()

@@ -137,6 +137,10 @@ class Fixture:
             RateLimiter(config.rate_token, clock, "token"),
         )
         self.root = Root(self.api, Files(self.library, storage))
+        from imgshare.jobs import Derivations
+
+        #: Not started: tests run jobs one at a time with ``run_one``.
+        self.derivations = Derivations(self.library, InlineWorker(), 1)
 
     async def account(self, name: str = "kitten", password: str = "correct horse") -> str:
         """Create an account; return its name."""

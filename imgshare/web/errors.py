@@ -44,8 +44,9 @@ def render_failure(request: Any, failure: Failure) -> bytes:
     """The response for any exception a route raised."""
     error = failure.value
     if isinstance(error, errors.ApiError):
-        if isinstance(error, errors.RateLimited):
-            request.setHeader(b"Retry-After", str(error.retry_after).encode())
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:
+            request.setHeader(b"Retry-After", str(retry_after).encode())
         if isinstance(error, errors.MethodNotAllowed) and getattr(error, "allow", None):
             request.setHeader(b"Allow", error.allow.encode())
         return respond(request, error.status, output.error_body(error.message))

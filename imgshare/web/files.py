@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 from twisted.web.http import datetimeToString, stringToDatetime
 
 from imgshare.domain import errors, naming
-from imgshare.domain.records import Image
+from imgshare.domain.records import Image, Variant
 from imgshare.library import ImageLibrary
 from imgshare.storage import ObjectMissing
 from imgshare.web.errors import header, render_failure, require_method
@@ -47,6 +47,14 @@ def original(image: Image) -> Representation:
     return Representation(
         key=naming.storage_key(image.account, image.name), mime=image.mime, size=image.size,
         etag=f'"{image.sha256[:32]}"', modified=image.uploaded, expires=image.expires,
+    )
+
+
+def derived(image: Image, variant: Variant) -> Representation:
+    return Representation(
+        key=naming.storage_key(image.account, image.name, variant.variant), mime="image/jpeg",
+        size=variant.size, etag=f'"{variant.sha256[:32]}"', modified=variant.created,
+        expires=image.expires,
     )
 
 
@@ -123,8 +131,14 @@ class Files:
     @img.route("/<account>/<variant>/<name>")
     async def variant(self, request: Any, account: str, variant: str, name: str) -> bytes | None:
         require_method(request, b"GET", b"HEAD")
-        # Derived files are not published yet: every version but the original is 404.
-        raise errors.NotFound("no such file")
+        stem, dot, ext = name.rpartition(".")
+        if variant not in naming.VARIANTS or not dot or ext != "jpg":
+            raise errors.NotFound("no such file")  # /img/<user>/thumb/... included
+        image = await self.library.served_by_stem(account, stem)
+        if image is None:
+            raise errors.NotFound("no such file")
+        record = await self.library.derived_file(image, variant)
+        return await self.send(request, derived(image, record))
 
     @thumb.route("/<account>/<name>")
     def thumbnail(self, request: Any, account: str, name: str) -> bytes:

@@ -1,0 +1,242 @@
+"""The derived-file worker: jobs run from the queue, files appear, failures are handled."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import threading
+
+from PIL import Image
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
+from twisted.python import threadable
+from twisted.trial import unittest
+
+from imgshare import db, derive, jobs
+from imgshare.domain import sniff
+from imgshare.testing import image_bytes, make_fixture, multipart
+from imgshare.threads import ThreadPoolService
+
+API = "http://img.example/api/v1/img_upload.php"
+
+
+def photo(size=(1600, 1200)) -> bytes:
+    out = io.BytesIO()
+    Image.linear_gradient("L").resize(size).convert("RGB").save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+class JobTestCase(unittest.TestCase):
+    async def setUp(self):
+        self.f = await make_fixture(self)
+        await self.f.account("kitten")
+        self.token = await self.f.token("kitten")
+        self.client = self.f.client()
+
+    async def upload(self, data=None, filename="p.jpg", **fields):
+        body, headers = multipart({"token": self.token, **fields}, {"file": (filename, data or photo())})
+        response, out = await self.client.request("POST", API, data=body, headers=headers)
+        self.assertEqual(response.code, 200, out)
+        return json.loads(out)
+
+    async def get(self, url):
+        return await self.client.request("GET", url)
+
+    def stored(self, record, variant):
+        return self.f.storage.objects.get(f"kitten/{variant}/{record['file'].rsplit('.', 1)[0]}.jpg")
+
+
+class DerivationTests(JobTestCase):
+    async def test_job_makes_all_four(self):
+        """One job stores XGA, VGA, QVGA and thumbnail JPEGs and they are served like originals."""
+        record = await self.upload()
+        self.assertTrue(await self.f.derivations.run_one())
+        self.assertFalse(await self.f.derivations.run_one(), "the queue is empty afterwards")
+        for variant, box in [("xga", (1024, 768)), ("vga", (640, 480)), ("qvga", (320, 240)), ("thumb", (160, 160))]:
+            data = self.stored(record, variant)
+            self.assertIsNotNone(data, variant)
+            self.assertEqual(Image.open(io.BytesIO(data)).size, box if variant != "thumb" else (160, 120))
+        for variant in ("xga", "vga", "qvga"):
+            response, body = await self.get(record["urls"][variant])
+            self.assertEqual(response.code, 200)
+            self.assertEqual(body, self.stored(record, variant))
+            self.assertEqual(response.headers.getRawHeaders("content-type"), ["image/jpeg"])
+            self.assertEqual(response.headers.getRawHeaders("content-security-policy"), ["default-src 'none'; sandbox"])
+        self.assertFalse(os.path.exists(self.f.library.spool_path(1)), "the spool copy is gone once done")
+
+    async def test_spool_copy_used_then_storage(self):
+        """The worker reads the spool copy kept since upload; without it, it fetches the original."""
+        record = await self.upload()
+        self.assertTrue(os.path.exists(self.f.library.spool_path(1)))
+        await self.f.derivations.run_one()
+        self.assertNotIn(("fetch", f"kitten/{record['file']}"), self.f.storage.calls)
+        record = await self.upload()
+        os.unlink(self.f.library.spool_path(2))
+        await self.f.derivations.run_one()
+        self.assertIn(("fetch", f"kitten/{record['file']}"), self.f.storage.calls)
+        self.assertIsNotNone(self.stored(record, "xga"))
+
+    async def test_broken_image_deleted(self):
+        """An image whose header passes but whose data cannot be decoded is deleted entirely."""
+        data = photo()
+        record = await self.upload(data[: len(data) // 3])
+        self.assertIn(f"kitten/{record['file']}", self.f.storage.objects)
+        await self.f.derivations.run_one()
+        self.assertEqual(self.f.storage.objects, {})
+        self.assertIsNone(await self.f.database.run(db.get_image, "kitten", record["file"]))
+        response, _ = await self.get(record["urls"]["original"])
+        self.assertEqual(response.code, 404)
+        response, _ = await self.get(record["urls"]["xga"])
+        self.assertEqual(response.code, 404)
+        self.assertFalse(os.path.exists(self.f.library.spool_path(1)))
+
+    async def test_transient_failure_retried(self):
+        """Storage down during a job is not "broken": the job is retried later with backoff."""
+        record = await self.upload()
+        self.f.storage.available = False
+        self.assertTrue(await self.f.derivations.run_one())
+        self.f.storage.available = True
+        self.assertIn(f"kitten/{record['file']}", self.f.storage.objects)
+        self.assertFalse(await self.f.derivations.run_one(), "not due before the backoff")
+        self.f.clock.advance(jobs.RETRY_BACKOFF[0])
+        self.assertTrue(await self.f.derivations.run_one())
+        self.assertIsNotNone(self.stored(record, "vga"))
+
+    async def test_deleted_while_deriving(self):
+        """An image deleted while its job runs leaves no derived objects behind."""
+        record = await self.upload()
+        job = await self.f.database.run(db.claim_job, "w", self.f.clock.seconds(), 0)
+        await self.f.library.delete("kitten", record["file"])
+        await self.f.derivations.process(job)
+        self.f.clock.advance(0)
+        self.assertEqual(self.f.storage.objects, {})
+
+    async def test_every_upload_type(self):
+        """PNG with alpha, BMP and WEBP originals all get JPEG derived files."""
+        for fmt in ("PNG", "BMP", "WEBP"):
+            data = image_bytes(fmt, (900, 300), (10, 200, 30, 128) if fmt == "PNG" else (10, 200, 30))
+            record = await self.upload(data, filename="x")
+            await self.f.derivations.run_one()
+            self.assertEqual(Image.open(io.BytesIO(self.stored(record, "xga"))).format, "JPEG")
+
+
+class RestartTests(JobTestCase):
+    async def test_job_of_dead_process_is_redone(self):
+        """A job left running by a process that died (kill -9) is released at start-up and redone."""
+        record = await self.upload()
+        dead = f"{socket.gethostname()}:999999:dead"
+        await self.f.database.run(db.claim_job, dead, self.f.clock.seconds(), 0)
+        self.assertFalse(await self.f.derivations.run_one(), "a running job is not claimed again early")
+        self.assertEqual(await self.f.derivations.release_dead_workers(), 1)
+        self.assertTrue(await self.f.derivations.run_one())
+        self.assertIsNotNone(self.stored(record, "qvga"))
+
+    async def test_live_and_foreign_workers_kept(self):
+        """Jobs of a live local process or another host are not released (they time out instead)."""
+        self.assertFalse(jobs.is_dead_local_worker(f"{socket.gethostname()}:{os.getppid()}:x"))
+        self.assertFalse(jobs.is_dead_local_worker("other-host:1:x"))
+        self.assertFalse(jobs.is_dead_local_worker("garbage"))
+        self.assertTrue(jobs.is_dead_local_worker(f"{socket.gethostname()}:{os.getpid()}:x"))
+
+    async def test_stuck_job_reclaimed_after_timeout(self):
+        """A job whose worker went silent is claimed again once STUCK_SECONDS have passed."""
+        record = await self.upload()
+        await self.f.database.run(db.claim_job, "elsewhere:1:x", self.f.clock.seconds(), 0)
+        self.assertFalse(await self.f.derivations.run_one())
+        self.f.clock.advance(jobs.STUCK_SECONDS + 1)
+        self.assertTrue(await self.f.derivations.run_one())
+        self.assertIsNotNone(self.stored(record, "xga"))
+
+
+class PendingVariantTests(JobTestCase):
+    async def test_waits_for_pending_variant(self):
+        """A request for a derived file still being made moves its job to the front, waits and serves it."""
+        first = await self.upload()
+        second = await self.upload()
+        request = Deferred.fromCoroutine(self.get(second["urls"]["vga"]))
+        for _ in range(20):
+            await deferLater(reactor, 0.005, lambda: None)
+        self.assertFalse(request.called)
+        job = await self.f.database.run(db.claim_job, "w", self.f.clock.seconds(), 0)
+        self.assertEqual(job.image.name, second["file"], "the waited-for job jumped the queue")
+        await self.f.derivations.process(job)
+        response, body = await request
+        self.assertEqual(response.code, 200)
+        self.assertEqual(body, self.stored(second, "vga"))
+        self.assertIsNone(self.stored(first, "vga"))
+
+    async def test_gives_up_after_ten_seconds(self):
+        """Past 10 seconds of waiting the answer is 503 with Retry-After."""
+        record = await self.upload()
+        request = Deferred.fromCoroutine(self.get(record["urls"]["xga"]))
+        for _ in range(45):
+            await deferLater(reactor, 0.005, lambda: None)
+            self.f.clock.advance(0.25)
+        response, body = await request
+        self.assertEqual(response.code, 503)
+        self.assertEqual(response.headers.getRawHeaders("retry-after"), ["5"])
+        self.assertEqual(json.loads(body)["status"], "error")
+
+    async def test_variant_paths(self):
+        """thumb under /img/, unknown variants, non-.jpg names and unknown stems are 404."""
+        record = await self.upload()
+        await self.f.derivations.run_one()
+        stem = record["file"].rsplit(".", 1)[0]
+        for path in [f"thumb/{stem}.jpg", f"huge/{stem}.jpg", f"xga/{stem}.png", f"xga/{stem}", "xga/20260214_zzz.jpg",
+                     f"xga/{stem}.JPG"]:
+            response, _ = await self.get(f"http://img.example/img/kitten/{path}")
+            self.assertEqual(response.code, 404, path)
+
+
+class ThreadTests(unittest.TestCase):
+    async def test_no_image_work_on_the_reactor_thread(self):
+        """With real pools, sniffing and deriving run in worker threads, never the reactor's."""
+        seen = []
+        real_derive, real_inspect = derive.derive_variants, sniff.inspect_file
+
+        def spy(real, label):
+            def wrapper(*args, **kwargs):
+                seen.append((label, threadable.isInIOThread(), threading.current_thread().name))
+                return real(*args, **kwargs)
+            return wrapper
+
+        self.patch(derive, "derive_variants", spy(real_derive, "derive"))
+        self.patch(sniff, "inspect_file", spy(real_inspect, "inspect"))
+        f = await make_fixture(self)
+        image_pool = ThreadPoolService(reactor, "test-image", 2)
+        io_pool = ThreadPoolService(reactor, "test-io", 2)
+        for pool in (image_pool, io_pool):
+            pool.startService()
+            self.addCleanup(pool.stopService)
+        f.library.io = io_pool.worker
+        f.api.io = io_pool.worker
+        from imgshare.jobs import Derivations
+
+        derivations = Derivations(f.library, image_pool.worker, 1)
+        await f.account("kitten")
+        token = await f.token("kitten")
+        body, headers = multipart({"token": token}, {"file": ("a.jpg", photo((800, 600)))})
+        response, out = await f.client().request("POST", API, data=body, headers=headers)
+        self.assertEqual(response.code, 200, out)
+        await derivations.run_one()
+        self.assertEqual({label for label, _, _ in seen}, {"derive", "inspect"})
+        self.assertEqual([(label, on_reactor) for label, on_reactor, _ in seen if on_reactor], [])
+        pools = {label: name for label, _, name in seen}
+        self.assertIn("test-image", pools["derive"], "image work runs in the image pool")
+        self.assertIn("test-io", pools["inspect"])
+
+
+class ServiceLoopTests(JobTestCase):
+    async def test_started_service_derives_on_its_own(self):
+        """A started worker wakes on commit and derives without being driven."""
+        self.f.derivations.startService()
+        self.addCleanup(self.f.derivations.stopService)
+        record = await self.upload()
+        for _ in range(200):
+            if self.stored(record, "thumb"):
+                break
+            await deferLater(reactor, 0.01, lambda: None)
+        self.assertIsNotNone(self.stored(record, "thumb"))
