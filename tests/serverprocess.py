@@ -55,6 +55,8 @@ class ServerProcess:
 
     async def start(self, timeout: float = 60.0) -> ServerProcess:
         os.makedirs(os.path.dirname(os.path.abspath(self.log_path)), exist_ok=True)
+        if os.path.exists(self.log_path):  # a restart: keep the earlier run's log apart
+            os.replace(self.log_path, self.log_path + f".{time.time():.0f}")
         argv = [
             sys.executable, "-c", "import sys; from twisted.scripts.twistd import run; sys.exit(run())",
             "-n", "--pidfile=", "--logfile", self.log_path, "imgshare",
