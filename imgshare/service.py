@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from imgshare import backends, db
 from imgshare.config import Config
 from imgshare.expiry import ExpiryService
+from imgshare.gather import Gatherer
 from imgshare.jobs import Derivations
 from imgshare.library import ImageLibrary
 from imgshare.ratelimit import RateLimiter
@@ -54,6 +55,7 @@ class ImgshareService(MultiService):
                 self.library, io,
                 RateLimiter(config.rate_ip, reactor, "client address"),
                 RateLimiter(config.rate_token, reactor, "token"),
+                Gatherer(reactor, config),
             ),
             Files(self.library, self.storage),
         )

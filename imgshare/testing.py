@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import reactor as global_reactor
@@ -14,6 +15,7 @@ from zope.interface import implementer
 
 from imgshare import auth, db
 from imgshare.config import Config, RateLimit
+from imgshare.gather import Gatherer
 from imgshare.library import ImageLibrary
 from imgshare.plugins.sqlite import SqliteDatabase
 from imgshare.producers import RangeSender
@@ -124,7 +126,11 @@ async def open_sqlite(testcase: Any, path: str | None = None) -> SqliteDatabase:
 class Fixture:
     """A library on real SQLite, with memory storage and a fake clock, plus its web root."""
 
-    def __init__(self, testcase: Any, database: Any, storage: Any, clock: Clock, config: Config):
+    def __init__(
+        self, testcase: Any, database: Any, storage: Any, clock: Clock, config: Config,
+        gatherer: Gatherer | None = None,
+    ):
+        """``gatherer`` serves img_gather.php; without one that endpoint answers 501."""
         self.testcase = testcase
         self.database = database
         self.storage = storage
@@ -135,6 +141,7 @@ class Fixture:
             self.library, InlineWorker(),
             RateLimiter(config.rate_ip, clock, "client address"),
             RateLimiter(config.rate_token, clock, "token"),
+            gatherer,
         )
         self.root = Root(self.api, Files(self.library, storage))
         from imgshare.jobs import Derivations
@@ -161,13 +168,19 @@ class Fixture:
         return StubClient(self.root.resource())
 
 
-async def make_fixture(testcase: Any, storage: Any = None, **config: Any) -> Fixture:
+async def make_fixture(
+    testcase: Any, storage: Any = None,
+    make_gatherer: Callable[[Config, Clock], Gatherer] | None = None, **config: Any,
+) -> Fixture:
+    """A Fixture in the test's temp folder; ``make_gatherer(config, clock)`` builds its gatherer."""
     clock = Clock()
     clock.advance(T0)
     data_dir = testcase.mktemp()
     os.makedirs(data_dir)
     database = await open_sqlite(testcase)
-    return Fixture(testcase, database, storage or MemoryStorage(), clock, test_config(data_dir, **config))
+    settings = test_config(data_dir, **config)
+    gatherer = make_gatherer(settings, clock) if make_gatherer is not None else None
+    return Fixture(testcase, database, storage or MemoryStorage(), clock, settings, gatherer)
 
 
 class StubClient:

@@ -384,7 +384,7 @@ class OtherEndpointTests(ApiTestCase):
         response, body = await self.client.request("GET", URL + "nothing.php")
         self.error(response, body, 404)
 
-    async def test_gather_not_available(self):
-        """img_gather.php is not offered yet: 501 after authentication."""
+    async def test_gather_without_gatherer(self):
+        """A server built without a gatherer answers img_gather.php with 501 after authentication."""
         response, body = await self.post("img_gather.php", token=self.token, url="https://example.com/a.jpg")
         self.error(response, body, 501)

@@ -10,6 +10,7 @@ from twisted.python.failure import Failure
 
 from imgshare.domain import errors, lifetime, output, sniff
 from imgshare.domain.records import Token
+from imgshare.gather import Gatherer, discard_spooled
 from imgshare.library import ImageLibrary
 from imgshare.ratelimit import RateLimiter
 from imgshare.web.errors import header, render_failure, require_method, respond, set_format
@@ -42,6 +43,8 @@ class Api:
     io: Any  # Worker that parses bodies
     ip_limiter: RateLimiter
     token_limiter: RateLimiter
+    #: Fetches for img_gather.php; None answers 501 (a test fixture without network).
+    gatherer: Gatherer | None
 
     app: ClassVar[Klein] = Klein()
 
@@ -97,8 +100,25 @@ class Api:
     @app.route("/img_gather.php")
     async def gather(self, request: Any) -> bytes:
         form, token = await self._begin(request, b"POST")
-        form.discard()
-        raise errors.ApiError("img_gather.php is not available on this server yet", 501)
+        form.discard()  # a file part, if one was sent, is not used
+        url = (form.get("url") or "").strip()
+        if not url:
+            raise errors.BadRequest("missing parameter: url")
+        if self.gatherer is None:
+            raise errors.ApiError("img_gather.php is not available on this server", 501)
+        path, filename = await self.gatherer.fetch(url, token.account)
+        try:
+            image = await self.library.upload(
+                token.account, path, filename,
+                keep_name=(form.get("keep_name") or "").strip().lower() in TRUE_WORDS,
+                name=form.get("name") or None, expire=form.get("expire"),
+            )
+        except (errors.BadImage, errors.UnsupportedType, errors.TooLarge) as e:
+            self.gatherer.remember_failure(url, e)  # the content is at fault: repeat the answer
+            raise
+        finally:
+            await self.io.run(discard_spooled, path)
+        return respond(request, 200, output.image_record(image, self.config.public_url))
 
     @app.route("/universe_delete.php")
     async def universe_delete(self, request: Any) -> bytes:
