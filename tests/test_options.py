@@ -71,3 +71,30 @@ class OptionsTests(unittest.TestCase):
         """Empty environment values count as unset."""
         self.assertEqual(resolve({}, {"IMGSHARE_DB": ""}), {})
         self.assertEqual(build_config({}).registration, "closed")
+
+
+class TacTests(unittest.TestCase):
+    def test_tac_builds_the_service(self):
+        """tac/imgshare.tac builds the same service as the plugin, configured from IMGSHARE_*."""
+        from twisted.application.service import IServiceCollection
+
+        from imgshare.service import ImgshareService
+
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        data = os.path.abspath(self.mktemp())
+        self.patch(os, "environ", {"IMGSHARE_DATA_DIR": data, "IMGSHARE_LISTEN": "tcp:0"})
+        namespace: dict = {}
+        with open(os.path.join(here, "tac", "imgshare.tac")) as f:
+            exec(compile(f.read(), "imgshare.tac", "exec"), namespace)
+        [service] = list(IServiceCollection(namespace["application"]))
+        self.assertIsInstance(service, ImgshareService)
+        self.assertEqual(service.config.data_dir, data)
+        self.assertEqual(service.config.listen, ("tcp:0",))
+
+    def test_plugin_is_found(self):
+        """twistd finds the imgshare plugin, which points at imgshare.tap."""
+        from twisted.application.service import IServiceMaker
+        from twisted.plugin import getPlugins
+
+        makers = {m.tapname: m for m in getPlugins(IServiceMaker)}
+        self.assertEqual(makers["imgshare"].module, "imgshare.tap")
