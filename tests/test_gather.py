@@ -34,15 +34,8 @@ from zope.interface import implementer
 
 import imgshare
 from imgshare.domain import errors
-from imgshare.gather import (
-    ErrorCache,
-    Gatherer,
-    address_allowed,
-    parse_host_literal,
-    parse_target,
-    url_filename,
-    user_agent,
-)
+from imgshare.domain.addresses import address_allowed, parse_host_literal
+from imgshare.gather import ErrorCache, Gatherer, parse_target, url_filename, user_agent
 from imgshare.testing import image_bytes, make_fixture, test_config
 
 LOOPBACK = ipaddress.IPv4Address("127.0.0.1")
