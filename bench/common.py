@@ -41,13 +41,17 @@ def wait_port(port: int, timeout: float = 30.0) -> None:
 
 
 class Imgshare:
-    """``twistd -n imgshare`` in a subprocess with its own data folder, an account and a token."""
+    """``twistd -n imgshare`` in a subprocess with its own data folder, an account and a token.
 
-    def __init__(self, *args: str):
+    ``env`` adds environment variables (backend URLs, AWS credentials) for the
+    server and its admin commands."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None):
         self.data = tempfile.mkdtemp(prefix="imgshare-bench-")
         self.port = free_port()
         self.env = dict(os.environ, PYTHONPATH=REPO, IMGSHARE_DATA_DIR=self.data,
-                        IMGSHARE_RATE_LIMIT_IP="1000000/1", IMGSHARE_RATE_LIMIT_TOKEN="1000000/1")
+                        IMGSHARE_RATE_LIMIT_IP="1000000/1", IMGSHARE_RATE_LIMIT_TOKEN="1000000/1",
+                        **(env or {}))
         self._admin("user", "add", "bench", stdin="bench password\n")
         self.token = self._admin("token", "create", "bench").strip()
         self.proc = subprocess.Popen(
@@ -64,9 +68,68 @@ class Imgshare:
             input=stdin, capture_output=True, text=True, env=self.env, check=True,
         ).stdout
 
+    def rss(self) -> int:
+        """The server process's resident set size in bytes."""
+        return rss_of(self.proc.pid)
+
+    def upload(self, filename: str, data: bytes) -> str:
+        """Upload ``data``; return the stored file name."""
+        body, ctype = multipart({"token": self.token}, filename, data)
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        status, out = request(conn, "POST", "/api/v1/img_upload.php", body, {"Content-Type": ctype})
+        conn.close()
+        assert status == 200, out
+        return name_of(out)
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(20)
+
+
+def rss_of(pid: int) -> int:
+    """Resident set size of process ``pid`` in bytes (Linux)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time used so far by process ``pid`` (Linux)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class S3Bucket:
+    """A ``moto_server`` on loopback with one bucket, and dummy credentials in the environment."""
+
+    def __init__(self) -> None:
+        from tests.backends import MotoServer, s3_client, storage_url, use_test_credentials
+
+        use_test_credentials()
+        self.server = MotoServer().start()
+        self.bucket = "imgshare-bench"
+        s3_client(self.server.endpoint).create_bucket(Bucket=self.bucket)
+        #: ``--storage`` for IMGSHARE.
+        self.url = storage_url(self.server.endpoint, self.bucket)
+        self.port = self.server.port
+        self.env = {k: os.environ[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+
+    def path(self, key: str) -> str:
+        """A presigned GET path (with its query) for ``key`` on the endpoint."""
+        from urllib.parse import urlsplit
+
+        from tests.backends import s3_client
+
+        url = s3_client(self.server.endpoint).generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=3600)
+        parts = urlsplit(url)
+        return f"{parts.path}?{parts.query}"
+
+    def stop(self) -> None:
+        self.server.stop()
 
 
 class Baseline:
@@ -166,6 +229,20 @@ def noise_jpeg(target_bytes: int) -> bytes:
         if out.tell() >= target_bytes:
             return out.getvalue()
         side = int(side * max(1.05, (target_bytes / out.tell()) ** 0.5))
+
+
+def padded_jpeg(target_bytes: int) -> bytes:
+    """A small real JPEG padded with comment segments to ``target_bytes``: a file that
+    streams like a big photo without costing the server a big decode."""
+    base = noise_jpeg(50_000)
+    segments = []
+    size = len(base)
+    while size < target_bytes:
+        n = min(65533, target_bytes - size)
+        n = max(n, 1)
+        segments.append(b"\xff\xfe" + (n + 2).to_bytes(2, "big") + os.urandom(n))
+        size += n + 4
+    return base[:2] + b"".join(segments) + base[2:]
 
 
 def p50(values: list[float]) -> float:

@@ -1,6 +1,12 @@
-"""Requests/s for a 60 KB original through /img/, against twisted.web.static.File serving the same file.
+"""Serving originals through /img/.
 
     python bench/serve.py [--requests 2000] [--clients 4]
+        req/s for a 60 KB original, against twisted.web.static.File serving the same file.
+
+    python bench/serve.py --storage s3 [--requests 2000] [--big-requests 100] [--clients 4]
+        req/s and MB/s for a 60 KB and a 5 MB original through /img/ on S3 storage
+        (moto_server on loopback), against fetching the same objects straight from
+        the S3 endpoint, and against /img/ on the local-files backend.
 """
 
 from __future__ import annotations
@@ -9,35 +15,30 @@ import argparse
 import shutil
 import time
 
-from common import Baseline, Imgshare, multipart, name_of, noise_jpeg, request, run_clients
+from common import Baseline, Imgshare, S3Bucket, cpu_seconds, noise_jpeg, request, run_clients
 
 
-def rate(port: int, path: str, expected: bytes, clients: int, total: int) -> float:
+def rate(port: int, path: str, expected: bytes, clients: int, total: int, pids: tuple[int, ...] = ()) -> float:
+    """Requests per second for ``path``; with ``pids``, also the CPU seconds those
+    processes spent per request (as ``rate.cpu``)."""
     def job(conn):
         status, body = request(conn, "GET", path)
         assert status == 200 and body == expected, status
 
-    run_clients(port, clients, 20, job)  # warm up
+    run_clients(port, clients, max(2, min(20, total // clients // 5)), job)  # warm up
+    cpu = sum(cpu_seconds(p) for p in pids)
     start = time.perf_counter()
-    done = run_clients(port, clients, total // clients, job)
-    return len(done) / (time.perf_counter() - start)
+    done = run_clients(port, clients, max(1, total // clients), job)
+    elapsed = time.perf_counter() - start
+    rate.cpu = (sum(cpu_seconds(p) for p in pids) - cpu) / len(done)
+    return len(done) / elapsed
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--clients", type=int, default=4)
-    args = parser.parse_args()
+def compare_static(args: argparse.Namespace) -> None:
     ours, base = Imgshare(), Baseline()
     try:
         photo = noise_jpeg(60_000)
-        body, ctype = multipart({"token": ours.token}, "photo.jpg", photo)
-        import http.client
-
-        conn = http.client.HTTPConnection("127.0.0.1", ours.port)
-        status, out = request(conn, "POST", "/api/v1/img_upload.php", body, {"Content-Type": ctype})
-        assert status == 200, out
-        name = name_of(out)
+        name = ours.upload("photo.jpg", photo)
         with open(f"{base.folder}/photo.jpg", "wb") as f:
             f.write(photo)
         o = rate(ours.port, f"/img/bench/{name}", photo, args.clients, args.requests)
@@ -50,6 +51,62 @@ def main() -> None:
         ours.stop()
         base.stop()
         shutil.rmtree(base.folder, ignore_errors=True)
+
+
+def compare_s3(args: argparse.Namespace) -> None:
+    bucket = S3Bucket()
+    on_s3 = on_files = None
+    try:
+        on_s3 = Imgshare("--storage", bucket.url, env=bucket.env)
+        on_files = Imgshare()
+        objects = [("60 KB", noise_jpeg(60_000), args.requests), ("5 MB", noise_jpeg(5_000_000), args.big_requests)]
+        print(f"{args.clients} keep-alive clients; sqlite database on both IMGSHARE servers; "
+              "S3 is moto_server on loopback (it closes every connection); 2 cores shared by all")
+        print(f"{'object':>8}  {'path':<24} {'req/s':>8} {'MB/s':>8} {'vs direct':>10} "
+              f"{'IMGSHARE CPU/req':>17} {'S3 CPU/req':>11}")
+        moto = bucket.server.process.pid
+        for label, data, count in objects:
+            s3_name = on_s3.upload("photo.jpg", data)
+            files_name = on_files.upload("photo.jpg", data)
+            rows = [
+                ("/img/ on S3 storage", on_s3.port, f"/img/bench/{s3_name}", on_s3.proc.pid),
+                ("S3 endpoint directly", bucket.port, bucket.path(f"bench/{s3_name}"), None),
+                ("/img/ on local files", on_files.port, f"/img/bench/{files_name}", on_files.proc.pid),
+            ]
+            results = []
+            for what, port, path, server_pid in rows:
+                r = rate(port, path, data, args.clients, count, (moto,))
+                s3_cpu = rate.cpu
+                ours_cpu = None
+                if server_pid is not None:
+                    # a second run for the server's own CPU (the first measured moto's)
+                    r2 = rate(port, path, data, args.clients, count, (server_pid,))
+                    r, ours_cpu = (r + r2) / 2, rate.cpu
+                results.append((what, r, ours_cpu, s3_cpu))
+            direct = results[1][1]
+            for what, r, ours_cpu, s3_cpu in results:
+                ours_text = "-" if ours_cpu is None else f"{ours_cpu * 1e3:.2f} ms"
+                s3_text = f"{s3_cpu * 1e3:.2f} ms" if s3_cpu > 0.00001 else "-"
+                print(f"{label:>8}  {what:<24} {r:8.1f} {r * len(data) / 1e6:8.1f} {r / direct:9.2f}x "
+                      f"{ours_text:>17} {s3_text:>11}")
+    finally:
+        for server in (on_s3, on_files):
+            if server is not None:
+                server.stop()
+        bucket.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--storage", choices=("file", "s3"), default="file")
+    parser.add_argument("--requests", type=int, default=2000, help="requests for the 60 KB object")
+    parser.add_argument("--big-requests", type=int, default=100, help="requests for the 5 MB object (s3)")
+    parser.add_argument("--clients", type=int, default=4)
+    args = parser.parse_args()
+    if args.storage == "s3":
+        compare_s3(args)
+    else:
+        compare_static(args)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import select
@@ -12,10 +13,12 @@ import zlib
 
 from treq.client import HTTPClient
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.trial import unittest
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from imgshare.testing import image_bytes
+from tests import backends
 from tests.serverprocess import ServerProcess, admin
 
 MiB = 1024 * 1024
@@ -64,24 +67,19 @@ def raw_exchange(port: int, request: bytes, body_chunks=(), read_timeout: float 
     return response, closed
 
 
-class EndToEndTests(unittest.TestCase):
-    """One server for the class: start-up costs a second or two."""
+class NewcomerFlow:
+    """The newcomer flow over sockets; each backend pair's test class runs it.
 
-    timeout = 240
+    Expects ``self.server``, ``self.data``, ``self.http`` and ``self.admin_env``
+    (the backend settings the admin command needs)."""
 
-    async def setUp(self):
-        self.data = os.path.abspath(self.mktemp())
-        self.server = await ServerProcess(self.data, "--public-url", "https://img.example").start()
-        self.addCleanup(self.server.stop)
-        pool = HTTPConnectionPool(reactor, persistent=False)
-        self.http = HTTPClient(Agent(reactor, pool=pool))
+    admin_env: dict[str, str] = {}
 
-    async def test_newcomer_flow(self):
-        """First start logs the setup link; the admin command makes an account and a token;
-        an upload over a socket answers the SPEC record and the original comes back identical."""
+    async def newcomer_flow(self) -> dict:
+        """Setup link, account and token from the admin command, upload, read back, delete."""
         self.assertRegex(self.server.log(), r"https://img\.example/setup\?code=[A-Za-z0-9_-]{20,}")
-        admin(self.data, "user", "add", "kitten", stdin="a long password\n")
-        token = admin(self.data, "token", "create", "kitten").strip()
+        admin(self.data, "user", "add", "kitten", stdin="a long password\n", **self.admin_env)
+        token = admin(self.data, "token", "create", "kitten", **self.admin_env).strip()
         photo = image_bytes("JPEG", (1200, 900), quality=92)
         response = await self.http.post(
             self.server.url + "/api/v1/img_upload.php",
@@ -107,6 +105,25 @@ class EndToEndTests(unittest.TestCase):
         response = await self.http.get(self.server.url + path)
         self.assertEqual(response.code, 404)
         self.assertIn('"POST /api/v1/img_upload.php HTTP/1.1" 200', self.server.log())
+        return record
+
+
+class EndToEndTests(NewcomerFlow, unittest.TestCase):
+    """One server for the class: start-up costs a second or two."""
+
+    timeout = 240
+
+    async def setUp(self):
+        self.data = os.path.abspath(self.mktemp())
+        self.server = await ServerProcess(self.data, "--public-url", "https://img.example").start()
+        self.addCleanup(self.server.stop)
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        self.http = HTTPClient(Agent(reactor, pool=pool))
+
+    async def test_newcomer_flow(self):
+        """First start logs the setup link; the admin command makes an account and a token;
+        an upload over a socket answers the SPEC record and the original comes back identical."""
+        await self.newcomer_flow()
 
     async def test_oversize_body_with_length(self):
         """A 33 MiB Content-Length is refused with 413 before the body is read, with no
@@ -156,3 +173,106 @@ class EndToEndTests(unittest.TestCase):
         response = await self.http.get(self.server.url + "/api/v1/limits")
         self.assertEqual(response.code, 200)
         await response.content()
+
+
+# ------------------------------------------------- PostgreSQL + S3 (moto_server)
+
+
+async def production_backends(testcase) -> tuple[str, str]:
+    """A fresh PostgreSQL database and S3 bucket for ``testcase``: (db URL, storage URL)."""
+    dsn = await backends.create_database(testcase)
+    endpoint, bucket = await backends.create_bucket(testcase)
+    return dsn, backends.storage_url(endpoint, bucket)
+
+
+def original_photo(seed: int) -> bytes:
+    """A photo-sized JPEG, different for every seed."""
+    from PIL import Image
+
+    img = Image.linear_gradient("L").resize((2000, 1500)).convert("RGB")
+    img.putpixel((seed, seed), (255, 0, 0))
+    out = io.BytesIO()
+    img.save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+class ProductionEndToEndTests(NewcomerFlow, unittest.TestCase):
+    """The newcomer flow on PostgreSQL and S3: the server's --db and --storage options,
+    credentials from the AWS environment variables."""
+
+    timeout = 240
+
+    async def setUp(self):
+        self.data = os.path.abspath(self.mktemp())
+        dsn, storage = await production_backends(self)
+        self.admin_env = {"IMGSHARE_DB": dsn, "IMGSHARE_STORAGE": storage}
+        self.server = await ServerProcess(
+            self.data, "--public-url", "https://img.example", "--db", dsn, "--storage", storage).start()
+        self.addCleanup(self.server.stop)
+        self.http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
+
+    async def test_newcomer_flow(self):
+        """The same newcomer flow as on the embedded backends, with PostgreSQL and an S3 bucket;
+        the log shows both backends ready and no SQLite file or local storage is created."""
+        await self.newcomer_flow()
+        log = self.server.log()
+        self.assertIn("PostgreSQL ready", log)
+        self.assertIn("S3 storage ready", log)
+        self.assertFalse(os.path.exists(os.path.join(self.data, "imgshare.sqlite3")))
+        self.assertFalse(os.path.exists(os.path.join(self.data, "storage")))
+
+
+class TwoProcessTests(unittest.TestCase):
+    """Two ``twistd imgshare`` processes on one PostgreSQL database and one bucket."""
+
+    timeout = 300
+
+    async def test_two_processes_one_database_one_bucket(self):
+        """An upload through one process is served by the other; every derived-file job runs
+        exactly once across both; a delete through one is 404 on both at once."""
+        dsn, storage = await production_backends(self)
+        env = {"IMGSHARE_DB": dsn, "IMGSHARE_STORAGE": storage}
+        first_data, second_data = (os.path.abspath(self.mktemp()) for _ in range(2))
+        admin(first_data, "user", "add", "kitten", stdin="a long password\n", **env)
+        token = admin(first_data, "token", "create", "kitten", **env).strip()
+        servers = [ServerProcess(d, "--db", dsn, "--storage", storage, "--resize-threads", "2")
+                   for d in (first_data, second_data)]
+        for server in servers:
+            self.addCleanup(server.stop)
+        await gatherResults([Deferred.fromCoroutine(s.start()) for s in servers])
+        http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
+
+        uploaded = []
+        for i in range(8):
+            body = original_photo(i)
+            through = servers[i % 2]
+            response = await http.post(through.url + "/api/v1/img_upload.php", data={"token": token},
+                                       files={"file": (f"{i}.jpg", "image/jpeg", body)})
+            record = json.loads(await response.content())
+            self.assertEqual(response.code, 200, record)
+            uploaded.append((record, body, servers[(i + 1) % 2]))
+        for record, body, other in uploaded:
+            response = await http.get(f"{other.url}/img/kitten/{record['file']}")
+            self.assertEqual((response.code, await response.content()), (200, body))
+            for _attempt in range(6):  # each GET waits up to 10 s for the derived file
+                response = await http.get(f"{other.url}/img/kitten/xga/{record['file']}")
+                content = await response.content()
+                if response.code != 503:
+                    break
+            self.assertEqual(response.code, 200, content[:200])
+            self.assertTrue(content.startswith(b"\xff\xd8"))
+
+        logs = servers[0].log() + servers[1].log()
+        for record, _, _ in uploaded:
+            self.assertEqual(logs.count(f"derived kitten/{record['file']} "), 1, record["file"])
+        self.assertTrue(all("derived kitten/" in s.log() for s in servers), "both processes worked")
+
+        record = uploaded[0][0]
+        response = await http.post(servers[1].url + "/api/v1/img_delete.php",
+                                   data={"token": token, "file": record["file"]})
+        self.assertEqual(response.code, 200)
+        for server in servers:
+            for path in (record["file"], f"xga/{record['file']}"):
+                response = await http.get(f"{server.url}/img/kitten/{path}")
+                await response.content()
+                self.assertEqual(response.code, 404, (server.url, path))

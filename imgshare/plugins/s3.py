@@ -1,0 +1,564 @@
+"""The production Storage: an S3 bucket (AWS, or any S3-compatible store).
+
+URL: ``s3://BUCKET[/PREFIX]?endpoint_url=https://...&region=eu-west-1&addressing_style=path``
+(every parameter optional).  Credentials never come from the URL: boto3's
+standard chain finds them (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``,
+``AWS_PROFILE`` and ``~/.aws``, container or instance roles).
+
+Writes, heads, deletes and fetches are boto3 calls on one shared client, in
+this backend's own thread pool (never on the reactor, and never starving the
+server's other file work).  Uploads carry a SHA-256 checksum that S3 verifies
+before it stores the object; standard retry mode retries throttling and
+transient errors.
+
+Reads for ``/img/`` are streamed with treq (``unbuffered=True``) from a
+presigned GET URL asking for exactly the byte range the response needs; the
+upstream body's transport is paused and resumed by the client's flow control
+(see ``BodyRelay``).  Nothing from the upstream response reaches the client
+but body bytes: the web layer sets every header from the database row.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPullProducer, IPushProducer
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.plugin import IPlugin
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, _HTTP11ClientFactory
+from twisted.web.http import PotentialDataLoss
+from twisted.web.iweb import IRequest
+from zope.interface import implementer
+
+from imgshare.plugins.localfiles import check_key
+from imgshare.storage import IStorage, IStorageFactory, ObjectMissing, StorageUnavailable
+from imgshare.threads import PoolWorker
+
+log = Logger()
+
+#: Threads (and pooled HTTP connections of the boto3 client) for boto3 calls.
+DEFAULT_THREADS = 10
+#: How long a presigned URL is valid; it is used at once, so a short life suffices.
+PRESIGN_SECONDS = 300
+#: Upstream bytes held for a consumer that has not asked for them yet; past
+#: this the upstream connection is paused.
+HIGH_WATER = 64 * 1024
+#: Seconds to wait for S3's response headers, and for body bytes while reading.
+HEADERS_TIMEOUT = 30.0
+IDLE_TIMEOUT = 60.0
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+_MISSING_CODES = {"404", "NoSuchKey", "NotFound"}
+
+
+@attrs.frozen
+class Location:
+    """Where the objects live, parsed from an ``s3://`` URL."""
+
+    bucket: str
+    prefix: str = ""
+    endpoint_url: str | None = None
+    region: str | None = None
+    addressing_style: str = "auto"
+
+    @classmethod
+    def parse(cls, url: str) -> Location:
+        """Parse and check an ``s3://`` URL (ValueError explains what is wrong)."""
+        parts = urlsplit(url)
+        if parts.scheme != "s3":
+            raise ValueError(f"not an s3 URL: {url!r}")
+        if "@" in parts.netloc or parts.password is not None:
+            raise ValueError("s3 URLs never carry credentials: use the standard AWS chain "
+                             "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, instance roles)")
+        if not parts.hostname:
+            raise ValueError("an s3 URL needs a bucket, e.g. s3://my-images?region=eu-west-1")
+        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        unknown = set(query) - {"endpoint_url", "region", "addressing_style"}
+        if unknown:
+            raise ValueError(f"unknown s3 URL parameter(s): {', '.join(sorted(unknown))} "
+                             "(known: endpoint_url, region, addressing_style)")
+        style = query.get("addressing_style") or "auto"
+        if style not in ("auto", "path", "virtual"):
+            raise ValueError("addressing_style must be auto, path or virtual")
+        prefix = parts.path.strip("/")
+        if prefix:
+            check_key(prefix)
+            prefix += "/"
+        return cls(bucket=parts.netloc, prefix=prefix, endpoint_url=query.get("endpoint_url") or None,
+                   region=query.get("region") or None, addressing_style=style)
+
+
+def _is_missing(error: Exception) -> bool:
+    from botocore.exceptions import ClientError
+
+    return isinstance(error, ClientError) and str(error.response.get("Error", {}).get("Code")) in _MISSING_CODES
+
+
+def _describe(error: Exception) -> str:
+    """A short reason for logs and exceptions, never including a URL or credentials."""
+    from botocore.exceptions import ClientError
+
+    if isinstance(error, ClientError):
+        info = error.response.get("Error", {})
+        return f"S3 refused: {info.get('Code', '?')} {info.get('Message', '')}".strip()
+    return f"{type(error).__name__}: {error}"
+
+
+@implementer(IStorage)
+class S3Storage:
+    """An IStorage on one S3 bucket."""
+
+    def __init__(self, url: str, reactor: Any, threads: int = DEFAULT_THREADS):
+        self.url = url
+        self.location = Location.parse(url)
+        self._reactor = reactor
+        self._threads = threads
+        self.pool = ThreadPool(minthreads=0, maxthreads=threads, name="imgshare-s3")
+        self.worker = PoolWorker(reactor, self.pool)
+        self.client: Any = None
+        self._http_pool = HTTPConnectionPool(reactor, persistent=True)
+        self._http_pool._factory = _QuietClientFactory  # no log lines per S3 connection
+        self._http_pool.maxPersistentPerHost = 32
+        self._http_pool.cachedConnectionTimeout = 20
+        self._http: Any = None
+        #: The reads in progress (each a ``BodyRelay``).
+        self.streams: set[BodyRelay] = set()
+
+    # ---------------------------------------------------------------- setup
+
+    async def start(self) -> None:
+        """Start the thread pool, make the boto3 client and check that the bucket answers.
+
+        A missing bucket or refused credentials stop the start-up; an
+        unreachable endpoint is only logged (requests get 503 until it is back).
+        """
+        from treq.client import HTTPClient
+
+        self.pool.start()
+        self._http = HTTPClient(Agent(self._reactor, pool=self._http_pool, connectTimeout=10))
+        self.client = await self.worker.run(self._make_client)
+        try:
+            await self.worker.run(self.client.head_bucket, Bucket=self.location.bucket)
+        except Exception as e:
+            from botocore.exceptions import ClientError, NoCredentialsError
+
+            if isinstance(e, ClientError | NoCredentialsError):
+                raise StorageUnavailable(f"bucket {self.location.bucket!r}: {_describe(e)}") from e
+            log.warn("S3 bucket {bucket} does not answer yet ({error}); serving 503 until it does",
+                     bucket=self.location.bucket, error=_describe(e))
+        log.info("S3 storage ready: bucket {bucket}", bucket=self.location.bucket)
+
+    def _make_client(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        config = Config(
+            retries={"mode": "standard"}, signature_version="s3v4",
+            s3={"addressing_style": self.location.addressing_style},
+            max_pool_connections=self._threads, connect_timeout=10, read_timeout=60,
+        )
+        return boto3.session.Session().client(
+            "s3", endpoint_url=self.location.endpoint_url, region_name=self.location.region, config=config,
+        )
+
+    def stop(self) -> Deferred[None]:
+        """Abort reads in progress, stop the thread pool, close pooled connections."""
+        for relay in list(self.streams):
+            relay.abort(StorageUnavailable("storage is shutting down"))
+        if self.pool.started:
+            self.pool.stop()
+        return self._http_pool.closeCachedConnections()
+
+    def _key(self, key: str) -> str:
+        check_key(key)
+        return self.location.prefix + key
+
+    # ------------------------------------------------------- boto3 (threads)
+
+    def put(self, key: str, path: str, content_type: str) -> Deferred[None]:
+        return self.worker.run(self._put, self._key(key), path, content_type)
+
+    def _put(self, key: str, path: str, content_type: str) -> None:
+        try:
+            with open(path, "rb") as body:
+                self.client.put_object(
+                    Bucket=self.location.bucket, Key=key, Body=body, ContentType=content_type,
+                    ChecksumAlgorithm="SHA256",
+                )
+        except Exception as e:
+            raise StorageUnavailable(f"cannot store {key}: {_describe(e)}") from e
+
+    def fetch(self, key: str, path: str) -> Deferred[None]:
+        return self.worker.run(self._fetch, self._key(key), path)
+
+    def _fetch(self, key: str, path: str) -> None:
+        try:
+            response = self.client.get_object(Bucket=self.location.bucket, Key=key, ChecksumMode="ENABLED")
+        except Exception as e:
+            if _is_missing(e):
+                raise ObjectMissing(key) from e
+            raise StorageUnavailable(f"cannot read {key}: {_describe(e)}") from e
+        try:
+            with open(path, "wb") as out:
+                for chunk in response["Body"].iter_chunks(1024 * 1024):
+                    out.write(chunk)
+        except Exception as e:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            raise StorageUnavailable(f"cannot read {key}: {_describe(e)}") from e
+
+    def head(self, key: str) -> Deferred[int | None]:
+        return self.worker.run(self._head, self._key(key))
+
+    def _head(self, key: str) -> int | None:
+        try:
+            return self.client.head_object(Bucket=self.location.bucket, Key=key)["ContentLength"]
+        except Exception as e:
+            if _is_missing(e):
+                return None
+            raise StorageUnavailable(f"cannot look up {key}: {_describe(e)}") from e
+
+    def delete(self, key: str) -> Deferred[None]:
+        return self.worker.run(self._delete, self._key(key))
+
+    def _delete(self, key: str) -> None:
+        try:  # S3 answers 204 for a key that is not there: deleting is idempotent
+            self.client.delete_object(Bucket=self.location.bucket, Key=key)
+        except Exception as e:
+            raise StorageUnavailable(f"cannot delete {key}: {_describe(e)}") from e
+
+    def presign(self, key: str) -> str:
+        """A SigV4-presigned GET URL for ``key`` (blocking: call it in the pool).
+
+        Signing is local computation, but reading the credentials may not be:
+        botocore refreshes temporary credentials (instance roles, SSO, assumed
+        roles) inside this call, with HTTP requests of its own.  So it runs in
+        the thread pool like every other boto3 call, which costs one thread
+        hop per read, well under a millisecond.
+        """
+        return self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.location.bucket, "Key": key}, ExpiresIn=PRESIGN_SECONDS,
+        )
+
+    # ------------------------------------------------------- streamed reads
+
+    def stream(self, key: str, consumer: Any, offset: int, length: int) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._stream(self._key(key), consumer, offset, length))
+
+    async def _stream(self, key: str, consumer: Any, offset: int, length: int) -> None:
+        if length <= 0:
+            return
+        try:
+            url = await self.worker.run(self.presign, key)
+        except Exception as e:
+            raise StorageUnavailable(f"cannot sign a read of {key}: {_describe(e)}") from e
+        from hyperlink import EncodedURL
+
+        range_header = f"bytes={offset}-{offset + length - 1}".encode()
+        try:
+            response = await self._http.get(
+                EncodedURL.from_text(url), headers={b"Range": [range_header]}, unbuffered=True,
+                allow_redirects=False, timeout=HEADERS_TIMEOUT,
+            )
+        except Exception as e:
+            # Twisted's messages may name the endpoint; the type is enough here.
+            raise StorageUnavailable(f"cannot reach S3 to read {key}: {type(e).__name__}") from e
+        skip = _plan_body(response, key, offset, length)
+        if isinstance(skip, Exception):
+            discard = _Discard()
+            response.deliverBody(discard)
+            await discard.done
+            raise skip
+        total = response.length if isinstance(response.length, int) else None
+        relay = BodyRelay(consumer, length, skip, self._reactor, total, push=IRequest.providedBy(consumer))
+        self.streams.add(relay)
+        try:
+            response.deliverBody(relay)
+            relay.settle()
+            await relay.done
+        finally:
+            self.streams.discard(relay)
+
+
+class _QuietClientFactory(_HTTP11ClientFactory):
+    noisy = False
+
+
+def _plan_body(response: Any, key: str, offset: int, length: int) -> int | Exception:
+    """Check S3's answer to a range request: how many leading body bytes to skip,
+    or the error to fail with.
+
+    206 must name exactly the range asked for.  A 200 (a store that ignores
+    ``Range``) is accepted when the whole object is long enough: the relay
+    skips to ``offset`` and stops after ``length`` bytes.
+    """
+    code = response.code
+    if code == 206:
+        value = response.headers.getRawHeaders(b"content-range", [b""])[0].decode("latin-1")
+        m = _CONTENT_RANGE.match(value.strip())
+        if m and int(m.group(1)) == offset and int(m.group(2)) == offset + length - 1:
+            return 0
+        return StorageUnavailable(f"S3 answered another range ({value!r}) than bytes {offset}-{offset + length - 1}")
+    if code == 200:
+        total = response.length
+        if isinstance(total, int) and total >= offset + length:
+            return offset
+        return StorageUnavailable(f"S3 ignored the range and its object is not long enough ({total})")
+    if code == 404:
+        return ObjectMissing(key)
+    if code == 416:
+        return StorageUnavailable("the object in S3 is shorter than recorded (416)")
+    return StorageUnavailable(f"S3 answered {code} reading {key}")
+
+
+class _Discard(Protocol):
+    """Read and drop an unwanted (error) body, so its connection can serve the next read;
+    a long one closes the connection instead."""
+
+    def __init__(self) -> None:
+        self.done: Deferred[None] = Deferred()
+        self._seen = 0
+
+    def dataReceived(self, data: bytes) -> None:
+        self._seen += len(data)
+        if self._seen > HIGH_WATER:
+            self.transport.stopProducing()
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.done.callback(None)
+
+
+@implementer(IPushProducer, IPullProducer)
+class BodyRelay(Protocol):
+    """Copies ``length`` bytes of an upstream response body into ``consumer``,
+    with flow control both ways.
+
+    With a twisted.web request (``push``), the relay is registered as the
+    request's streaming producer and is a thin proxy for the upstream body's
+    transport: bytes are written as they arrive (cut to the range asked for);
+    ``pauseProducing``/``resumeProducing`` pause and resume the reading of the
+    upstream socket, so when the client's socket buffer fills, twisted.web
+    pauses us and TCP pushes back on S3; ``stopProducing`` (the client went
+    away) closes the upstream connection.  At most one socket read (64 KiB) is
+    ever written past the point where twisted.web asked us to pause.
+
+    Any other consumer (the Storage contract's, say) is met as a *pull*
+    producer: the relay holds at most ``HIGH_WATER`` bytes (plus one read) and
+    pauses the upstream read past that; bytes reach the consumer only when it
+    asks (``resumeProducing``).  It stays registered only while it holds bytes:
+    asked for bytes it does not have, it unregisters and resumes the upstream
+    read, and registers again when bytes arrive, so a consumer that loops on
+    ``resumeProducing`` never spins while S3 is slow.
+
+    ``done`` fires once every byte was written and the upstream response has
+    ended (its connection then serves the next read); it fails with
+    ``ConnectionError`` when the consumer stopped, and with
+    ``StorageUnavailable`` when the upstream failed, ended early or stalled for
+    ``IDLE_TIMEOUT`` (the web layer then aborts the client connection: never a
+    short 200).
+    """
+
+    def __init__(self, consumer: Any, length: int, skip: int, reactor: Any,
+                 upstream_length: int | None = None, push: bool = False):
+        self.consumer = consumer
+        self.remaining = length
+        self.skip = skip
+        #: Body bytes upstream has still to send (None: unknown).
+        self.upstream_left = upstream_length
+        self.reactor = reactor
+        self.push = push
+        self.done: Deferred[None] = Deferred()
+        #: Body bytes taken from upstream so far (after skipping), for tests and benchmarks.
+        self.received = 0
+        self.upstream_paused = False
+        self.upstream_aborted = False
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self._registered = False
+        self._upstream_ended = False
+        self._idle: Any = None
+        notify = getattr(consumer, "notifyFinish", None)
+        if notify is not None:  # a twisted.web request: hear of a client leaving at once
+            notify().addErrback(lambda _: self.abort(ConnectionError("the client went away")))
+
+    # upstream side (IProtocol)
+
+    def connectionMade(self) -> None:
+        self._arm_idle()
+        if self.push:
+            self._register(streaming=True)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.done.called:
+            return
+        if self.upstream_left is not None:
+            self.upstream_left -= len(data)
+        if self.skip:
+            dropped = min(self.skip, len(data))
+            self.skip -= dropped
+            data = data[dropped:]
+        wanted = self.remaining - self._buffered
+        if len(data) > wanted:  # a store that ignored the range: the rest is not ours
+            data = data[:wanted]
+        self.received += len(data)
+        if self.push:
+            if data:
+                self.remaining -= len(data)
+                self.consumer.write(data)  # may pause us at once
+            if self.remaining == 0:
+                self._complete()
+            elif not self.upstream_paused:
+                self._arm_idle()
+            return
+        if data:
+            self._buffer.append(data)
+            self._buffered += len(data)
+        if self.upstream_left != 0 and (self._buffered >= HIGH_WATER or self._buffered == self.remaining):
+            self._pause_upstream()
+        else:
+            self._arm_idle()
+        if self._buffer:
+            self._register(streaming=False)
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._upstream_ended = True
+        self._cancel_idle()
+        if self.done.called:
+            return
+        if not reason.check(ResponseDone, PotentialDataLoss):
+            self._finish(StorageUnavailable(f"the S3 body failed midway: {reason.getErrorMessage()}"))
+        elif self.remaining == 0:
+            self._finish(None)
+        elif self._buffered < self.remaining:
+            self._finish(StorageUnavailable(f"the S3 body ended {self.remaining - self._buffered} bytes early"))
+
+    def settle(self) -> None:
+        """Re-apply our pause after ``Response.deliverBody``, which resumes the transport."""
+        if self.upstream_paused and self.transport is not None:
+            self.transport.pauseProducing()
+
+    # consumer side (IPushProducer, IPullProducer)
+
+    def pauseProducing(self) -> None:
+        self._pause_upstream()
+
+    def resumeProducing(self) -> None:
+        if self.done.called:
+            return
+        if self.push:
+            self._resume_upstream()
+            return
+        if not self._buffer:
+            self._unregister()
+            self._resume_upstream()
+            return
+        data = b"".join(self._buffer)
+        self._buffer.clear()
+        self._buffered = 0
+        self.remaining -= len(data)
+        self.consumer.write(data)
+        if self.remaining > 0:
+            self._resume_upstream()
+        else:
+            self._complete()
+
+    def stopProducing(self) -> None:
+        self.abort(ConnectionError("the client went away"))
+
+    def abort(self, error: Exception) -> None:
+        """Stop at once: close the upstream connection and fail ``done``."""
+        self._finish(error)
+
+    # helpers
+
+    def _complete(self) -> None:
+        """Every byte is written: finish now, or once the upstream response has ended."""
+        if self._upstream_ended or self.upstream_left != 0:
+            self._finish(None)
+        else:  # the response's end is in the same socket read: it follows at once
+            self._unregister()
+            self._arm_idle()
+
+    def _register(self, streaming: bool) -> None:
+        if self._registered or self.done.called:
+            return
+        self._registered = True
+        try:
+            self.consumer.registerProducer(self, streaming)
+        except Exception:  # the request is gone (twisted.web drops its channel)
+            self._registered = False
+            self._finish(ConnectionError("the client went away"))
+
+    def _unregister(self) -> None:
+        if self._registered:
+            self._registered = False
+            try:
+                self.consumer.unregisterProducer()
+            except Exception:
+                pass
+
+    def _pause_upstream(self) -> None:
+        self._cancel_idle()
+        if not self.upstream_paused and not self._upstream_ended and self.transport is not None:
+            self.upstream_paused = True
+            self.transport.pauseProducing()
+
+    def _resume_upstream(self) -> None:
+        if self.upstream_paused and not self._upstream_ended and self.transport is not None:
+            self.upstream_paused = False
+            self.transport.resumeProducing()
+        if not self._upstream_ended:
+            self._arm_idle()
+
+    def _arm_idle(self) -> None:
+        if self._idle is not None and self._idle.active():
+            self._idle.reset(IDLE_TIMEOUT)
+        elif not self.done.called:
+            self._idle = self.reactor.callLater(IDLE_TIMEOUT, self._stalled)
+
+    def _cancel_idle(self) -> None:
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        self._idle = None
+
+    def _stalled(self) -> None:
+        self._idle = None
+        self._finish(StorageUnavailable(f"S3 sent nothing for {IDLE_TIMEOUT:.0f} s"))
+
+    def _finish(self, error: Exception | None) -> None:
+        if self.done.called:
+            return
+        self._cancel_idle()
+        self._unregister()
+        if not self._upstream_ended and self.upstream_left != 0 and self.transport is not None:
+            # Closing the socket with unread data resets the connection: S3 stops sending.
+            # (A body read to its end instead goes back to the pool for the next read.)
+            self.upstream_aborted = True
+            self.transport.stopProducing()
+        if error is None:
+            self.done.callback(None)
+        else:
+            self.done.errback(error)
+
+
+@implementer(IPlugin, IStorageFactory)
+class S3StorageFactory:
+    """Opens ``s3://`` URLs.  The shared worker is not used: boto3 calls get their own
+    pool, so a slow S3 never holds up the server's local file work."""
+
+    schemes = ("s3",)
+
+    def open(self, url: str, reactor: Any, worker: Any) -> S3Storage:
+        return S3Storage(url, reactor)
+
+
+s3_backend = S3StorageFactory()
