@@ -10,6 +10,7 @@ records.
 
 from __future__ import annotations
 
+import hmac
 import importlib.resources
 import re
 from collections.abc import Iterable
@@ -17,7 +18,17 @@ from typing import Any, Protocol
 
 from zope.interface import Attribute, Interface
 
-from imgshare.domain.records import DELETED, LIVE, UPLOADING, Account, Image, Job, Token, Variant
+from imgshare.domain.records import (
+    DELETED,
+    LIVE,
+    UPLOADING,
+    Account,
+    Image,
+    Job,
+    Session,
+    Token,
+    Variant,
+)
 
 
 class Conflict(Exception):
@@ -65,6 +76,13 @@ class IDatabaseFactory(Interface):
 def readonly(operation: Any) -> Any:
     """Mark an operation that only reads: backends may run it without a write lock."""
     operation.readonly = True
+    return operation
+
+
+def single_read(operation: Any) -> Any:
+    """Mark an operation that is one SELECT: atomic by itself, it needs no transaction."""
+    operation.readonly = True
+    operation.single_statement = True
     return operation
 
 
@@ -116,7 +134,7 @@ def _account(row: tuple) -> Account:
     return Account(id=row[0], name=row[1], is_admin=bool(row[2]), created=row[3])
 
 
-@readonly
+@single_read
 async def count_accounts(tx: Tx) -> int:
     return (await tx.execute("SELECT COUNT(*) FROM accounts"))[0][0]
 
@@ -135,7 +153,7 @@ async def create_account(tx: Tx, name: str, password_hash: str, is_admin: bool, 
     return _account(rows[0])
 
 
-@readonly
+@single_read
 async def get_account(tx: Tx, name: str) -> Account | None:
     rows = await tx.execute(f"SELECT {_ACCOUNT} FROM accounts WHERE name = ?", (name,))
     return _account(rows[0]) if rows else None
@@ -160,11 +178,12 @@ async def list_accounts(tx: Tx) -> list[Account]:
 
 
 async def delete_account(tx: Tx, name: str, now: float) -> bool:
-    """Remove an account and its tokens; its images become deleted (purged later)."""
+    """Remove an account, its tokens and sessions; its images become deleted (purged later)."""
     rows = await tx.execute("DELETE FROM accounts WHERE name = ? RETURNING id", (name,))
     if not rows:
         return False
     await tx.execute("DELETE FROM tokens WHERE account = ?", (name,))
+    await tx.execute("DELETE FROM sessions WHERE account = ?", (name,))
     await tx.execute(
         "UPDATE images SET state = ?, deleted = ? WHERE account = ? AND state <> ?",
         (DELETED, now, name, DELETED),
@@ -289,13 +308,13 @@ async def abandon_upload(tx: Tx, image_id: int, now: float) -> None:
     )
 
 
-@readonly
+@single_read
 async def get_image(tx: Tx, account: str, name: str) -> Image | None:
     rows = await tx.execute(f"SELECT {_IMAGE} FROM images WHERE account = ? AND name = ?", (account, name))
     return _image(rows[0]) if rows else None
 
 
-@readonly
+@single_read
 async def get_image_by_stem(tx: Tx, account: str, stem: str) -> Image | None:
     rows = await tx.execute(f"SELECT {_IMAGE} FROM images WHERE account = ? AND stem = ?", (account, stem))
     return _image(rows[0]) if rows else None
@@ -443,7 +462,7 @@ async def running_workers(tx: Tx) -> list[str]:
     return [r[0] for r in rows if r[0]]
 
 
-@readonly
+@single_read
 async def get_variant(tx: Tx, image_id: int, variant: str) -> Variant | None:
     rows = await tx.execute(
         f"SELECT {_VARIANT} FROM variants WHERE image_id = ? AND variant = ?", (image_id, variant)
@@ -451,7 +470,7 @@ async def get_variant(tx: Tx, image_id: int, variant: str) -> Variant | None:
     return _variant(rows[0]) if rows else None
 
 
-@readonly
+@single_read
 async def has_job(tx: Tx, image_id: int) -> bool:
     return bool(await tx.execute("SELECT 1 FROM jobs WHERE image_id = ?", (image_id,)))
 
@@ -469,7 +488,7 @@ async def pending_images(tx: Tx, image_ids: list[int]) -> set[int]:
 # ------------------------------------------------------------------ settings
 
 
-@readonly
+@single_read
 async def get_setting(tx: Tx, key: str) -> str | None:
     rows = await tx.execute("SELECT value FROM settings WHERE key = ?", (key,))
     return rows[0][0] if rows else None
@@ -479,3 +498,77 @@ async def set_setting(tx: Tx, key: str, value: str | None) -> None:
     await tx.execute("DELETE FROM settings WHERE key = ?", (key,))
     if value is not None:
         await tx.execute("INSERT INTO settings (key, value) VALUES (?, ?)", (key, value))
+
+
+async def setting_or_insert(tx: Tx, key: str, value: str) -> str:
+    """The setting ``key``, stored as ``value`` first if it has none (several
+    processes racing agree on whichever was inserted first)."""
+    await tx.execute(
+        "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING", (key, value)
+    )
+    return (await tx.execute("SELECT value FROM settings WHERE key = ?", (key,)))[0][0]
+
+
+async def create_first_account(
+    tx: Tx, setting: str, code_digest: str, name: str, password_hash: str, now: float
+) -> Account | None:
+    """Use the one-time setup code: create the first (admin) account and void the code.
+
+    None, and nothing changed, unless the stored digest under ``setting`` equals
+    ``code_digest`` and there is no account yet.
+    """
+    rows = await tx.execute("SELECT value FROM settings WHERE key = ?", (setting,))
+    if not rows or not hmac.compare_digest(rows[0][0], code_digest):
+        return None
+    if (await tx.execute("SELECT COUNT(*) FROM accounts"))[0][0]:
+        return None
+    await tx.execute("DELETE FROM settings WHERE key = ?", (setting,))
+    return await create_account(tx, name, password_hash, True, now)
+
+
+# ------------------------------------------------------------------ sessions
+
+_SESSION = "sessions.digest, sessions.account, accounts.is_admin, sessions.created, sessions.expires"
+
+
+def _session(row: tuple) -> Session:
+    return Session(digest=row[0], account=row[1], is_admin=bool(row[2]), created=row[3], expires=row[4])
+
+
+async def create_session(tx: Tx, digest: str, account: str, now: float, expires: float) -> None:
+    await tx.execute(
+        "INSERT INTO sessions (digest, account, created, expires) VALUES (?, ?, ?, ?)",
+        (digest, account, now, expires),
+    )
+
+
+@readonly
+async def find_session(tx: Tx, digest: str, now: float) -> Session | None:
+    """The unexpired session with this digest, if its account still exists."""
+    rows = await tx.execute(
+        f"SELECT {_SESSION} FROM sessions JOIN accounts ON accounts.name = sessions.account "
+        "WHERE sessions.digest = ? AND sessions.expires > ?",
+        (digest, now),
+    )
+    return _session(rows[0]) if rows else None
+
+
+async def extend_session(tx: Tx, digest: str, expires: float) -> None:
+    await tx.execute("UPDATE sessions SET expires = ? WHERE digest = ?", (expires, digest))
+
+
+async def delete_session(tx: Tx, digest: str) -> None:
+    await tx.execute("DELETE FROM sessions WHERE digest = ?", (digest,))
+
+
+async def delete_other_sessions(tx: Tx, account: str, keep_digest: str) -> int:
+    """End every session of ``account`` but one (after a password change)."""
+    rows = await tx.execute(
+        "DELETE FROM sessions WHERE account = ? AND digest <> ? RETURNING digest", (account, keep_digest)
+    )
+    return len(rows)
+
+
+async def delete_expired_sessions(tx: Tx, now: float) -> int:
+    rows = await tx.execute("DELETE FROM sessions WHERE expires <= ? RETURNING digest", (now,))
+    return len(rows)

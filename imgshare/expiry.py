@@ -1,4 +1,4 @@
-"""The expiry service: expired tokens go, expired and deleted files' objects go.
+"""The expiry service: expired tokens and sessions go, expired and deleted files' objects go.
 
 ``expire_once`` is one pass as a function of ``now``; ``ExpiryService`` runs it
 every few seconds on an injected clock and survives its own failures (a
@@ -25,10 +25,15 @@ MAX_BATCHES = 20
 
 
 async def expire_once(library: ImageLibrary, now: float) -> tuple[int, int]:
-    """One pass at time ``now``; returns (tokens deleted, images purged)."""
+    """One pass at time ``now``; returns (tokens deleted, images purged).
+
+    Expired browser sessions are deleted too (and only logged)."""
     tokens = await library.database.run(db.delete_expired_tokens, now)
     if tokens:
         log.info("expired {count} token(s)", count=tokens)
+    sessions = await library.database.run(db.delete_expired_sessions, now)
+    if sessions:
+        log.info("expired {count} browser session(s)", count=sessions)
     purged = 0
     for _ in range(MAX_BATCHES):
         batch = await library.database.run(

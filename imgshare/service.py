@@ -26,6 +26,7 @@ from imgshare.ratelimit import RateLimiter
 from imgshare.threads import ThreadPoolService
 from imgshare.web.api import Api
 from imgshare.web.files import Files
+from imgshare.web.pages import Pages
 from imgshare.web.request import ImgshareSite
 from imgshare.web.root import Root
 
@@ -50,6 +51,7 @@ class ImgshareService(MultiService):
         self.database = backends.open_database(config.db, reactor, io)
         self.storage = backends.open_storage(config.storage, reactor, io)
         self.library = ImageLibrary(config, self.database, self.storage, io, reactor)
+        self.pages = Pages(self.library, io)
         self.root = Root(
             Api(
                 self.library, io,
@@ -57,7 +59,8 @@ class ImgshareService(MultiService):
                 RateLimiter(config.rate_token, reactor, "token"),
                 Gatherer(reactor, config),
             ),
-            Files(self.library, self.storage),
+            Files(self.library, self.storage, viewer=self.pages.viewer),
+            self.pages,
         )
         self.site = ImgshareSite(self.root.resource(), max_body=config.max_body, reactor=reactor)
         self.expiry = ExpiryService(self.library, reactor)

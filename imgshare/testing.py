@@ -24,6 +24,7 @@ from imgshare.storage import IStorage, ObjectMissing, StorageUnavailable
 from imgshare.threads import InlineWorker
 from imgshare.web.api import Api
 from imgshare.web.files import Files
+from imgshare.web.pages import Pages
 from imgshare.web.request import ImgshareRequest
 from imgshare.web.root import Root
 
@@ -143,7 +144,8 @@ class Fixture:
             RateLimiter(config.rate_token, clock, "token"),
             gatherer,
         )
-        self.root = Root(self.api, Files(self.library, storage))
+        self.pages = Pages(self.library, InlineWorker())
+        self.root = Root(self.api, Files(self.library, storage, viewer=self.pages.viewer), self.pages)
         from imgshare.jobs import Derivations
 
         #: Not started: tests run jobs one at a time with ``run_one``.

@@ -300,3 +300,42 @@ class DatabaseContract:
         await self.q(db.remove_image, image.id)
         self.assertIsNone(await self.q(db.get_variant, image.id, "xga"))
         self.assertFalse(await self.q(db.has_job, image.id))
+
+    async def test_sessions(self):
+        """Sessions are found until they expire, with their account's admin flag; they can be
+        extended, ended one by one, all but one, with their account, or by the expiry pass."""
+        await self._db()
+        await self.q(db.create_account, "kitten", "h", True, T)
+        await self.q(db.create_account, "bear", "h", False, T)
+        await self.q(db.create_session, "s1", "kitten", T, T + 100)
+        await self.q(db.create_session, "s2", "kitten", T, T + 100)
+        await self.q(db.create_session, "s3", "bear", T, T + 50)
+        found = await self.q(db.find_session, "s1", T)
+        self.assertEqual((found.account, found.is_admin, found.created, found.expires), ("kitten", True, T, T + 100))
+        self.assertIsNone(await self.q(db.find_session, "s1", T + 100), "expired at its instant")
+        self.assertIsNone(await self.q(db.find_session, "nope", T))
+        await self.q(db.extend_session, "s1", T + 500)
+        self.assertEqual((await self.q(db.find_session, "s1", T + 200)).expires, T + 500)
+        self.assertEqual(await self.q(db.delete_expired_sessions, T + 60), 1)
+        self.assertIsNone(await self.q(db.find_session, "s3", T))
+        self.assertEqual(await self.q(db.delete_other_sessions, "kitten", "s1"), 1)
+        self.assertIsNone(await self.q(db.find_session, "s2", T))
+        await self.q(db.create_session, "s4", "bear", T, T + 100)
+        await self.q(db.delete_session, "s4")
+        self.assertIsNone(await self.q(db.find_session, "s4", T))
+        await self.q(db.delete_account, "kitten", T)
+        self.assertIsNone(await self.q(db.find_session, "s1", T), "gone with its account")
+
+    async def test_first_account_and_settings(self):
+        """The setup code makes the first admin once; setting_or_insert keeps the first value."""
+        await self._db()
+        await self.q(db.set_setting, "code", "digest")
+        self.assertIsNone(await self.q(db.create_first_account, "code", "wrong", "boss", "h", T))
+        account = await self.q(db.create_first_account, "code", "digest", "boss", "h", T)
+        self.assertTrue(account.is_admin)
+        self.assertIsNone(await self.q(db.get_setting, "code"))
+        await self.q(db.set_setting, "code", "digest")
+        self.assertIsNone(await self.q(db.create_first_account, "code", "digest", "other", "h", T),
+                          "not once an account exists")
+        self.assertEqual(await self.q(db.setting_or_insert, "secret", "first"), "first")
+        self.assertEqual(await self.q(db.setting_or_insert, "secret", "second"), "first")

@@ -122,11 +122,16 @@ class FilesTests(unittest.TestCase):
             self.assertNotIn(self.data[:50], body)
 
     async def test_thumb_paths_are_404(self):
-        """/img/<user>/thumb/... is always 404, and /thumb/ refuses everyone until sessions exist."""
+        """/img/<user>/thumb/... is always 404; /thumb/ is 404 without the owner's browser
+        session, for an API token too (the owner's session is tested in test_pages)."""
+        await self.f.derivations.run_one()
         stem = self.record["file"][:-4]
         for path in [f"/img/kitten/thumb/{stem}.jpg", f"/thumb/kitten/{stem}.jpg"]:
-            response, _ = await self.get("http://img.example" + path)
-            self.assertEqual(response.code, 404, path)
+            for headers in [{}, {"x_api_key": self.token}, {"authorization": "Bearer " + self.token}]:
+                response, _ = await self.get("http://img.example" + path, **headers)
+                self.assertEqual(response.code, 404, path)
+        response, _ = await self.get(f"http://img.example/thumb/kitten/{stem}.jpg?token={self.token}")
+        self.assertEqual(response.code, 404)
 
     async def test_expired_file_disappears_at_its_instant(self):
         """An expiring file is served until its expiry instant and 404 from then on."""

@@ -79,3 +79,31 @@ class ParseBodyTests(unittest.TestCase):
         """A body of another type contributes no fields."""
         self.assertEqual(self.parse(b"{}", b"application/json").fields, {})
         self.assertEqual(self.parse(b"abc", None).fields, {})
+
+    def test_several_file_parts(self):
+        """With max_files, every 'file' part up to that count is spooled in order; the rest are read past."""
+        body, headers = multipart({})
+        boundary = headers[b"Content-Type"][0].split(b"boundary=")[1]
+        parts = b""
+        for i in range(3):
+            parts += (b"--" + boundary + b'\r\nContent-Disposition: form-data; name="file"; filename="%d.jpg"'
+                      b"\r\n\r\n" % i + b"data%d\r\n" % i)
+        body = parts + b"--" + boundary + b"--\r\n"
+        form = parse_body(io.BytesIO(body), headers[b"Content-Type"][0], self.spool, 1000, max_files=2)
+        self.assertEqual([f.filename for f in form.files], ["0.jpg", "1.jpg"])
+        self.assertEqual(form.file, form.files[0])
+        self.assertEqual(len(self.spooled()), 2)
+        form.discard()
+        self.assertEqual(self.spooled(), [])
+
+    def test_several_files_over_limit(self):
+        """A second file part over the limit removes the first one too."""
+        body, headers = multipart({})
+        boundary = headers[b"Content-Type"][0].split(b"boundary=")[1]
+        body = b"".join(
+            b"--" + boundary + b'\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\n' + data + b"\r\n"
+            for data in (b"small", b"x" * 2000)
+        ) + b"--" + boundary + b"--\r\n"
+        self.assertRaises(TooLarge, parse_body, io.BytesIO(body), headers[b"Content-Type"][0], self.spool, 1000,
+                          max_files=5)
+        self.assertEqual(self.spooled(), [])

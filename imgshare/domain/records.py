@@ -101,3 +101,15 @@ class Job:
     image: Image
     attempts: int
     worker: str
+
+
+@attrs.frozen
+class Session:
+    """A browser session's row (the cookie's id itself is never stored, only its SHA-256),
+    with its account's admin flag as it is now."""
+
+    digest: str
+    account: str
+    is_admin: bool
+    created: float
+    expires: float

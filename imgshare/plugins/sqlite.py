@@ -101,13 +101,19 @@ class SqliteDatabase:
 
     def run(self, operation: Any, *args: Any) -> Deferred[Any]:
         """Run ``operation(tx, *args)`` in one transaction: ``BEGIN IMMEDIATE`` (take the
-        write lock at once, so two writers never deadlock) unless it only reads."""
+        write lock at once, so two writers never deadlock), or ``BEGIN`` for an
+        operation that only reads, except a single-statement read, which is atomic
+        on its own and runs without the extra round trips (the hot path of /img/)."""
         if self._pool is None:
             raise db.DatabaseUnavailable("the database is not open")
-        begin = "BEGIN" if getattr(operation, "readonly", False) else "BEGIN IMMEDIATE"
+        readonly = getattr(operation, "readonly", False)
+        begin = "BEGIN" if readonly else "BEGIN IMMEDIATE"
+        if getattr(operation, "single_statement", False):
+            begin = None
 
         def interaction(cursor: Any) -> Any:
-            cursor.execute(begin)
+            if begin:
+                cursor.execute(begin)
             return drive(operation(_SqliteTx(cursor), *args))
 
         return self._pool.runInteraction(interaction)

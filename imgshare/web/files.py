@@ -8,6 +8,7 @@ touched; storage then streams exactly the bytes the response needs.
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
 import attrs
@@ -116,6 +117,9 @@ class Files:
 
     library: ImageLibrary
     storage: Any  # IStorage
+    #: The account whose browser session makes a request, or None; without it
+    #: nobody is a thumbnail's owner.  API tokens never count.
+    viewer: Callable[[Any], Awaitable[str | None]] | None = None
 
     img: ClassVar[Klein] = Klein()
     thumb: ClassVar[Klein] = Klein()
@@ -141,18 +145,29 @@ class Files:
         return await self.send(request, derived(image, record))
 
     @thumb.route("/<account>/<name>")
-    def thumbnail(self, request: Any, account: str, name: str) -> bytes:
-        # Thumbnails are for the owner's browser session only; until sessions
-        # exist nobody is the owner.
-        raise errors.NotFound("no such file")
+    async def thumbnail(self, request: Any, account: str, name: str) -> bytes | None:
+        """The private thumbnail: for the owner's browser session only, 404 for anyone else."""
+        require_method(request, b"GET", b"HEAD")
+        viewer = await self.viewer(request) if self.viewer is not None else None
+        stem, dot, ext = name.rpartition(".")
+        if viewer is None or viewer != account or not dot or ext != "jpg":
+            raise errors.NotFound("no such file")
+        image = await self.library.served_by_stem(account, stem)
+        if image is None:
+            raise errors.NotFound("no such file")
+        record = await self.library.derived_file(image, naming.THUMB)
+        request.setHeader(b"Vary", b"Cookie")
+        return await self.send(request, derived(image, record), private=True)
 
     @img.handle_errors(Exception)
     @thumb.handle_errors(Exception)
     def failed(self, request: Any, failure: Failure) -> bytes:
         return render_failure(request, failure)
 
-    async def send(self, request: Any, rep: Representation) -> bytes | None:
-        """Answer with ``rep``: 200, 206, 304 or 416, streaming the body from storage."""
+    async def send(self, request: Any, rep: Representation, private: bool = False) -> bytes | None:
+        """Answer with ``rep``: 200, 206, 304 or 416, streaming the body from storage.
+
+        ``private`` keeps it out of shared caches (the thumbnails)."""
         now = self.library.now()
         request.setHeader(b"Content-Type", rep.mime.encode())
         request.setHeader(b"ETag", rep.etag.encode())
@@ -163,7 +178,8 @@ class Files:
         max_age = MAX_CACHE_SECONDS
         if rep.expires is not None:
             max_age = max(0, min(max_age, int(rep.expires - now)))
-        request.setHeader(b"Cache-Control", f"public, max-age={max_age}".encode())
+        scope = "private" if private else "public"
+        request.setHeader(b"Cache-Control", f"{scope}, max-age={max_age}".encode())
         if _not_modified(request, rep):
             request.setResponseCode(304)
             return b""

@@ -35,19 +35,27 @@ class UploadedFile:
 
 @attrs.define
 class Form:
-    """The fields of a request body (plus its query string) and its first file part."""
+    """The fields of a request body (plus its query string) and its file parts.
+
+    ``file`` is the first file part; ``files`` holds every one kept (as many as
+    the parser's ``max_files`` allowed, in the order they came).
+    """
 
     fields: dict[str, str] = attrs.Factory(dict)
     file: UploadedFile | None = None
+    files: list[UploadedFile] = attrs.Factory(list)
 
     def get(self, name: str) -> str | None:
         return self.fields.get(name)
 
     def discard(self) -> None:
-        """Remove the spooled file, if it is still there."""
+        """Remove the spooled files that are still there."""
+        paths = {f.path for f in self.files}
         if self.file is not None:
+            paths.add(self.file.path)
+        for path in paths:
             try:
-                os.unlink(self.file.path)
+                os.unlink(path)
             except FileNotFoundError:
                 pass
 
@@ -59,11 +67,12 @@ def _text(raw: bytes) -> str:
 class _MultipartCollector:
     """python-multipart callbacks that build a ``Form``."""
 
-    def __init__(self, spool_dir: str, max_file: int, file_field: str):
+    def __init__(self, spool_dir: str, max_file: int, file_field: str, max_files: int = 1):
         self.form = Form()
         self._spool_dir = spool_dir
         self._max_file = max_file
         self._file_field = file_field
+        self._max_files = max_files
         self._fields = 0
         self.ended = False
         self._reset_part()
@@ -116,7 +125,7 @@ class _MultipartCollector:
             raise BadRequest("malformed multipart body: a part has no form-data name")
         self._name = _text(options[b"name"])
         if b"filename" in options:
-            if self._name != self._file_field or self.form.file is not None:
+            if self._name != self._file_field or len(self.form.files) >= self._max_files:
                 self._skip = True  # extra file parts are read past, not kept
                 return
             self._filename = _text(options[b"filename"])
@@ -148,7 +157,10 @@ class _MultipartCollector:
         if self._out is not None:
             self._out.close()
             self._out = None
-            self.form.file = UploadedFile(self._out_path, self._filename or "", self._size)
+            uploaded = UploadedFile(self._out_path, self._filename or "", self._size)
+            self.form.files.append(uploaded)
+            if self.form.file is None:
+                self.form.file = uploaded
         else:
             self.form.fields.setdefault(self._name, _text(bytes(self._value)))
 
@@ -166,12 +178,14 @@ class _MultipartCollector:
 
 def parse_body(
     body: IO[bytes], content_type: bytes | None, spool_dir: str, max_file: int,
-    file_field: str = "file",
+    file_field: str = "file", max_files: int = 1,
 ) -> Form:
     """Parse a request body (blocking: run it in a worker thread).
 
     ``multipart/form-data`` and ``application/x-www-form-urlencoded`` are read;
-    any other body gives an empty form.  Raises BadRequest or TooLarge.
+    any other body gives an empty form.  Up to ``max_files`` parts named
+    ``file_field`` are spooled, each at most ``max_file`` bytes; other file
+    parts are read past.  Raises BadRequest or TooLarge.
     """
     ctype, options = parse_options_header(content_type or b"")
     body.seek(0)
@@ -179,7 +193,7 @@ def parse_body(
         boundary = options.get(b"boundary")
         if not boundary or len(boundary) > 200:
             raise BadRequest("malformed multipart body: no boundary")
-        collector = _MultipartCollector(spool_dir, max_file, file_field)
+        collector = _MultipartCollector(spool_dir, max_file, file_field, max_files)
         parser = MultipartParser(boundary, collector.callbacks())
         try:
             while chunk := body.read(CHUNK):
@@ -215,12 +229,16 @@ def parse_body(
     return Form()
 
 
-async def read_form(request: Any, worker: Any, spool_dir: str, max_file: int) -> Form:
+async def read_form(
+    request: Any, worker: Any, spool_dir: str, max_file: int, max_files: int = 1
+) -> Form:
     """The request's form: body fields (parsed by ``worker``) over query fields."""
     form = Form()
     if request.method == b"POST" and request.content is not None:
         ctype = request.requestHeaders.getRawHeaders(b"content-type", [None])[0]
-        form = await worker.run(parse_body, request.content, ctype, spool_dir, max_file)
+        form = await worker.run(
+            parse_body, request.content, ctype, spool_dir, max_file, max_files=max_files
+        )
     for key, values in (request.args or {}).items():
         if values:
             form.fields.setdefault(_text(key), _text(values[0]))

@@ -1,4 +1,4 @@
-"""The root of the web site: mounts the API and the file routes."""
+"""The root of the web site: mounts the API, the file routes and the browser pages."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from imgshare.domain import errors
 from imgshare.web.api import Api
 from imgshare.web.errors import render_failure
 from imgshare.web.files import Files
+from imgshare.web.pages import Pages
 
 
 @attrs.define
@@ -21,6 +22,8 @@ class Root:
 
     api: Api
     files: Files
+    #: The browser pages (everything not under /api/v1/, /img/ or /thumb/).
+    pages: Pages | None = None
 
     app: ClassVar[Klein] = Klein()
 
@@ -37,7 +40,9 @@ class Root:
         return self.files.thumb.resource()
 
     @app.route("/")
-    def home(self, request: Any) -> bytes:
+    def home(self, request: Any) -> Any:
+        if self.pages is not None:
+            return self.pages.app.resource()
         request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
         request.setHeader(b"X-Content-Type-Options", b"nosniff")
         return (
@@ -46,7 +51,9 @@ class Root:
         ).encode()
 
     @app.route("/", branch=True)
-    def unknown(self, request: Any) -> bytes:
+    def unknown(self, request: Any) -> Any:
+        if self.pages is not None:
+            return self.pages.app.resource()
         raise errors.NotFound("not found")
 
     @app.handle_errors(Exception)

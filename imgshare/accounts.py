@@ -1,0 +1,158 @@
+"""Accounts, passwords and API tokens, as the browser pages use them.
+
+Password hashing (scrypt: ~50 ms and 16 MiB each) runs in the io worker,
+never on the reactor.  It holds no HTTP and no SQL: the pages call it, it
+calls the Database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Any
+
+import attrs
+
+from imgshare import auth, db
+from imgshare.cli import MIN_PASSWORD
+from imgshare.domain import errors, lifetime, naming
+from imgshare.domain.records import Account, Token
+
+#: The setting holding the SHA-256 of the one-time setup code
+#: (written by ``ImgshareService._announce_setup``).
+SETUP_CODE_SETTING = "setup_code_sha256"
+MAX_PASSWORD = 1024
+MAX_LABEL = 100
+
+
+def check_new_password(password: str, repeated: str) -> None:
+    """BadRequest unless ``password`` is acceptable and typed the same twice."""
+    if password != repeated:
+        raise errors.BadRequest("The two passwords differ.")
+    if len(password) < MIN_PASSWORD:
+        raise errors.BadRequest(f"The password must have at least {MIN_PASSWORD} characters.")
+    if len(password) > MAX_PASSWORD:
+        raise errors.BadRequest(f"The password may have at most {MAX_PASSWORD} characters.")
+
+
+def check_account_name(name: str) -> None:
+    """BadRequest unless ``name`` is a well-formed, unreserved account name."""
+    if not naming.is_valid_account_name(name):
+        raise errors.BadRequest(
+            "Account names have 1 to 32 of a-z, 0-9, _ and -, start with a letter or digit, "
+            "and are not one of: " + ", ".join(sorted(naming.RESERVED_NAMES)) + "."
+        )
+
+
+def setup_code_digest(code: str) -> str:
+    return hashlib.sha256(code.encode("utf-8", "replace")).hexdigest()
+
+
+@attrs.define
+class Accounts:
+    """Account and token operations over an injected database, io worker and clock."""
+
+    database: Any  # IDatabase
+    io: Any  # Worker for scrypt
+    clock: Any  # IReactorTime
+    _dummy_hash: str | None = None
+
+    def now(self) -> float:
+        return self.clock.seconds()
+
+    async def _db(self, operation: Any, *args: Any) -> Any:
+        try:
+            return await self.database.run(operation, *args)
+        except db.DatabaseUnavailable as e:
+            raise errors.StorageUnavailable("the database is unavailable") from e
+
+    # -------------------------------------------------------------- passwords
+
+    async def verify(self, name: str, password: str) -> Account | None:
+        """The account if ``password`` is its password, else None.
+
+        An unknown name costs the same scrypt work as a wrong password, so the
+        answer's timing tells nothing about which part was wrong.
+        """
+        stored = None
+        if naming.ACCOUNT_NAME_RE.match(name) and len(password) <= MAX_PASSWORD:
+            stored = await self._db(db.get_password_hash, name)
+        if stored is None:
+            if self._dummy_hash is None:
+                self._dummy_hash = await self.io.run(auth.hash_password, "not a password")
+            await self.io.run(auth.check_password, password[:MAX_PASSWORD], self._dummy_hash)
+            return None
+        if not await self.io.run(auth.check_password, password, stored):
+            return None
+        return await self._db(db.get_account, name)
+
+    async def set_password(self, name: str, password: str) -> None:
+        digest = await self.io.run(auth.hash_password, password)
+        if not await self._db(db.set_password_hash, name, digest):
+            raise errors.NotFound("no such account")
+
+    # --------------------------------------------------------------- accounts
+
+    async def create(self, name: str, password: str, is_admin: bool) -> Account:
+        """A new account; BadRequest for a bad name, 409 if the name is taken."""
+        check_account_name(name)
+        digest = await self.io.run(auth.hash_password, password)
+        try:
+            return await self._db(db.create_account, name, digest, is_admin, self.now())
+        except db.Conflict:
+            raise errors.ApiError(
+                "That name is taken (or an account of that name is still being removed).", 409
+            ) from None
+
+    async def setup_code_valid(self, code: str) -> bool:
+        """Whether ``code`` is the unused one-time setup code and there is no account yet."""
+        stored = await self._db(db.get_setting, SETUP_CODE_SETTING)
+        if not stored or not code or len(code) > 200:
+            return False
+        if not hmac.compare_digest(stored, setup_code_digest(code)):
+            return False
+        return await self._db(db.count_accounts) == 0
+
+    async def create_first(self, code: str, name: str, password: str) -> Account | None:
+        """Use the setup code: the first account, an admin; None if the code is void."""
+        check_account_name(name)
+        if len(code) > 200:
+            return None
+        digest = await self.io.run(auth.hash_password, password)
+        return await self._db(
+            db.create_first_account, SETUP_CODE_SETTING, setup_code_digest(code), name, digest, self.now()
+        )
+
+    async def has_accounts(self) -> bool:
+        return bool(await self._db(db.count_accounts))
+
+    async def every(self) -> list[Account]:
+        return await self._db(db.list_accounts)
+
+    async def remove(self, name: str) -> None:
+        """Remove an account: its tokens and sessions at once, its images shortly after."""
+        if not await self._db(db.delete_account, name, self.now()):
+            raise errors.NotFound("no such account")
+
+    # ----------------------------------------------------------------- tokens
+
+    async def create_token(self, account: str, label: str, expires: str | None) -> tuple[str, Token]:
+        """A new API token: (its secret, shown once; its row)."""
+        label = " ".join(label.split())
+        if len(label) > MAX_LABEL:
+            raise errors.BadRequest(f"The label may have at most {MAX_LABEL} characters.")
+        ttl = lifetime.parse_token_lifetime(expires)
+        now = self.now()
+        secret = auth.new_token()
+        token = await self._db(
+            db.create_token, account, auth.token_digest(secret), label, now,
+            None if ttl is None else now + ttl,
+        )
+        return secret, token
+
+    async def tokens(self, account: str) -> list[Token]:
+        return await self._db(db.list_tokens, account, self.now())
+
+    async def delete_token(self, account: str, token_id: int) -> None:
+        if not await self._db(db.delete_token, account, token_id):
+            raise errors.NotFound("no such token")

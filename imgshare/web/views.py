@@ -1,0 +1,515 @@
+"""The browser pages' HTML: ``twisted.web.template`` elements over the XHTML files
+of ``imgshare/templates/`` (one shared layout, one body template per page).
+
+Routes (``imgshare.web.pages``) gather the data into the records below; the
+elements only place it.  Every value goes through the template flattener,
+which escapes text and attribute values: user data is never marked raw.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.resources
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import attrs
+from twisted.web.template import Element, Tag, TagLoader, XMLString, flattenString, renderer, tags
+
+from imgshare import __version__
+from imgshare.domain import words
+
+PACKAGE_DATA = importlib.resources.files("imgshare")
+
+#: Headers on every page (and on the pages' JSON answers).
+PAGE_HEADERS = {
+    b"Content-Security-Policy": (
+        b"default-src 'self'; img-src 'self'; script-src 'self'; style-src 'self'; "
+        b"frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+    ),
+    b"X-Content-Type-Options": b"nosniff",
+    b"Referrer-Policy": b"same-origin",
+    b"X-Frame-Options": b"DENY",
+    b"Cache-Control": b"no-store",
+}
+
+#: The navigation of a logged-in visitor: (path, label).
+MENU = (("/images", "Images"), ("/tokens", "Tokens"), ("/account", "Account"))
+
+
+@functools.cache
+def template(name: str) -> XMLString:
+    """The loader of ``imgshare/templates/<name>`` (parsed once)."""
+    return XMLString(PACKAGE_DATA.joinpath("templates", name).read_text("utf-8"))
+
+
+@attrs.frozen
+class StaticFile:
+    """One file under ``/static/``: its bytes, type and a validator."""
+
+    data: bytes
+    mime: str
+    etag: str
+
+
+STATIC_TYPES = {
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
+
+
+@functools.cache
+def static_files() -> dict[str, StaticFile]:
+    """Every file of ``imgshare/static/`` by name (read once)."""
+    found = {}
+    for entry in PACKAGE_DATA.joinpath("static").iterdir():
+        suffix = "." + entry.name.rsplit(".", 1)[-1]
+        if suffix in STATIC_TYPES:
+            data = entry.read_bytes()
+            found[entry.name] = StaticFile(data, STATIC_TYPES[suffix], hashlib.sha256(data).hexdigest()[:16])
+    return found
+
+
+def static_url(name: str) -> str:
+    """``/static/<name>?v=<digest>``: a new version is a new URL, so caches may keep it."""
+    return f"/static/{name}?v={static_files()[name].etag}"
+
+
+def set_page_headers(request: Any) -> None:
+    for name, value in PAGE_HEADERS.items():
+        request.setHeader(name, value)
+
+
+async def render(request: Any, page: Layout, status: int = 200) -> bytes:
+    """The page's HTML with the security headers and ``status``."""
+    set_page_headers(request)
+    request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
+    request.setResponseCode(status)
+    return b"<!DOCTYPE html>\n" + await flattenString(request, page)
+
+
+def _when(condition: Any, tag: Tag) -> Tag | str:
+    return tag if condition else ""
+
+
+def _hidden(name: str, value: str) -> Tag:
+    return tags.input(type="hidden", name=name, value=value)
+
+
+# ------------------------------------------------------------------ layout
+
+
+class Layout(Element):
+    """The frame of every page: header with the menu, title, notices, footer."""
+
+    loader = template("layout.xhtml")
+
+    def __init__(
+        self, title: str, content: Element, visitor: Any = None, *, current: str = "",
+        notice: Any = None, problem: str | None = None, registration: bool = False, narrow: bool = False,
+    ):
+        super().__init__()
+        self.title = title
+        self.body_element = content
+        self.visitor = visitor
+        self.current = current
+        self.notice_text = notice
+        self.problem_text = problem
+        self.registration = registration
+        self.narrow = narrow
+
+    @renderer
+    def page(self, request: Any, tag: Tag) -> Tag:
+        return tag.fillSlots(
+            title=self.title, css=static_url("app.css"), js=static_url("app.js"),
+            icon=static_url("icon.svg"), version=__version__,
+            main_class="page narrow-page" if self.narrow else "page",
+        )
+
+    @renderer
+    def menu(self, request: Any, tag: Tag) -> Tag:
+        if self.visitor is None:
+            links = [("/login", "Log in")] + ([("/register", "Register")] if self.registration else [])
+        else:
+            links = list(MENU)
+            tag.attributes["class"] = "menu signed-in"
+        for path, label in links:
+            link = tags.a(label, href=path)
+            if path == self.current:
+                link(**{"aria-current": "page"})
+            tag(link)
+        if self.visitor is not None:
+            tag(tags.form(
+                _hidden("csrf", self.visitor.csrf),
+                tags.button(
+                    "Log out ", tags.span(self.visitor.account, class_="who"), type="submit", class_="link",
+                ),
+                method="post", action="/logout", class_="logout",
+            ))
+        return tag
+
+    @renderer
+    def notice(self, request: Any, tag: Tag) -> Tag | str:
+        return tag.fillSlots(text=self.notice_text) if self.notice_text else ""
+
+    @renderer
+    def problem(self, request: Any, tag: Tag) -> Tag | str:
+        return tag.fillSlots(text=self.problem_text) if self.problem_text else ""
+
+    @renderer
+    def content(self, request: Any, tag: Tag) -> Element:
+        return self.body_element
+
+
+# ------------------------------------------------------- logging in and out
+
+
+class LoginBody(Element):
+    loader = template("login.xhtml")
+
+    def __init__(self, csrf: str, name: str = "", next_path: str = "", *, no_accounts: bool = False,
+                 registration: bool = False):
+        super().__init__()
+        self.csrf, self.name, self.next_path = csrf, name, next_path
+        self.no_accounts, self.registration = no_accounts, registration
+
+    @renderer
+    def form(self, request: Any, tag: Tag) -> Tag:
+        return tag.fillSlots(csrf=self.csrf, name=self.name, next=self.next_path)
+
+    @renderer
+    def when_no_accounts(self, request: Any, tag: Tag) -> Tag | str:
+        return _when(self.no_accounts, tag)
+
+    @renderer
+    def when_registration(self, request: Any, tag: Tag) -> Tag | str:
+        return _when(self.registration, tag)
+
+
+class NewAccountBody(Element):
+    """The setup and register forms: name, password twice."""
+
+    loader = template("setup.xhtml")
+
+    def __init__(self, action: str, csrf: str, intro: str, button: str, *, name: str = "", code: str = ""):
+        super().__init__()
+        self.action, self.csrf, self.intro_text, self.button = action, csrf, intro, button
+        self.name, self.code = name, code
+
+    @renderer
+    def form(self, request: Any, tag: Tag) -> Tag:
+        return tag.fillSlots(action=self.action, csrf=self.csrf, button=self.button, name=self.name,
+                             code=self.code)
+
+    @renderer
+    def intro(self, request: Any, tag: Tag) -> Tag | str:
+        return tag.fillSlots(text=self.intro_text) if self.intro_text else ""
+
+
+class MessageBody(Element):
+    """A short message with one link onwards (errors, used-up links)."""
+
+    loader = template("message.xhtml")
+
+    def __init__(self, text: str, link: str = "/", link_text: str = "Go to the start page"):
+        super().__init__()
+        self.text, self.link, self.link_text = text, link, link_text
+
+    @renderer
+    def message(self, request: Any, tag: Tag) -> Tag:
+        return tag.fillSlots(text=self.text, link=self.link, link_text=self.link_text)
+
+
+class ConfirmBody(Element):
+    """The confirmation step of a destructive POST, for browsers without JavaScript."""
+
+    loader = template("confirm.xhtml")
+
+    def __init__(self, question: str, action: str, fields: dict[str, str], csrf: str, button: str,
+                 cancel: str, thumb: str | None = None):
+        super().__init__()
+        self.question, self.action, self.field_values = question, action, fields
+        self.csrf, self.button, self.cancel, self.thumb = csrf, button, cancel, thumb
+
+    @renderer
+    def confirm(self, request: Any, tag: Tag) -> Tag:
+        return tag.fillSlots(question=self.question, action=self.action, csrf=self.csrf,
+                             button=self.button, cancel=self.cancel, thumb=self.thumb or "")
+
+    @renderer
+    def when_thumb(self, request: Any, tag: Tag) -> Tag | str:
+        return _when(self.thumb, tag)
+
+    @renderer
+    def fields(self, request: Any, tag: Tag) -> Iterator[Tag]:
+        for name, value in self.field_values.items():
+            yield tag.clone()(name=name, value=value)
+
+
+# ------------------------------------------------------------------ images
+
+
+@attrs.frozen
+class Choice:
+    """One option of a select."""
+
+    value: str
+    label: str
+    selected: bool = False
+
+
+def _options(tag: Tag, choices: Sequence[Choice]) -> Iterator[Tag]:
+    for choice in choices:
+        option = tag.clone().fillSlots(value=choice.value, label=choice.label)
+        if choice.selected:
+            option(selected="selected")
+        yield option
+
+
+@attrs.frozen
+class ImageView:
+    """One image of the gallery, ready to show."""
+
+    name: str
+    thumb: str
+    original: str
+    versions: tuple[tuple[str, str], ...]  # (label, URL)
+    type: str
+    dimensions: str
+    size: str
+    uploaded: str
+    uploaded_iso: str
+    expires: str
+    expires_iso: str
+    pending: bool
+
+
+class ImagesBody(Element):
+    loader = template("images.xhtml")
+
+    def __init__(self, csrf: str, images: Sequence[ImageView], lifetimes: Sequence[Choice],
+                 tiers: Sequence[str], max_bytes: int, page: int, newer: str | None, older: str | None):
+        super().__init__()
+        self.csrf, self.image_views, self.lifetime_choices = csrf, images, lifetimes
+        self.tier_texts, self.max_bytes = tiers, max_bytes
+        self.max_size = words.size_in_words(max_bytes)
+        self.page, self.newer, self.older = page, newer, older
+
+    @renderer
+    def body(self, request: Any, tag: Tag) -> Tag:
+        return tag.fillSlots(csrf=self.csrf, max_size=self.max_size, max_bytes=str(self.max_bytes))
+
+    @renderer
+    def lifetimes(self, request: Any, tag: Tag) -> Iterator[Tag]:
+        return _options(tag, self.lifetime_choices)
+
+    @renderer
+    def tiers(self, request: Any, tag: Tag) -> Iterator[Tag]:
+        for text in self.tier_texts:
+            yield tag.clone().fillSlots(text=text)
+
+    @renderer
+    def count(self, request: Any, tag: Tag) -> Tag | str:
+        """``(N)`` when one page holds them all (the total is known without counting)."""
+        if self.page == 1 and not self.older and self.image_views:
+            return tag.fillSlots(text=f"({len(self.image_views)})")
+        return ""
+
+    @renderer
+    def when_empty(self, request: Any, tag: Tag) -> Tag | str:
+        return _when(not self.image_views and self.page == 1, tag)
+
+    @renderer
+    def images(self, request: Any, tag: Tag) -> Iterator[Element]:
+        for image in self.image_views:
+            yield ImageItem(image, tag.clone(), self.csrf)
+
+    @renderer
+    def pager(self, request: Any, tag: Tag) -> Tag | str:
+        if not self.newer and not self.older:
+            return ""
+        return tag.fillSlots(page=str(self.page), newer=self.newer or "", older=self.older or "")
+
+    @renderer
+    def when_newer(self, request: Any, tag: Tag) -> Tag | str:
+        return _when(self.newer, tag)
+
+    @renderer
+    def when_older(self, request: Any, tag: Tag) -> Tag | str:
+        return _when(self.older, tag)
+
+
+class ImageItem(Element):
+    """One gallery card: a copy of the template's ``<li>``, filled for one image."""
+
+    def __init__(self, image: ImageView, tag: Tag, csrf: str):
+        super().__init__(loader=TagLoader(tag.fillSlots(
+            name=image.name, thumb=image.thumb, original=image.original, type=image.type,
+            dimensions=image.dimensions, size=image.size, uploaded=image.uploaded,
+            uploaded_iso=image.uploaded_iso, expires=image.expires, expires_iso=image.expires_iso,
+            csrf=csrf,
+        )))
+        self.image = image
+
+    @renderer
+    def when_ready(self, request: Any, tag: Tag) -> Tag | str:
+        return _when(not self.image.pending, tag)
+
+    @renderer
+    def when_pending(self, request: Any, tag: Tag) -> Tag | str:
+        return _when(self.image.pending, tag)
+
+    @renderer
+    def versions(self, request: Any, tag: Tag) -> Iterator[Tag]:
+        for label, url in self.image.versions:
+            yield tag.clone().fillSlots(label=label, url=url)
+
+
+@attrs.frozen
+class UploadResult:
+    """What became of one file of a form upload."""
+
+    client: str
+    ok: bool
+    message: str
+    name: str = ""
+    url: str = ""
+
+
+class UploadedBody(Element):
+    loader = template("uploaded.xhtml")
+
+    def __init__(self, results: Sequence[UploadResult]):
+        super().__init__()
+        self.outcomes = results
+
+    @renderer
+    def body(self, request: Any, tag: Tag) -> Tag:
+        return tag
+
+    @renderer
+    def results(self, request: Any, tag: Tag) -> Iterator[Tag]:
+        for r in self.outcomes:
+            link = tags.a(r.name, href=r.url) if r.url else ""
+            yield tag.clone().fillSlots(
+                client=r.client or "(no name)", outcome=r.message, link=link,
+                state="ok" if r.ok else "failed",
+            )
+
+
+# ------------------------------------------------------------------ tokens
+
+
+@attrs.frozen
+class TokenView:
+    id: int
+    label: str
+    created: str
+    created_iso: str
+    expires: str
+    expires_iso: str
+    last_used: str
+
+
+@attrs.frozen
+class FreshToken:
+    """A token just made: its secret is on this page and nowhere else."""
+
+    secret: str
+    curl: str
+
+
+class TokensBody(Element):
+    loader = template("tokens.xhtml")
+
+    def __init__(self, csrf: str, tokens: Sequence[TokenView], lifetimes: Sequence[Choice],
+                 fresh: FreshToken | None = None, label: str = "", custom: str = ""):
+        super().__init__()
+        self.csrf, self.token_views, self.lifetime_choices = csrf, tokens, lifetimes
+        self.fresh_token, self.label, self.custom = fresh, label, custom
+
+    @renderer
+    def body(self, request: Any, tag: Tag) -> Tag:
+        return tag.fillSlots(csrf=self.csrf, label=self.label, custom=self.custom)
+
+    @renderer
+    def fresh(self, request: Any, tag: Tag) -> Tag | str:
+        if self.fresh_token is None:
+            return ""
+        return tag.fillSlots(secret=self.fresh_token.secret, curl=self.fresh_token.curl)
+
+    @renderer
+    def lifetimes(self, request: Any, tag: Tag) -> Iterator[Tag]:
+        return _options(tag, self.lifetime_choices)
+
+    @renderer
+    def when_empty(self, request: Any, tag: Tag) -> Tag | str:
+        return _when(not self.token_views, tag)
+
+    @renderer
+    def when_any(self, request: Any, tag: Tag) -> Tag | str:
+        return _when(self.token_views, tag)
+
+    @renderer
+    def tokens(self, request: Any, tag: Tag) -> Iterator[Tag]:
+        for t in self.token_views:
+            yield tag.clone().fillSlots(
+                id=str(t.id), label=t.label or "(no label)", created=t.created, created_iso=t.created_iso,
+                expires=t.expires, expires_iso=t.expires_iso, last_used=t.last_used,
+            )
+
+
+# ----------------------------------------------------------------- account
+
+
+@attrs.frozen
+class AccountView:
+    name: str
+    role: str
+    created: str
+    created_iso: str
+    is_self: bool
+
+
+class AccountBody(Element):
+    loader = template("account.xhtml")
+
+    def __init__(self, csrf: str, account: str, is_admin: bool, accounts: Sequence[AccountView],
+                 new_name: str = ""):
+        super().__init__()
+        self.csrf, self.account, self.is_admin = csrf, account, is_admin
+        self.account_views, self.new_name = accounts, new_name
+
+    @renderer
+    def body(self, request: Any, tag: Tag) -> Tag:
+        return tag.fillSlots(csrf=self.csrf, account=self.account, new_name=self.new_name,
+                             role=" (administrator)" if self.is_admin else "")
+
+    @renderer
+    def admin(self, request: Any, tag: Tag) -> Tag | str:
+        return _when(self.is_admin, tag)
+
+    @renderer
+    def accounts(self, request: Any, tag: Tag) -> Iterator[Element]:
+        for a in self.account_views:
+            yield AccountRow(a, tag.clone())
+
+
+class AccountRow(Element):
+    """One row of the accounts table."""
+
+    def __init__(self, view: AccountView, tag: Tag):
+        super().__init__(loader=TagLoader(tag.fillSlots(
+            name=view.name, role=view.role, created=view.created, created_iso=view.created_iso,
+        )))
+        self.view = view
+
+    @renderer
+    def when_removable(self, request: Any, tag: Tag) -> Tag | str:
+        return _when(not self.view.is_self, tag)
+
+    @renderer
+    def when_self(self, request: Any, tag: Tag) -> Tag | str:
+        return _when(self.view.is_self, tag)

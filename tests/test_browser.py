@@ -1,0 +1,333 @@
+"""The browser pages in real headless Chromium against the real ``twistd imgshare`` on loopback.
+
+Driven with Selenium and Debian's ``chromium`` and ``chromium-driver``; a
+missing browser or driver fails these tests (they are never skipped).  Each
+page is saved as a PNG at 1280 and 390 CSS pixels wide into
+``test-artifacts/screenshots/`` (or ``$IMGSHARE_SCREENSHOTS``) for a person
+to look at.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import socket
+import tempfile
+import time
+import urllib.request
+from typing import Any
+
+from twisted.internet.threads import deferToThread
+from twisted.trial import unittest
+
+from imgshare.testing import image_bytes, multipart
+from tests.serverprocess import REPO, ServerProcess
+
+SCREENSHOTS = os.environ.get("IMGSHARE_SCREENSHOTS") or os.path.join(REPO, "test-artifacts", "screenshots")
+WIDTHS = (1280, 390)
+PASSWORD = "a long password"
+CHROMIUM_FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+    "--disable-dev-shm-usage", "--window-size=1280,900",
+)
+WAIT = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_chromium(profile: str, downloads: str, javascript: bool = True) -> Any:
+    """A fresh headless Chromium under chromedriver; AssertionError if either is missing."""
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError as e:
+        raise AssertionError("selenium is not installed: pip install -e '.[test]'") from e
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not browser or not driver:
+        raise AssertionError("Chromium and chromedriver are needed: apt-get install -y chromium chromium-driver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={profile}")
+    prefs: dict[str, Any] = {"download.default_directory": downloads, "download.prompt_for_download": False}
+    if not javascript:
+        prefs["profile.managed_default_content_settings.javascript"] = 2
+    options.add_experimental_option("prefs", prefs)
+    return webdriver.Chrome(service=Service(executable_path=driver), options=options)
+
+
+class Pages:
+    """One browser session over the site, with waits and screenshots."""
+
+    def __init__(self, driver: Any, base: str, shots: str, prefix: str):
+        from selenium.webdriver.common.by import By
+
+        self.driver = driver
+        self.base = base
+        self.shots = shots
+        self.prefix = prefix
+        self.By = By
+        self.count = 0
+
+    def open(self, path: str) -> None:
+        self.driver.get(self.base + path)
+
+    def path(self) -> str:
+        return self.driver.current_url.removeprefix(self.base)
+
+    def find(self, css: str) -> Any:
+        return self.driver.find_element(self.By.CSS_SELECTOR, css)
+
+    def find_all(self, css: str) -> list[Any]:
+        return self.driver.find_elements(self.By.CSS_SELECTOR, css)
+
+    def fill(self, **fields: str) -> None:
+        for name, value in fields.items():
+            element = self.find(f"[name={name}]")
+            element.clear()
+            element.send_keys(value)
+
+    def wait(self, condition: Any, what: str) -> Any:
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            value = condition()
+            if value:
+                return value
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what} on {self.driver.current_url}")
+
+    def wait_for(self, css: str) -> Any:
+        """The first element matching ``css`` once the page shows one."""
+        return self.wait(lambda: (self.find_all(css) or [None])[0], css)
+
+    def wait_path(self, prefix: str) -> None:
+        self.wait(lambda: self.path().startswith(prefix), f"the page {prefix}")
+
+    def shoot(self, name: str) -> None:
+        """Save the whole page at each width."""
+        self.count += 1
+        for width in WIDTHS:
+            metrics = {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": width < 600}
+            self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+            height = self.driver.execute_script(
+                "return Math.max(document.documentElement.scrollHeight, document.body.scrollHeight)")
+            metrics["height"] = max(600, min(int(height), 5000))
+            self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+            shot = self.driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})
+            path = os.path.join(self.shots, f"{self.prefix}{self.count:02d}-{name}-{width}.png")
+            with open(path, "wb") as f:
+                f.write(base64.b64decode(shot["data"]))
+        self.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+    def thumbnails_loaded(self) -> int:
+        return self.driver.execute_script(
+            "return Array.from(document.querySelectorAll('.thumb img'))"
+            ".filter(function (i) { return i.complete && i.naturalWidth > 0; }).length")
+
+
+def api_upload(base: str, token: str, data: bytes, filename: str) -> tuple[int, dict]:
+    body, headers = multipart({"keep_name": "1"}, {"file": (filename, data)})
+    request = urllib.request.Request(
+        base + "/api/v1/img_upload.php", data=body, method="POST",
+        headers={"Content-Type": headers[b"Content-Type"][0].decode(), "X-API-Key": token},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.status, json.loads(response.read())
+
+
+class BrowserTests(unittest.TestCase):
+    """A newcomer's whole path, in Chromium, against the real server."""
+
+    timeout = 300
+
+    async def setUp(self):
+        self.data = os.path.abspath(self.mktemp())
+        port = free_port()
+        self.base = f"http://127.0.0.1:{port}"
+        self.server = await ServerProcess(
+            self.data, "--public-url", self.base, "--listen", f"tcp:{port}:interface=127.0.0.1",
+        ).start()
+        self.addCleanup(self.server.stop)
+        os.makedirs(SCREENSHOTS, exist_ok=True)
+        self.work = tempfile.mkdtemp(prefix="imgshare-chromium-")
+        self.addCleanup(shutil.rmtree, self.work, True)
+        photos = os.path.join(self.work, "photos")
+        os.makedirs(photos)
+        self.photos = []
+        for name, fmt, size, color in [("harbour.jpg", "JPEG", (1600, 1000), (40, 110, 190)),
+                                       ("sunset.png", "PNG", (800, 1200), (230, 120, 40))]:
+            path = os.path.join(photos, name)
+            with open(path, "wb") as f:
+                f.write(image_bytes(fmt, size, color))
+            self.photos.append(path)
+
+    def browser(self, name: str, javascript: bool = True) -> Any:
+        profile = os.path.join(self.work, f"profile-{name}")
+        downloads = os.path.join(self.work, f"downloads-{name}")
+        os.makedirs(downloads)
+        driver = start_chromium(profile, downloads, javascript)
+        self.addCleanup(driver.quit)
+        return driver, downloads
+
+    def setup_link(self) -> str:
+        m = re.search(r"/setup\?code=([A-Za-z0-9_-]+)", self.server.log())
+        self.assertIsNotNone(m, "the server logs the one-time setup link")
+        return f"/setup?code={m.group(1)}"
+
+    async def test_newcomer_in_chromium(self):
+        """From the logged setup link to a working API token in the browser: set up the first
+        account, log out and in, upload two files through the form (drag-and-drop's script path,
+        with progress), see them with their thumbnails, make a token and its .sxcu, upload with
+        it, delete an image after the confirm dialog, visit the account page, log out."""
+        await deferToThread(self._newcomer)
+
+    def _newcomer(self) -> None:
+        driver, downloads = self.browser("js")
+        site = Pages(driver, self.base, SCREENSHOTS, "js-")
+        started = time.monotonic()
+
+        site.open(self.setup_link())
+        self.assertEqual(driver.title, "Set up IMGSHARE · IMGSHARE")
+        site.shoot("setup")
+        site.fill(name="kitten", password=PASSWORD, repeat=PASSWORD)
+        site.find("form.stack button[type=submit]").click()
+        site.wait_path("/images?done=welcome")
+        self.assertIn("Welcome!", site.find(".notice").text)
+        site.shoot("welcome")
+
+        site.find(".logout button").click()
+        site.wait_path("/login?done=logout")
+        site.open(self.setup_link())
+        self.assertIn("not valid", site.wait_for("main").text, "the setup link is void now")
+        site.open("/login")
+        site.fill(name="kitten", password="wrong password")
+        site.find("form.stack button[type=submit]").click()
+        self.assertIn("Wrong account name or password.", site.wait_for(".problem").text)
+        site.shoot("login-failed")
+        site.fill(name="kitten", password=PASSWORD)
+        site.find("form.stack button[type=submit]").click()
+        site.wait_path("/images")
+
+        site.find("input[type=file]").send_keys("\n".join(self.photos))
+        site.find("select[name=expire] option[value='30d']").click()
+        site.find("input[name=keep_name]").click()
+        site.find("#upload-form button[type=submit]").click()
+        site.wait(lambda: site.path() == "/images" and len(site.find_all(".item")) == 2, "two images listed")
+        names = [e.text for e in site.find_all(".item .name")]
+        self.assertEqual(sorted(n.split("_", 1)[1] for n in names), ["harbour.jpg", "sunset.png"])
+        site.wait(lambda: site.thumbnails_loaded() == 2, "both thumbnails")
+        self.assertNotIn("processing", site.find(".gallery").text)
+        self.assertIn("expires in 30 days", site.find(".gallery").text)
+        site.shoot("images")
+
+        site.open("/tokens")
+        site.shoot("tokens-empty")
+        site.fill(label="laptop ShareX")
+        site.find("form.grid-form button[type=submit]").click()
+        token = site.wait_for("#new-token").text
+        self.assertRegex(token, r"^[0-9a-f]{32}$")
+        self.assertFalse(site.find(".fresh button.copy").get_attribute("hidden"), "the script shows Copy")
+        site.shoot("token-created")
+        seconds = time.monotonic() - started
+        self.assertLess(seconds, 60, "from the setup link to a working token in under a minute")
+        site.find(".fresh form button[type=submit]").click()
+        sxcu = site.wait(lambda: [n for n in os.listdir(downloads) if n.endswith(".sxcu")], "the .sxcu download")
+        with open(os.path.join(downloads, sxcu[0]), encoding="utf-8") as f:
+            uploader = json.load(f)
+        self.assertEqual(uploader["Headers"], {"X-API-Key": token})
+        self.assertEqual(uploader["RequestURL"], self.base + "/api/v1/img_upload.php")
+
+        status, record = api_upload(self.base, token, image_bytes("PNG", (640, 480), (20, 160, 90)), "meadow.png")
+        self.assertEqual(status, 200)
+        self.assertEqual(record["user"], "kitten")
+        site.open("/tokens")
+        self.assertIn("laptop ShareX", site.find("table.list").text)
+        self.assertNotIn(token, driver.page_source, "a token is shown only once")
+        site.shoot("tokens")
+
+        site.open("/images")
+        site.wait(lambda: site.thumbnails_loaded() == 3, "three thumbnails")
+        first = site.find(".item .name").text
+        self.assertEqual(first, record["file"], "newest first")
+        site.find(".item form.delete button").click()
+        alert = site.wait(lambda: _alert(driver), "the confirm dialog")
+        self.assertIn(first, alert.text)
+        alert.accept()
+        site.wait_path("/images?done=deleted")
+        self.assertEqual(len(site.find_all(".item")), 2)
+        self.assertNotIn(first, site.find(".gallery").text)
+        with self.assertRaises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(record["urls"]["original"], timeout=10)
+        self.assertEqual(caught.exception.code, 404)
+        site.shoot("images-after-delete")
+
+        site.open("/account")
+        self.assertIn("Create an account", driver.page_source, "the first account is an admin")
+        site.shoot("account")
+        site.find(".logout button").click()
+        site.wait_path("/login?done=logout")
+        site.shoot("logged-out")
+        site.open("/images")
+        site.wait_path("/login")
+
+    async def test_pages_without_javascript(self):
+        """With JavaScript off: log in, upload two files in one form post (results page), delete
+        through the confirmation page, create a token (shown with its .sxcu button)."""
+        await deferToThread(self._without_javascript)
+
+    def _without_javascript(self) -> None:
+        from tests.serverprocess import admin
+
+        admin(self.data, "user", "add", "kitten", stdin=PASSWORD + "\n")
+        driver, _ = self.browser("nojs", javascript=False)
+        site = Pages(driver, self.base, SCREENSHOTS, "nojs-")
+        site.open("/login")
+        site.shoot("login")
+        site.fill(name="kitten", password=PASSWORD)
+        site.find("form.stack button[type=submit]").click()
+        site.wait_path("/images")
+        self.assertTrue(site.find(".drop-hint").get_attribute("hidden") is not None, "no drag-and-drop hint")
+        site.find("input[type=file]").send_keys("\n".join(self.photos))
+        site.find("#upload-form button[type=submit]").click()
+        site.wait_path("/images/upload")
+        self.assertEqual(len(site.find_all(".results li.ok")), 2)
+        site.shoot("uploaded")
+        site.open("/images")
+        self.assertEqual(len(site.find_all(".item")), 2)
+        site.find(".item form.delete button").click()
+        site.wait_path("/images/delete")
+        self.assertIn("Delete", site.find(".question").text)
+        site.shoot("confirm-delete")
+        site.find(".confirm button[type=submit]").click()
+        site.wait_path("/images?done=deleted")
+        self.assertEqual(len(site.find_all(".item")), 1)
+        site.open("/tokens")
+        site.fill(label="<script>alert(1)</script>")
+        site.find("form.grid-form button[type=submit]").click()
+        self.assertRegex(site.wait_for("#new-token").text, r"^[0-9a-f]{32}$")
+        self.assertIsNotNone(site.find(".fresh button.copy").get_attribute("hidden"), "no Copy without script")
+        site.shoot("token-created")
+        site.open("/tokens")
+        self.assertIn("<script>alert(1)</script>", site.find("table.list").text, "shown as text")
+        site.shoot("tokens")
+
+
+def _alert(driver: Any) -> Any:
+    from selenium.common.exceptions import NoAlertPresentException
+
+    try:
+        alert = driver.switch_to.alert
+        alert.text  # noqa: B018 - raises when there is none
+        return alert
+    except NoAlertPresentException:
+        return None
