@@ -7,7 +7,6 @@ calls the Database.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from typing import Any
 
@@ -20,7 +19,9 @@ from imgshare.domain.records import Account, Token
 
 #: The setting holding the SHA-256 of the one-time setup code
 #: (written by ``ImgshareService._announce_setup``).
-SETUP_CODE_SETTING = "setup_code_sha256"
+#: The one-time setup code, kept as is: every process logs the same link, and
+#: whoever can read the database could create accounts anyway.
+SETUP_CODE_SETTING = "setup_code"
 MAX_PASSWORD = 1024
 MAX_LABEL = 100
 
@@ -42,10 +43,6 @@ def check_account_name(name: str) -> None:
             "Account names have 1 to 32 of a-z, 0-9, _ and -, start with a letter or digit, "
             "and are not one of: " + ", ".join(sorted(naming.RESERVED_NAMES)) + "."
         )
-
-
-def setup_code_digest(code: str) -> str:
-    return hashlib.sha256(code.encode("utf-8", "replace")).hexdigest()
 
 
 @attrs.define
@@ -109,7 +106,7 @@ class Accounts:
         stored = await self._db(db.get_setting, SETUP_CODE_SETTING)
         if not stored or not code or len(code) > 200:
             return False
-        if not hmac.compare_digest(stored, setup_code_digest(code)):
+        if not hmac.compare_digest(stored.encode(), code.encode("utf-8", "replace")):
             return False
         return await self._db(db.count_accounts) == 0
 
@@ -120,7 +117,7 @@ class Accounts:
             return None
         digest = await self.io.run(auth.hash_password, password)
         return await self._db(
-            db.create_first_account, SETUP_CODE_SETTING, setup_code_digest(code), name, digest, self.now()
+            db.create_first_account, SETUP_CODE_SETTING, code, name, digest, self.now()
         )
 
     async def has_accounts(self) -> bool:

@@ -495,9 +495,15 @@ async def get_setting(tx: Tx, key: str) -> str | None:
 
 
 async def set_setting(tx: Tx, key: str, value: str | None) -> None:
-    await tx.execute("DELETE FROM settings WHERE key = ?", (key,))
-    if value is not None:
-        await tx.execute("INSERT INTO settings (key, value) VALUES (?, ?)", (key, value))
+    """Store (or, with None, remove) a setting; concurrent writers never conflict."""
+    if value is None:
+        await tx.execute("DELETE FROM settings WHERE key = ?", (key,))
+        return
+    await tx.execute(
+        "INSERT INTO settings (key, value) VALUES (?, ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (key, value),
+    )
 
 
 async def setting_or_insert(tx: Tx, key: str, value: str) -> str:
@@ -510,15 +516,15 @@ async def setting_or_insert(tx: Tx, key: str, value: str) -> str:
 
 
 async def create_first_account(
-    tx: Tx, setting: str, code_digest: str, name: str, password_hash: str, now: float
+    tx: Tx, setting: str, code: str, name: str, password_hash: str, now: float
 ) -> Account | None:
     """Use the one-time setup code: create the first (admin) account and void the code.
 
-    None, and nothing changed, unless the stored digest under ``setting`` equals
-    ``code_digest`` and there is no account yet.
+    None, and nothing changed, unless the code stored under ``setting`` equals
+    ``code`` and there is no account yet.
     """
     rows = await tx.execute("SELECT value FROM settings WHERE key = ?", (setting,))
-    if not rows or not hmac.compare_digest(rows[0][0], code_digest):
+    if not rows or not hmac.compare_digest(rows[0][0].encode(), code.encode("utf-8", "replace")):
         return None
     if (await tx.execute("SELECT COUNT(*) FROM accounts"))[0][0]:
         return None

@@ -134,6 +134,9 @@ class Derivations(Service):
         while self.running:
             try:
                 done = await self.run_one()
+            except db.DatabaseUnavailable as e:
+                log.warn("derived-file worker waiting for the database: {error}", error=e)
+                done = False
             except Exception:
                 log.failure("derived-file worker error; continuing")
                 done = False

@@ -6,7 +6,6 @@ storage is ready, so no request ever meets a half-started server.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 from typing import Any
@@ -17,6 +16,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
 from imgshare import backends, db
+from imgshare.accounts import SETUP_CODE_SETTING
 from imgshare.config import Config
 from imgshare.expiry import ExpiryService
 from imgshare.gather import Gatherer
@@ -32,7 +32,6 @@ from imgshare.web.root import Root
 
 log = Logger()
 
-SETUP_CODE_SETTING = "setup_code_sha256"
 IO_THREADS = 8
 
 
@@ -97,9 +96,8 @@ class ImgshareService(MultiService):
         """With no accounts yet, log a one-time link that creates the first (admin) account."""
         if await self.database.run(db.count_accounts):
             return
-        code = secrets.token_urlsafe(24)
-        digest = hashlib.sha256(code.encode()).hexdigest()
-        await self.database.run(db.set_setting, SETUP_CODE_SETTING, digest)
+        # Every process starting on an empty database logs the same code.
+        code = await self.database.run(db.setting_or_insert, SETUP_CODE_SETTING, secrets.token_urlsafe(24))
         log.warn("No accounts yet. Create the first (admin) account at {url}/setup?code={code} "
                  "(or run: imgshare user add NAME)", url=self.config.public_url, code=code)
 

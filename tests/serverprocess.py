@@ -17,7 +17,9 @@ _LISTENING = re.compile(r"IMGSHARE listening on IPv4Address\(type='TCP', host='1
 
 
 def environment(data_dir: str, **extra: str) -> dict[str, str]:
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # The caller's own IMGSHARE_* settings must not leak into a test server.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMGSHARE_") or k.startswith("IMGSHARE_TEST_")}
+    env["PYTHONPATH"] = REPO + os.pathsep + os.environ.get("PYTHONPATH", "")
     env["IMGSHARE_DATA_DIR"] = data_dir
     env.update(extra)
     return env

@@ -80,3 +80,23 @@ class LocalStorageTests(unittest.TestCase):
         with self.assertRaises(StorageUnavailable):
             await storage.put("kitten/20260214_a.jpg", os.path.join(root, "no-such-source"), "image/jpeg")
         self.assertEqual(os.listdir(os.path.join(root, "kitten")), [])
+
+
+class SetupCodeTests(unittest.TestCase):
+    async def test_processes_agree_on_the_setup_code(self):
+        """Two processes starting on an empty database log the same one-time setup code,
+        and a restart logs it again instead of voiding it."""
+        from twisted.internet.defer import gatherResults
+
+        from imgshare import db
+        from imgshare.accounts import SETUP_CODE_SETTING
+
+        database = await open_sqlite(self)
+        first, second = await gatherResults([
+            database.run(db.setting_or_insert, SETUP_CODE_SETTING, "code-one"),
+            database.run(db.setting_or_insert, SETUP_CODE_SETTING, "code-two"),
+        ])
+        self.assertEqual(first, second)
+        await database.run(db.set_setting, "k", "a")
+        await database.run(db.set_setting, "k", "b")
+        self.assertEqual(await database.run(db.get_setting, "k"), "b")

@@ -10,7 +10,7 @@ from http.cookies import SimpleCookie
 from twisted.trial import unittest
 
 from imgshare import db
-from imgshare.accounts import SETUP_CODE_SETTING, setup_code_digest
+from imgshare.accounts import SETUP_CODE_SETTING
 from imgshare.expiry import expire_once
 from imgshare.testing import T0, image_bytes, make_fixture, multipart
 from imgshare.web.pages import LOGIN_PER_ACCOUNT, PAGE_SIZE
@@ -122,7 +122,7 @@ class SetupTests(PagesTestCase):
     async def setUp(self):
         self.f = await make_fixture(self)
         self.browser = Browser(self.f)
-        await self.f.database.run(db.set_setting, SETUP_CODE_SETTING, setup_code_digest("the-code"))
+        await self.f.database.run(db.set_setting, SETUP_CODE_SETTING, "the-code")
 
     async def submit(self, browser, code="the-code", name="boss", password="a long password", repeat=None):
         token = await browser.csrf("/setup?code=the-code") or "no-form"
