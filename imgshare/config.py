@@ -80,6 +80,11 @@ class Config:
             raise ValueError("--registration must be open or closed")
         if self.max_size < 1 or self.max_pixels < 1 or self.resize_threads < 1:
             raise ValueError("--max-size, --max-pixels and --resize-threads must be positive")
+        if self.max_size > self.tiers[-1].max_size:
+            raise ValueError(
+                f"--max-size ({self.max_size} bytes) is above the largest lifetime tier "
+                f"({self.tiers[-1].max_size} bytes): add a tier for it with --tiers"
+            )
 
     @property
     def spool_dir(self) -> str:

@@ -30,6 +30,10 @@ from imgshare.domain.records import (
     Variant,
 )
 
+#: Job states.
+PENDING = "pending"
+RUNNING = "running"
+
 
 class Conflict(Exception):
     """A unique constraint refused the row (name taken)."""
@@ -37,6 +41,18 @@ class Conflict(Exception):
 
 class DatabaseUnavailable(Exception):
     """The database cannot be reached."""
+
+
+class AccountGone(Exception):
+    """The account was removed while one of its requests was under way."""
+
+
+async def _lock_account(tx: Tx, account: str) -> None:
+    """AccountGone unless ``account`` exists; on PostgreSQL its row stays locked
+    against removal until the transaction ends."""
+    lock = " FOR SHARE" if tx.dialect == "postgresql" else ""
+    if not await tx.execute(f"SELECT 1 FROM accounts WHERE name = ?{lock}", (account,)):
+        raise AccountGone(account)
 
 
 class Tx(Protocol):
@@ -267,7 +283,9 @@ async def reserve_image(
 
     Rows of deleted images stay until their objects are gone, so a name is
     never reused while an old object under the same key may still be removed.
+    AccountGone if the account was removed meanwhile.
     """
+    await _lock_account(tx, account)
     if await tx.execute("SELECT 1 FROM images WHERE account = ? AND stem = ?", (account, stem)):
         raise Conflict(name)
     rows = await tx.execute(
@@ -287,6 +305,7 @@ async def commit_image(tx: Tx, image_id: int, now: float) -> Image:
     )
     if not rows:
         raise Conflict(f"image {image_id} is no longer reserved")
+    await _lock_account(tx, rows[0][1])
     await tx.execute(
         "INSERT INTO jobs (image_id, state, available_at, created) VALUES (?, ?, ?, ?)",
         (image_id, PENDING, now, now),
@@ -326,7 +345,8 @@ async def mark_deleted(tx: Tx, image_id: int, now: float) -> bool:
         "UPDATE images SET state = ?, deleted = ? WHERE id = ? AND state = ? RETURNING id",
         (DELETED, now, image_id, LIVE),
     )
-    await tx.execute("DELETE FROM jobs WHERE image_id = ?", (image_id,))
+    # A job being worked on stays until its worker lets go (the purge waits for it).
+    await tx.execute("DELETE FROM jobs WHERE image_id = ? AND state = ?", (image_id, PENDING))
     return bool(rows)
 
 
@@ -352,10 +372,30 @@ async def purgeable_images(
     rows = await tx.execute(
         f"SELECT {_IMAGE}, attempts FROM images WHERE (retry_at IS NULL OR retry_at <= ?) AND ("
         " state = ? OR (state = ? AND expires IS NOT NULL AND expires <= ?)"
-        " OR (state = ? AND uploaded < ?)) ORDER BY id LIMIT ?",
-        (now, DELETED, LIVE, now, UPLOADING, stale_before, limit),
+        " OR (state = ? AND uploaded < ?))"
+        " AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.image_id = images.id AND jobs.state = ?)"
+        " ORDER BY id LIMIT ?",
+        (now, DELETED, LIVE, now, UPLOADING, stale_before, RUNNING, limit),
     )
     return [(_image(r[:-1]), r[-1]) for r in rows]
+
+
+async def claim_purge(tx: Tx, image_id: int, now: float, stale_before: float, lease: float) -> bool:
+    """Take the right to remove an image's objects for ``lease`` seconds.
+
+    False when the image is served, or another purge holds it, or a derived-file
+    worker is still at it: two purges never overlap, so a purge can never delete
+    the objects of a newer image that reused the name after the first one ended.
+    """
+    rows = await tx.execute(
+        "UPDATE images SET retry_at = ? WHERE id = ? AND (retry_at IS NULL OR retry_at <= ?) AND ("
+        " state = ? OR (state = ? AND expires IS NOT NULL AND expires <= ?)"
+        " OR (state = ? AND uploaded < ?))"
+        " AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.image_id = images.id AND jobs.state = ?)"
+        " RETURNING id",
+        (now + lease, image_id, now, DELETED, LIVE, now, UPLOADING, stale_before, RUNNING),
+    )
+    return bool(rows)
 
 
 async def postpone_purge(tx: Tx, image_id: int, retry_at: float) -> None:
@@ -373,9 +413,6 @@ async def remove_image(tx: Tx, image_id: int) -> None:
 
 
 # ------------------------------------------------------------- derived files
-
-PENDING = "pending"
-RUNNING = "running"
 
 _VARIANT = "image_id, variant, size, width, height, sha256, created"
 
@@ -528,7 +565,8 @@ async def create_first_account(
         return None
     if (await tx.execute("SELECT COUNT(*) FROM accounts"))[0][0]:
         return None
-    await tx.execute("DELETE FROM settings WHERE key = ?", (setting,))
+    if not await tx.execute("DELETE FROM settings WHERE key = ? RETURNING key", (setting,)):
+        return None  # a concurrent submission used the code first
     return await create_account(tx, name, password_hash, True, now)
 
 

@@ -44,6 +44,9 @@ async def expire_once(library: ImageLibrary, now: float) -> tuple[int, int]:
                 purged += 1
         if len(batch) < BATCH:
             break
+    swept = await library.sweep_spool(now)
+    if swept:
+        log.info("removed {count} leftover spool file(s)", count=swept)
     return tokens, purged
 
 

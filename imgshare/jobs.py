@@ -173,13 +173,15 @@ class Derivations(Service):
             if await library.database.run(db.finish_job, image.id, variants):
                 log.info("derived {account}/{name} in {seconds:.2f} s", account=image.account,
                          name=image.name, seconds=now - started)
-            else:  # deleted while we worked: take back what we stored
-                await library.remove_objects(image)
+            else:  # deleted while we worked: the purge takes what we stored too
+                library.purge_soon(image)
             await library.io.run(_remove, library.spool_path(image.id))
             library.derived_ready(image.id)
         except derive.BrokenImage as e:
+            await library.database.run(db.finish_job, image.id, [])
             await library.break_image(image, str(e))
         except ObjectMissing:
+            await library.database.run(db.finish_job, image.id, [])
             await library.break_image(image, "its original is missing from storage")
         except Exception as e:
             delay = RETRY_BACKOFF[min(job.attempts - 1, len(RETRY_BACKOFF) - 1)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import shutil
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +25,12 @@ from imgshare.storage import StorageUnavailable
 STALE_UPLOAD_SECONDS = 3600.0
 #: Retry delays for removing objects while storage is down (then the last, forever).
 PURGE_BACKOFF = (10.0, 30.0, 60.0, 300.0, 900.0)
+#: How long one purge may hold an image before another may try (a crashed purger).
+PURGE_LEASE = 600.0
+#: Spooled temporary files older than this were left by a crash and are removed.
+SPOOL_STALE_SECONDS = 3600.0
+#: How long the derived-file worker's copy of an original lingers once its job is gone.
+SPOOL_ORIGINAL_GRACE = 60.0
 #: How long a request for a derived file that is still being made waits for it.
 DERIVED_WAIT_SECONDS = 10.0
 #: How often a waiting request looks in the database (another process may make the file).
@@ -51,6 +58,7 @@ class ImageLibrary:
     #: Called with each newly committed image (the derived-file worker wakes up).
     on_committed: Callable[[Image], None] = lambda image: None
     _waiting: dict[int, list[Any]] = attrs.Factory(dict)
+    _background: set[Any] = attrs.Factory(set)
 
     def now(self) -> float:
         return self.clock.seconds()
@@ -92,7 +100,10 @@ class ImageLibrary:
         ext = naming.choose_extension(chosen, info.type)
         now = self.now()
         expires = None if ttl is None else now + ttl
-        image = await self._reserve(account, base, ext, info, now, expires)
+        try:
+            image = await self._reserve(account, base, ext, info, now, expires)
+        except db.AccountGone:
+            raise errors.Unauthorized("this token's account was removed") from None
         key = naming.storage_key(account, image.name)
         try:
             await self.storage.put(key, path, info.type.mime)
@@ -100,7 +111,12 @@ class ImageLibrary:
             log.warn("storing {key} failed: {error}", key=key, error=e)
             await self._forget_upload(image, key)
             raise errors.StorageUnavailable("storage is unavailable; nothing was stored") from e
-        image = await self._db(db.commit_image, image.id, self.now())
+        try:
+            image = await self._db(db.commit_image, image.id, self.now())
+        except (db.AccountGone, db.Conflict):
+            # The account was removed while the file was being stored.
+            await self._forget_upload(image, key)
+            raise errors.Unauthorized("this token's account was removed") from None
         log.info("stored {account}/{name} ({size} bytes)", account=account, name=image.name, size=image.size)
         try:  # keep the upload as the derived-file worker's source
             await self.io.run(os.replace, path, self.spool_path(image.id))
@@ -160,7 +176,7 @@ class ImageLibrary:
         if found is not None:
             return found
         if not await self._db(db.prioritize_job, image.id):
-            raise errors.NotFound("no such file")
+            return await self._variant_or_404(image, variant)  # it may have just been made
         deadline = self.now() + wait
         while self.now() < deadline:
             await self._until_ready_or(image.id, min(DERIVED_POLL_SECONDS, deadline - self.now()))
@@ -168,8 +184,15 @@ class ImageLibrary:
             if found is not None:
                 return found
             if not await self._db(db.has_job, image.id):
-                raise errors.NotFound("no such file")
+                return await self._variant_or_404(image, variant)
         raise DerivedPending("this file is still being made; retry shortly")
+
+    async def _variant_or_404(self, image: Image, variant: str) -> Variant:
+        """The variant, read once more after its job was found gone; else 404 (broken)."""
+        found = await self._db(db.get_variant, image.id, variant)
+        if found is None:
+            raise errors.NotFound("no such file")
+        return found
 
     async def _until_ready_or(self, image_id: int, seconds: float) -> None:
         from twisted.internet.defer import Deferred
@@ -222,36 +245,62 @@ class ImageLibrary:
         if not await self._db(db.mark_deleted, image.id, self.now()):
             raise errors.NotFound("no such file")
         log.info("deleted {account}/{name}", account=account, name=image.name)
-        self.clock.callLater(0, self._purge_later, image)
+        self.purge_soon(image)
         return image
+
+    def purge_soon(self, image: Image) -> None:
+        """Try to purge ``image`` right away, in the background (the expiry service retries)."""
+        self.clock.callLater(0, self._purge_later, image)
 
     def _purge_later(self, image: Image) -> None:
         from twisted.internet.defer import Deferred
 
-        Deferred.fromCoroutine(self.purge(image)).addErrback(
-            lambda f: log.failure("purging {name}", f, name=image.name)
-        )
+        d = Deferred.fromCoroutine(self.purge(image))
+        d.addErrback(lambda f: log.failure("purging {name}", f, name=image.name))
+        self._background.add(d)
+        d.addBoth(lambda _: self._background.discard(d))
+
+    async def drain(self) -> None:
+        """Wait for the background purges under way (before closing the database)."""
+        from twisted.internet.defer import DeferredList
+
+        while self._background:
+            await DeferredList(list(self._background))
 
     # ----------------------------------------------------------------- purge
 
     async def purge(self, image: Image, attempts: int = 0, now: float | None = None) -> bool:
         """Remove every object of a deleted, expired or abandoned image, then its row.
 
-        On a storage failure the row stays and is retried later (backoff).
+        The row is claimed first, so two purges never overlap and none runs while
+        a derived-file worker still holds the image.  On a storage failure the row
+        stays and is retried later (backoff).
         """
+        now = self.now() if now is None else now
+        if not await self._db(db.claim_purge, image.id, now, now - STALE_UPLOAD_SECONDS, PURGE_LEASE):
+            return False
         try:
             await self.remove_objects(image)
         except StorageUnavailable as e:
             delay = PURGE_BACKOFF[min(attempts, len(PURGE_BACKOFF) - 1)]
             log.warn("removing {name} failed ({error}); retrying in {delay:.0f} s",
                      name=image.name, error=e, delay=delay)
-            await self._db(db.postpone_purge, image.id, (self.now() if now is None else now) + delay)
+            await self._db(db.postpone_purge, image.id, now + delay)
             return False
         await self._db(db.remove_image, image.id)
         await self.io.run(_remove_file, self.spool_path(image.id))
         log.info("purged {account}/{name} ({state})", account=image.account, name=image.name,
                  state=image.state)
         return True
+
+    async def sweep_spool(self, now: float) -> int:
+        """Remove spool files nobody needs: worker copies of originals whose job is
+        gone (another process ran it) and temporary files left by a crash."""
+        originals, stale = await self.io.run(_scan_spool, self.config.spool_dir, now)
+        waiting = await self._db(db.pending_images, list(originals)) if originals else set()
+        doomed = stale + [path for image_id, path in originals.items() if image_id not in waiting]
+        await self.io.run(_remove_all, doomed)
+        return len(doomed)
 
     async def remove_objects(self, image: Image) -> None:
         """Delete every object an image may have in storage."""
@@ -270,6 +319,36 @@ class DerivedPending(errors.ApiError):
 
     status = 503
     retry_after = 5
+
+
+def _scan_spool(folder: str, now: float) -> tuple[dict[int, str], list[str]]:
+    """(worker copies of originals by image id, stale temporary files) in ``folder``."""
+    originals: dict[int, str] = {}
+    stale: list[str] = []
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return originals, stale
+    for entry in entries:
+        try:
+            age = now - entry.stat(follow_symlinks=False).st_mtime
+        except FileNotFoundError:
+            continue
+        stem, _, suffix = entry.name.partition(".")
+        if suffix == "original" and stem.isdigit():
+            if age > SPOOL_ORIGINAL_GRACE:
+                originals[int(stem)] = entry.path
+        elif entry.name.startswith(("upload-", "gather-", "derive-")) and age > SPOOL_STALE_SECONDS:
+            stale.append(entry.path)
+    return originals, stale
+
+
+def _remove_all(paths: list[str]) -> None:
+    for path in paths:
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            _remove_file(path)
 
 
 def _remove_file(path: str) -> None:

@@ -40,6 +40,11 @@ class ImgshareService(MultiService):
 
     def __init__(self, config: Config, reactor: Any):
         super().__init__()
+        # IMGSHARE checks pixel counts itself (before decoding); Pillow's own
+        # process-wide guard must not refuse what --max-pixels allows.
+        from PIL import Image
+
+        Image.MAX_IMAGE_PIXELS = max(config.max_pixels, Image.MAX_IMAGE_PIXELS or 0)
         self.config = config
         self.reactor = reactor
         self.io_pool = ThreadPoolService(reactor, "imgshare-io", IO_THREADS)
@@ -109,6 +114,7 @@ class ImgshareService(MultiService):
                 await self.expiry.stopService()
             if self.derivations.running:
                 await self.derivations.stopService()
+            await self.library.drain()
             self.database.stop()
             self.storage.stop()
             await super(ImgshareService, self).stopService()

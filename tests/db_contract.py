@@ -25,6 +25,8 @@ class DatabaseContract:
         return self.database.run(*args)
 
     async def _image(self, account="kitten", name="20260214_a.jpg", now=T, expires=None, live=True):
+        if await self.q(db.get_account, account) is None:
+            await self.q(db.create_account, account, "h", False, T)
         image = await self.q(
             db.reserve_image, account, name, name.rsplit(".", 1)[0], "image/jpeg", 10, 4, 3,
             "ab" * 32, now, expires,
@@ -57,6 +59,45 @@ class DatabaseContract:
         self.assertTrue(await self.q(db.set_password_hash, "kitten", "hash3"))
         self.assertEqual(await self.q(db.get_password_hash, "kitten"), "hash3")
         self.assertFalse(await self.q(db.set_password_hash, "nobody", "x"))
+
+    async def test_no_image_for_a_removed_account(self):
+        """An upload cannot reserve or commit a name for an account that is gone."""
+        await self._db()
+        with self.assertRaises(db.AccountGone):
+            await self.q(db.reserve_image, "ghost", "20260214_a.jpg", "20260214_a", "image/jpeg", 1, 1, 1,
+                         "0" * 64, T, None)
+        reserved = await self._image(live=False)
+        await self.q(db.delete_account, "kitten", T)
+        with self.assertRaises((db.AccountGone, db.Conflict)):
+            await self.q(db.commit_image, reserved.id, T)
+
+    async def test_purge_claims_are_exclusive(self):
+        """Only one purge holds an image at a time, none while a worker holds its job,
+        and none of a served image."""
+        await self._db()
+        live = await self._image(name="20260214_live.jpg")
+        self.assertFalse(await self.q(db.claim_purge, live.id, T, T - 3600, 600))
+        image = await self._image(name="20260214_b.jpg")
+        job = await self.q(db.claim_job, "w", T, T - 60)
+        self.assertEqual(job.image.id, live.id)
+        job = await self.q(db.claim_job, "w", T, T - 60)
+        await self.q(db.mark_deleted, image.id, T)
+        self.assertTrue(await self.q(db.has_job, image.id), "a running job survives the delete")
+        self.assertFalse(await self.q(db.claim_purge, image.id, T, T - 3600, 600))
+        self.assertNotIn(image.id, [i.id for i, _ in await self.q(db.purgeable_images, T, T - 3600, 10)])
+        await self.q(db.finish_job, image.id, [])
+        self.assertTrue(await self.q(db.claim_purge, image.id, T, T - 3600, 600))
+        self.assertFalse(await self.q(db.claim_purge, image.id, T + 1, T - 3600, 600))
+        self.assertTrue(await self.q(db.claim_purge, image.id, T + 600, T - 3600, 600))
+
+    async def test_setup_code_used_once(self):
+        """The one-time setup code creates one admin; used again it does nothing."""
+        await self._db()
+        await self.q(db.set_setting, "setup", "code")
+        self.assertIsNone(await self.q(db.create_first_account, "setup", "wrong", "a", "h", T))
+        first = await self.q(db.create_first_account, "setup", "code", "a", "h", T)
+        self.assertTrue(first.is_admin)
+        self.assertIsNone(await self.q(db.create_first_account, "setup", "code", "b", "h", T))
 
     async def test_delete_account_removes_tokens_and_deletes_images(self):
         """Removing an account drops its tokens and marks its images deleted; the

@@ -340,6 +340,7 @@ class DeleteTests(ApiTestCase):
         record = await self._uploaded(keep_name=1)
         await self.post("img_delete.php", token=self.token, file=record["file"])
         self.f.clock.advance(0)
+        await self.f.library.drain()
         self.assertEqual(self.f.storage.objects, {})
         self.assertIsNone(await self.f.database.run(db.get_image, "kitten", record["file"]))
 
@@ -350,6 +351,7 @@ class DeleteTests(ApiTestCase):
         response, body = await self.post("img_delete.php", token=self.token, file=record["file"])
         self.assertEqual(response.code, 200)
         self.f.clock.advance(0)
+        await self.f.library.drain()
         self.f.storage.available = True
         response, _ = await self.client.request("GET", record["urls"]["original"])
         self.assertEqual(response.code, 404)
@@ -388,3 +390,23 @@ class OtherEndpointTests(ApiTestCase):
         """A server built without a gatherer answers img_gather.php with 501 after authentication."""
         response, body = await self.post("img_gather.php", token=self.token, url="https://example.com/a.jpg")
         self.error(response, body, 501)
+
+
+class AccountRemovedTests(ApiTestCase):
+    async def test_upload_for_a_removed_account(self):
+        """An upload whose account is removed while it is under way is refused (401) and leaves nothing."""
+        real = self.f.library.io.run
+
+        def remove_during_inspect(f, *args, **kwargs):
+            result = real(f, *args, **kwargs)
+            if getattr(f, "__name__", "") == "inspect_file":
+                return result.addCallback(
+                    lambda info: self.f.database.run(db.delete_account, "kitten", T0).addCallback(lambda _: info)
+                )
+            return result
+
+        self.patch(self.f.library.io, "run", remove_during_inspect)
+        response, body = await self.upload(keep_name=1)
+        self.error(response, body, 401)
+        self.assertEqual(self.f.storage.objects, {})
+        self.assertIsNone(await self.f.database.run(db.get_image, "kitten", "20260214_photo.jpg"))

@@ -144,6 +144,7 @@ class PostgresTests(unittest.TestCase):
         dsn = await backends.create_database(self)
         first = await open_postgres(self, dsn, pool_size=4)
         second = await open_postgres(self, dsn, pool_size=4)
+        await first.run(db.create_account, "kitten", "h", False, T)
         images = []
         for i in range(24):
             image = await first.run(db.reserve_image, "kitten", f"20260214_{i}.jpg", f"20260214_{i}",

@@ -241,9 +241,7 @@ class BrowserTests(unittest.TestCase):
         seconds = time.monotonic() - started
         self.assertLess(seconds, 60, "from the setup link to a working token in under a minute")
         site.find(".fresh form button[type=submit]").click()
-        sxcu = site.wait(lambda: [n for n in os.listdir(downloads) if n.endswith(".sxcu")], "the .sxcu download")
-        with open(os.path.join(downloads, sxcu[0]), encoding="utf-8") as f:
-            uploader = json.load(f)
+        uploader = site.wait(lambda: _downloaded_json(downloads, ".sxcu"), "the .sxcu download")
         self.assertEqual(uploader["Headers"], {"X-API-Key": token})
         self.assertEqual(uploader["RequestURL"], self.base + "/api/v1/img_upload.php")
 
@@ -331,3 +329,16 @@ def _alert(driver: Any) -> Any:
         return alert
     except NoAlertPresentException:
         return None
+
+
+def _downloaded_json(folder: str, suffix: str) -> Any:
+    """The parsed JSON of the first finished download ending in ``suffix``, or None
+    while there is none (or it is still being written)."""
+    for name in os.listdir(folder):
+        if name.endswith(suffix):
+            try:
+                with open(os.path.join(folder, name), encoding="utf-8") as f:
+                    return json.load(f)
+            except (OSError, ValueError):
+                return None
+    return None

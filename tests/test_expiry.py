@@ -116,3 +116,30 @@ class ExpiryTests(unittest.TestCase):
         self.assertEqual(len(calls), 2)
         self.assertTrue(self.service.running)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
+
+
+class SpoolSweepTests(unittest.TestCase):
+    async def test_leftovers_removed(self):
+        """The expiry pass removes worker copies whose job is gone and temp files a crash left,
+        and keeps what is still needed."""
+        import os
+
+        f = await make_fixture(self)
+        await f.account("kitten")
+        token = await f.token("kitten")
+        body, headers = multipart({"token": token}, {"file": ("a.png", image_bytes("PNG"))})
+        response, _ = await f.client().request("POST", API, data=body, headers=headers)
+        spool = f.config.spool_dir
+        waiting = f.library.spool_path(1)
+        orphan = os.path.join(spool, "77.original")
+        crash = os.path.join(spool, "upload-abc")
+        fresh = os.path.join(spool, "upload-def")
+        folder = os.path.join(spool, "derive-xyz")
+        os.makedirs(folder)
+        for path in (orphan, crash, fresh):
+            open(path, "wb").close()
+        old = T0 - 7200
+        for path in (waiting, orphan, crash, folder):
+            os.utime(path, (old, old))
+        await expire_once(f.library, T0)
+        self.assertEqual(sorted(os.listdir(spool)), ["1.original", "upload-def"])

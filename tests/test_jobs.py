@@ -110,8 +110,12 @@ class DerivationTests(JobTestCase):
         record = await self.upload()
         job = await self.f.database.run(db.claim_job, "w", self.f.clock.seconds(), 0)
         await self.f.library.delete("kitten", record["file"])
+        self.f.clock.advance(0)
+        await self.f.library.drain()
+        self.assertIn(f"kitten/{record['file']}", self.f.storage.objects, "no purge while the job runs")
         await self.f.derivations.process(job)
         self.f.clock.advance(0)
+        await self.f.library.drain()
         self.assertEqual(self.f.storage.objects, {})
 
     async def test_every_upload_type(self):
@@ -240,3 +244,45 @@ class ServiceLoopTests(JobTestCase):
                 break
             await deferLater(reactor, 0.01, lambda: None)
         self.assertIsNotNone(self.stored(record, "thumb"))
+
+
+class RaceTests(JobTestCase):
+    async def test_variant_made_between_reads_is_served(self):
+        """A derived file finished between the first look and the job check is served, not 404."""
+        record = await self.upload()
+        image = await self.f.library.served_by_stem("kitten", record["file"].rsplit(".", 1)[0])
+        job = await self.f.database.run(db.claim_job, "w", self.f.clock.seconds(), 0)
+        await self.f.derivations.process(job)  # done, job gone, before prioritize runs
+        self.patch(db, "get_variant", _missing_once(db.get_variant))
+        found = await self.f.library.derived_file(image, "vga")
+        self.assertEqual(found.variant, "vga")
+
+    async def test_purge_waits_for_a_running_job(self):
+        """Deleting an image whose job is running: nothing is purged until the worker lets go,
+        so a re-upload under the same name keeps its original."""
+        record = await self.upload(filename="pic.jpg", keep_name="1")
+        job = await self.f.database.run(db.claim_job, "w", self.f.clock.seconds(), 0)
+        await self.f.library.delete("kitten", record["file"])
+        self.f.clock.advance(0)
+        await self.f.library.drain()
+        again = await self.upload(filename="pic.jpg", keep_name="1")
+        self.assertNotEqual(again["file"], record["file"], "the old name is still held")
+        await self.f.derivations.process(job)
+        self.f.clock.advance(0)
+        await self.f.library.drain()
+        self.assertIn(f"kitten/{again['file']}", self.f.storage.objects)
+        self.assertNotIn(f"kitten/{record['file']}", self.f.storage.objects)
+
+
+def _missing_once(real):
+    calls = []
+
+    async def get_variant(tx, image_id, variant):
+        calls.append(1)
+        if len(calls) == 1:
+            return None
+        return await real(tx, image_id, variant)
+
+    get_variant.single_statement = True
+    get_variant.readonly = True
+    return get_variant

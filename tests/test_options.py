@@ -36,7 +36,7 @@ class OptionsTests(unittest.TestCase):
             "--listen", "tcp:9000", "--listen", "tcp:9001", "--data-dir", "/srv/x", "--db", "sqlite:///srv/db",
             "--storage", "file:///srv/s", "--public-url", "https://img.example/", "--resize-threads", "3",
             "--max-size", "8MiB", "--max-pixels", "5000", "--contact", "admin@example.com",
-            "--registration", "open", "--tiers", "1MiB:permanent,4MiB:30d", "--rate-limit-ip", "10/1m",
+            "--registration", "open", "--tiers", "1MiB:permanent,8MiB:30d", "--rate-limit-ip", "10/1m",
         ])
         self.assertEqual(config.listen, ("tcp:9000", "tcp:9001"))
         self.assertEqual((config.data_dir, config.db, config.storage), ("/srv/x", "sqlite:///srv/db", "file:///srv/s"))
@@ -98,3 +98,15 @@ class TacTests(unittest.TestCase):
 
         makers = {m.tapname: m for m in getPlugins(IServiceMaker)}
         self.assertEqual(makers["imgshare"].module, "imgshare.tap")
+
+
+class ConsistencyTests(unittest.TestCase):
+    def test_max_size_needs_a_tier(self):
+        """A --max-size above the largest lifetime tier is refused with an explanation."""
+        options = Options()
+        with self.assertRaises(usage.UsageError) as e:
+            options.parseOptions(["--max-size", "64MiB"])
+        self.assertIn("tier", str(e.exception))
+        options = Options()
+        options.parseOptions(["--max-size", "64MiB", "--tiers", "2MiB:permanent,64MiB:7d"])
+        self.assertEqual(options.config.max_size, 64 * 1024 * 1024)
