@@ -198,7 +198,26 @@ class _Connection(txpostgres.Connection):
             # Returned, not raised: the reactor then calls connectionLost (and the
             # detector reconnects) without logging a traceback for a routine event.
             return e
+        except ValueError:
+            # libpq dropped the socket while psycopg2 still calls the connection
+            # open: txpostgres then re-adds a reader for descriptor -1.
+            return psycopg2.InterfaceError("the connection's socket is gone")
         return None
+
+    def doWrite(self) -> Exception | None:  # noqa: N802
+        try:
+            super().doWrite()
+        except psycopg2.Error as e:
+            return e
+        except ValueError:
+            return psycopg2.InterfaceError("the connection's socket is gone")
+        return None
+
+    def cursorFinished(self, cursor: Any) -> None:  # noqa: N802
+        try:
+            super().cursorFinished(cursor)
+        except ValueError:
+            pass  # socket gone: the next query fails and the detector reconnects
 
     def _runInteraction(self, interaction: Any, *args: Any, **kwargs: Any) -> Deferred[Any]:  # noqa: N802
         cursor = self.cursor()
