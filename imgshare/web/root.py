@@ -1,48 +1,41 @@
-"""The root of the web site: mounts the API, the file routes and the browser pages."""
+"""The root of the web site: mounts the API, the file routes and the browser pages.
+
+A plain resource tree dispatches on the first path segment, so each request goes
+through exactly one Klein application (one route match) rather than two: that is
+measurable on ``/img/``, the hottest path.
+"""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import attrs
-from klein import Klein
-from twisted.python.failure import Failure
+from twisted.web.resource import Resource
 
 from imgshare import __version__
-from imgshare.domain import errors
 from imgshare.web.api import Api
-from imgshare.web.errors import render_failure
+from imgshare.web.errors import respond
 from imgshare.web.files import Files
 from imgshare.web.pages import Pages
 
 
-@attrs.define
-class Root:
-    """Everything the server answers, as one Klein application."""
+class _NotFound(Resource):
+    """A JSON 404 for paths under /api/ that are not /api/v1/."""
 
-    api: Api
-    files: Files
-    #: The browser pages (everything not under /api/v1/, /img/ or /thumb/).
-    pages: Pages | None = None
+    isLeaf = True
 
-    app: ClassVar[Klein] = Klein()
+    def render(self, request: Any) -> bytes:
+        return respond(request, 404, {"status": "error", "error": "no such endpoint"})
 
-    @app.route("/api/v1/", branch=True)
-    def api_v1(self, request: Any) -> Any:
-        return self.api.app.resource()
 
-    @app.route("/img/", branch=True)
-    def img(self, request: Any) -> Any:
-        return self.files.img.resource()
+class _Home(Resource):
+    """Without browser pages: a line of text at / and a JSON 404 elsewhere."""
 
-    @app.route("/thumb/", branch=True)
-    def thumb(self, request: Any) -> Any:
-        return self.files.thumb.resource()
+    isLeaf = True
 
-    @app.route("/")
-    def home(self, request: Any) -> Any:
-        if self.pages is not None:
-            return self.pages.app.resource()
+    def render(self, request: Any) -> bytes:
+        if request.postpath not in ([], [b""]):
+            return respond(request, 404, {"status": "error", "error": "not found"})
         request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
         request.setHeader(b"X-Content-Type-Options", b"nosniff")
         return (
@@ -50,15 +43,39 @@ class Root:
             "Scripts upload with POST /api/v1/img_upload.php; see GET /api/v1/limits.\n"
         ).encode()
 
-    @app.route("/", branch=True)
-    def unknown(self, request: Any) -> Any:
-        if self.pages is not None:
-            return self.pages.app.resource()
-        raise errors.NotFound("not found")
 
-    @app.handle_errors(Exception)
-    def failed(self, request: Any, failure: Failure) -> bytes:
-        return render_failure(request, failure)
+class _Mount(Resource):
+    """Dispatch on the first path segment; anything else goes, path intact, to ``rest``."""
+
+    def __init__(self, children: dict[bytes, Any], rest: Any):
+        super().__init__()
+        for name, child in children.items():
+            self.putChild(name, child)
+        self._rest = rest
+
+    def getChild(self, path: bytes, request: Any) -> Any:  # noqa: N802
+        # Put the segment back: the catch-all sees the whole path.
+        request.postpath.insert(0, request.prepath.pop())
+        return self._rest
+
+    def render(self, request: Any) -> Any:
+        return self._rest.render(request)
+
+
+@attrs.define
+class Root:
+    """Everything the server answers."""
+
+    api: Api
+    files: Files
+    #: The browser pages (everything not under /api/v1/, /img/ or /thumb/).
+    pages: Pages | None = None
 
     def resource(self) -> Any:
-        return self.app.resource()
+        rest = self.pages.app.resource() if self.pages is not None else _Home()
+        api = _Mount({b"v1": self.api.app.resource()}, _NotFound())
+        return _Mount(
+            {b"api": api, b"img": self.files.img.resource(), b"thumb": self.files.thumb.resource()},
+            rest,
+        )
+
