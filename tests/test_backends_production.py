@@ -76,6 +76,32 @@ class PostgresContractTests(DatabaseContract, unittest.TestCase):
 
 
 class PostgresUnitTests(unittest.TestCase):
+    def test_host_names_looked_up_off_the_reactor(self):
+        """A server given by name is looked up once in the worker and reached by address;
+        addresses, socket folders, several hosts and explicit hostaddr are left alone."""
+        from imgshare.plugins.postgres import PostgresDatabase, needs_lookup
+        from imgshare.threads import InlineWorker
+
+        self.assertEqual(needs_lookup("postgresql://u@db.example:6543/x"), ("db.example", 6543))
+        self.assertEqual(needs_lookup("postgresql://u@localhost/x"), ("localhost", 5432))
+        for dsn in ["postgresql://u@127.0.0.1/x", "postgresql://u@[::1]/x", "postgresql:///x?host=/run/pg",
+                    "postgresql://%2Frun%2Fpg/x", "postgresql://a,b/x", "postgresql://u@h/x?hostaddr=10.0.0.1"]:
+            self.assertIsNone(needs_lookup(dsn), dsn)
+        seen = []
+
+        def getaddrinfo(host, port, type=0):
+            seen.append((host, port))
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.7", port))]
+
+        self.patch(socket, "getaddrinfo", getaddrinfo)
+        database = PostgresDatabase("postgresql://u@db.example/x", None, InlineWorker())
+        from imgshare.plugins.sqlite import drive
+
+        drive(database._pin_address())  # never waits: the worker is inline
+        self.assertEqual(seen[-1], ("db.example", 5432))
+        self.assertIn("hostaddr=192.0.2.7", database.dsn)
+        self.assertIn("@db.example/", database.dsn, "the name stays for TLS checks")
+
     def test_placeholders(self):
         """``?`` becomes ``%s`` outside quotes, and every ``%`` is escaped for psycopg2."""
         self.assertEqual(to_pyformat("SELECT a FROM t WHERE b = ? AND c = ?"),

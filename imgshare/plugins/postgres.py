@@ -21,7 +21,9 @@ every query parameter but ``pool_size`` goes to libpq unchanged.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import re
+import socket
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -103,6 +105,33 @@ def parse_url(url: str) -> tuple[str, int]:
     names = {k for k, _ in kept}
     kept += [(k, v) for k, v in KEEPALIVES.items() if k not in names]
     return urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(kept), "")), size
+
+
+def needs_lookup(dsn: str) -> tuple[str, int] | None:
+    """(host, port) when libpq would look a host name up itself, else None.
+
+    libpq resolves names synchronously inside ``connect``, which txpostgres calls
+    on the reactor thread; an IP address, a socket folder, several hosts or an
+    explicit ``hostaddr`` need no lookup.
+    """
+    parts = urlsplit(dsn)
+    if "," in parts.netloc or any(k == "hostaddr" for k, _ in parse_qsl(parts.query)):
+        return None
+    host = parts.hostname
+    if not host or host.startswith("/") or "%2f" in parts.netloc.lower():
+        return None
+    try:
+        ipaddress.ip_address(host)
+        return None
+    except ValueError:
+        return host, parts.port or 5432
+
+
+def with_hostaddr(dsn: str, address: str) -> str:
+    """The DSN with libpq's ``hostaddr`` set: connect there, still verify ``host`` for TLS."""
+    parts = urlsplit(dsn)
+    query = parse_qsl(parts.query, keep_blank_values=True) + [("hostaddr", address)]
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
 
 
 def redact(url: str) -> str:
@@ -270,14 +299,29 @@ class PostgresDatabase:
 
     dialect = "postgresql"
 
-    def __init__(self, url: str, reactor: Any):
+    def __init__(self, url: str, reactor: Any, worker: Any = None):
         self.url = url
         self.dsn, self.pool_size = parse_url(url)
         self._reactor = reactor
+        self._worker = worker
         self._pool: _Pool | None = None
+
+    async def _pin_address(self) -> None:
+        """Look the server's name up once, in the worker, and connect by address from
+        then on: libpq would otherwise resolve it on the reactor at every (re)connect.
+        A server that moves to another address needs a restart."""
+        target = needs_lookup(self.dsn)
+        if target is None or self._worker is None:
+            return
+        try:
+            found = await self._worker.run(socket.getaddrinfo, *target, type=socket.SOCK_STREAM)
+        except OSError:
+            return  # libpq reports the failure in its own words
+        self.dsn = with_hostaddr(self.dsn, found[0][4][0])
 
     async def start(self) -> None:
         """Open every pooled connection, then migrate (one process at a time)."""
+        await self._pin_address()
         pool = _Pool(self._reactor, self.dsn, self.pool_size)
         timed_out: list[bool] = []
 
@@ -339,13 +383,13 @@ async def migrate_locked(tx: db.Tx, files: list[tuple[int, str]]) -> int:
 
 @implementer(IPlugin, db.IDatabaseFactory)
 class PostgresFactory:
-    """Opens ``postgresql://`` (and ``postgres://``) URLs; the worker is not needed:
-    txpostgres never blocks the reactor."""
+    """Opens ``postgresql://`` (and ``postgres://``) URLs; the worker looks the server's
+    name up (libpq would do it on the reactor thread)."""
 
     schemes = ("postgresql", "postgres")
 
     def open(self, url: str, reactor: Any, worker: Any) -> PostgresDatabase:
-        return PostgresDatabase(url, reactor)
+        return PostgresDatabase(url, reactor, worker)
 
 
 postgres_backend = PostgresFactory()
