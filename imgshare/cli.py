@@ -10,7 +10,7 @@ from typing import Any
 
 from imgshare import auth, backends, db
 from imgshare.domain import errors, lifetime, naming
-from imgshare.options import BACKEND_OPTIONS, SERVER_OPTIONS, build_config, resolve
+from imgshare.options import BACKEND_OPTIONS, SERVER_OPTIONS, build_config, env_name, resolve
 from imgshare.threads import InlineWorker
 
 MIN_PASSWORD = 8
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imgshare", description="Manage IMGSHARE accounts and tokens.")
     helps = dict(SERVER_OPTIONS)
     for option in BACKEND_OPTIONS:
-        parser.add_argument(f"--{option}", help=helps[option] + f" (env {option_env(option)})")
+        parser.add_argument(f"--{option}", help=helps[option] + f" (env {env_name(option)})")
     sub = parser.add_subparsers(dest="area", required=True)
 
     user = sub.add_parser("user", help="accounts").add_subparsers(dest="action", required=True)
@@ -46,10 +46,6 @@ def build_parser() -> argparse.ArgumentParser:
     tdel.add_argument("name")
     tdel.add_argument("id", type=int)
     return parser
-
-
-def option_env(option: str) -> str:
-    return "IMGSHARE_" + option.upper().replace("-", "_")
 
 
 def read_password(stdin: Any) -> str:

@@ -129,11 +129,11 @@ class ImageLibrary:
         self, account: str, base: str | None, ext: str, info: Any, now: float, expires: float | None
     ) -> Image:
         day = datetime.datetime.fromtimestamp(now, datetime.UTC).date()
-        for attempt in range(1000):
-            if base is None:
-                candidate = next(naming.candidate_names(day, naming.random_base(), ext))
-            else:
-                candidate = _nth(naming.candidate_names(day, base, ext), attempt)
+        kept = naming.candidate_names(day, base, ext) if base is not None else None
+        for _ in range(1000):
+            # A kept name takes the next suffix; a random one is simply drawn again.
+            candidate = next(kept) if kept is not None else next(
+                naming.candidate_names(day, naming.random_base(), ext))
             try:
                 return await self._db(
                     db.reserve_image, account, candidate, naming.name_stem(candidate),
@@ -356,10 +356,3 @@ def _remove_file(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
-
-
-def _nth(iterator: Any, n: int) -> str:
-    for i, value in enumerate(iterator):
-        if i == n:
-            return value
-    raise AssertionError("candidate_names is endless")

@@ -45,6 +45,18 @@ class BackendUnavailable(Exception):
     """A server the tests need could not be found or started."""
 
 
+def stop_process(process: subprocess.Popen | None, sig: int = signal.SIGTERM) -> None:
+    """Send ``sig`` to a still-running child and reap it (killed if it lingers 20 s)."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(sig)
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:
@@ -163,13 +175,7 @@ class MotoServer:
         raise BackendUnavailable(f"moto_server did not answer within {timeout} s")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.process = None
 
 

@@ -12,6 +12,8 @@ import time
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
+from tests.backends import stop_process
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _LISTENING = re.compile(r"IMGSHARE listening on IPv4Address\(type='TCP', host='127\.0\.0\.1', port=(\d+)\)")
 
@@ -82,11 +84,5 @@ class ServerProcess:
         return self.log()[-4000:] if os.path.exists(self.log_path) else "(no log)"
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, sig)
         self.process = None

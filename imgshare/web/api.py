@@ -13,7 +13,15 @@ from imgshare.domain.records import Token
 from imgshare.gather import Gatherer, discard_spooled
 from imgshare.library import ImageLibrary
 from imgshare.ratelimit import RateLimiter
-from imgshare.web.errors import header, render_failure, require_method, respond, set_format
+from imgshare.web.errors import (
+    client_ip,
+    header,
+    query,
+    render_failure,
+    require_method,
+    respond,
+    set_format,
+)
 from imgshare.web.forms import Form, read_form
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
@@ -29,10 +37,6 @@ def header_token(request: Any) -> str | None:
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
     return None
-
-
-def client_ip(request: Any) -> str:
-    return getattr(request.getClientAddress(), "host", "unknown")
 
 
 @attrs.define
@@ -54,7 +58,7 @@ class Api:
 
     async def _begin(self, request: Any, *methods: bytes) -> tuple[Form, Token]:
         """Method check, rate limits, form parsing and authentication, in that order."""
-        set_format(request, output.pick_format(_query(request, "format")))
+        set_format(request, output.pick_format(query(request, "format")))
         require_method(request, *methods)
         self.ip_limiter.check(client_ip(request))
         token = None
@@ -127,10 +131,10 @@ class Api:
 
     @app.route("/limits")
     def limits(self, request: Any) -> bytes:
-        set_format(request, output.pick_format(_query(request, "format")))
+        set_format(request, output.pick_format(query(request, "format")))
         require_method(request, b"GET", b"HEAD")
         self.ip_limiter.check(client_ip(request))
-        return respond(request, 200, limits_record(self.config, _query(request, "format") == "text"))
+        return respond(request, 200, limits_record(self.config, query(request, "format") == "text"))
 
     @app.route("/", branch=True)
     def unknown(self, request: Any) -> bytes:
@@ -139,11 +143,6 @@ class Api:
     @app.handle_errors(Exception)
     def failed(self, request: Any, failure: Failure) -> bytes:
         return render_failure(request, failure)
-
-
-def _query(request: Any, name: str) -> str | None:
-    values = (request.args or {}).get(name.encode())
-    return values[0].decode("utf-8", "replace") if values else None
 
 
 def limits_record(config: Any, flat: bool) -> dict:

@@ -21,6 +21,17 @@ def header(request: Any, name: bytes) -> str | None:
     return value.decode("latin-1") if isinstance(value, bytes) else value
 
 
+def query(request: Any, name: str) -> str | None:
+    """The first value of a query-string parameter, as text, or None."""
+    values = (request.args or {}).get(name.encode())
+    return values[0].decode("utf-8", "replace") if values else None
+
+
+def client_ip(request: Any) -> str:
+    """The client's address (the TCP peer)."""
+    return getattr(request.getClientAddress(), "host", "unknown")
+
+
 def set_format(request: Any, fmt: str) -> None:
     """Remember the output format the caller asked for (for error responses too)."""
     setattr(request, FORMAT_KEY, fmt)

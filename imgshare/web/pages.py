@@ -28,8 +28,7 @@ from imgshare.domain import errors, output, sharex, words
 from imgshare.domain.records import Image
 from imgshare.library import ImageLibrary
 from imgshare.ratelimit import RateLimiter
-from imgshare.web.api import client_ip
-from imgshare.web.errors import header, require_method
+from imgshare.web.errors import client_ip, header, query, require_method
 from imgshare.web.forms import Form, read_form
 from imgshare.web.sessions import Sessions, Visitor
 from imgshare.web.views import (
@@ -98,11 +97,6 @@ class LoginRequired(errors.ApiError):
     """A page that needs a session, asked for without one (a redirect to /login)."""
 
     status = 401
-
-
-def _query(request: Any, name: str) -> str:
-    values = (request.args or {}).get(name.encode())
-    return values[0].decode("utf-8", "replace") if values else ""
 
 
 def _wants_json(request: Any) -> bool:
@@ -233,7 +227,7 @@ class Pages:
         if request.method == b"POST":
             return await self.setup_submit(request)
         require_method(request, b"GET", b"HEAD", b"POST")
-        code = _query(request, "code")
+        code = query(request, "code") or ""
         if not await self.accounts.setup_code_valid(code):
             raise errors.NotFound("This setup link is not valid, or it was used already. Log in instead.")
         return await self._setup_page(request, code)
@@ -277,8 +271,8 @@ class Pages:
         require_method(request, b"GET", b"HEAD", b"POST")
         if await self.sessions.visitor(request) is not None:
             return _redirect(request, "/images")
-        return await self._login_page(request, notice=NOTICES.get(_query(request, "done")),
-                                      next_path=_query(request, "next"))
+        return await self._login_page(request, notice=NOTICES.get(query(request, "done")),
+                                      next_path=query(request, "next") or "")
 
     async def _login_page(self, request: Any, name: str = "", next_path: str = "", *,
                           notice: str | None = None, problem: str | None = None, status: int = 200) -> bytes:
@@ -357,7 +351,7 @@ class Pages:
         require_method(request, b"GET", b"HEAD")
         visitor = await self._visitor(request)
         try:
-            page = min(max(1, int(_query(request, "page") or "1")), 100_000)
+            page = min(max(1, int(query(request, "page") or "1")), 100_000)
         except ValueError:
             page = 1
         now = self.library.now()
@@ -372,7 +366,7 @@ class Pages:
             older=f"/images?page={page + 1}" if len(found) > PAGE_SIZE else None,
         )
         return await self._page(request, "Images", body, visitor, current="/images",
-                                notice=NOTICES.get(_query(request, "done")))
+                                notice=NOTICES.get(query(request, "done")))
 
     def _upload_lifetimes(self) -> list[Choice]:
         choices = [Choice(value, label) for value, label in UPLOAD_LIFETIMES]
@@ -463,7 +457,7 @@ class Pages:
             return await self.create_token(request)
         require_method(request, b"GET", b"HEAD", b"POST")
         visitor = await self._visitor(request)
-        return await self._tokens_page(request, visitor, notice=NOTICES.get(_query(request, "done")))
+        return await self._tokens_page(request, visitor, notice=NOTICES.get(query(request, "done")))
 
     async def _tokens_page(self, request: Any, visitor: Visitor, *, fresh: FreshToken | None = None,
                            notice: str | None = None, problem: str | None = None, status: int = 200,
@@ -540,7 +534,7 @@ class Pages:
     async def account(self, request: Any) -> bytes:
         require_method(request, b"GET", b"HEAD")
         visitor = await self._visitor(request)
-        return await self._account_page(request, visitor, notice=NOTICES.get(_query(request, "done")))
+        return await self._account_page(request, visitor, notice=NOTICES.get(query(request, "done")))
 
     async def _account_page(self, request: Any, visitor: Visitor, *, notice: str | None = None,
                             problem: str | None = None, status: int = 200, new_name: str = "") -> bytes:
