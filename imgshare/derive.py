@@ -23,6 +23,8 @@ import attrs
 from PIL import ExifTags, Image, ImageCms
 from PIL.JpegImagePlugin import JpegImageFile
 
+from imgshare.domain import sniff
+
 __all__ = [
     "VARIANT_BOXES",
     "BrokenImage",
@@ -182,10 +184,15 @@ def _decode(
     width, height = image.size
     if width < 1 or height < 1:
         raise BrokenImage(f"{name}: image has no pixels ({width}x{height})")
-    if width * height > max_pixels:
+    if width * height > max_pixels or max(width, height) > sniff.MAX_SIDE:
         raise BrokenImage(
-            f"{name}: {width}x{height} is {width * height} pixels, over the limit of {max_pixels}"
+            f"{name}: {width}x{height} is over the limits of {max_pixels} pixels "
+            f"and {sniff.MAX_SIDE} pixels a side"
         )
+    if isinstance(image, JpegImageFile) and sniff.count_jpeg_scans(name) > sniff.MAX_JPEG_SCANS:
+        # Decoding cost must stay bounded by the pixel count (a "scan bomb"),
+        # also for files stored before uploads were checked for it.
+        raise BrokenImage(f"{name}: the JPEG has more than {sniff.MAX_JPEG_SCANS} scans")
     icc = image.info.get("icc_profile") or None
 
     box = None

@@ -115,8 +115,13 @@ class ParseExpireTests(unittest.TestCase):
 
     def test_unset(self):
         """Absent, empty and unparseable values give None."""
-        for text in (None, "", "  ", "forever", "0", "-1"):
+        for text in (None, "", "  ", "forever", "-1", "-0"):
             self.assertIsNone(lifetime.parse_expire(text), repr(text))
+
+    def test_zero_is_a_duration(self):
+        """A zero duration is a duration (under the minimum), not "unset"."""
+        for text in ("0", "0s", "0m", "PT0S", "P0D", "0.0"):
+            self.assertEqual(lifetime.parse_expire(text), 0.0, repr(text))
 
     def test_permanent_is_a_singleton(self):
         """PERMANENT is one enum member, distinct from None and numbers."""
@@ -274,9 +279,15 @@ class EffectiveLifetimeTests(unittest.TestCase):
         self.assertEqual(lifetime.effective_lifetime(20 * MIB, "P1Y"), 7 * DAY)
 
     def test_nonsense_values(self):
-        """Zero, negative, NaN and booleans count as unset."""
-        for requested in (0, -5.0, float("nan"), float("inf"), True):
+        """Negative, NaN, infinite values and booleans count as unset."""
+        for requested in (-5.0, float("nan"), float("inf"), True):
             self.assertEqual(lifetime.effective_lifetime(5 * MIB, requested), 90 * DAY)
+
+    def test_zero_becomes_the_minimum(self):
+        """A zero duration is under an hour, so it becomes an hour (never permanent)."""
+        for requested in (0, 0.0, "0", "0s", "PT0S", "P0D"):
+            self.assertEqual(lifetime.effective_lifetime(MIB, requested), HOUR, repr(requested))
+            self.assertEqual(lifetime.effective_lifetime(5 * MIB, requested), HOUR, repr(requested))
 
     def test_custom_tiers(self):
         """A custom table applies its own limits."""

@@ -13,7 +13,7 @@ from imgshare import db
 from imgshare.accounts import SETUP_CODE_SETTING
 from imgshare.expiry import expire_once
 from imgshare.testing import T0, image_bytes, make_fixture, multipart
-from imgshare.web.pages import LOGIN_PER_ACCOUNT, PAGE_SIZE
+from imgshare.web.pages import LOGIN_PER_ACCOUNT_ADDRESS, PAGE_SIZE
 from imgshare.web.sessions import SESSION_COOKIE, SESSION_SECONDS
 
 SITE = "http://img.example"
@@ -222,10 +222,10 @@ class LoginTests(PagesTestCase):
         self.assertNotIn(SESSION_COOKIE.decode(), self.browser.cookies)
 
     async def test_login_throttled_per_account(self):
-        """After too many attempts on one account even the right password waits (429);
-        other accounts are not affected, and the account opens again later."""
+        """After too many failures on one account from one address even the right password waits
+        there (429); other accounts are not affected, and the account opens again later."""
         token = await self.browser.csrf("/login")
-        for _ in range(LOGIN_PER_ACCOUNT.count):
+        for _ in range(LOGIN_PER_ACCOUNT_ADDRESS.count):
             response, _ = await self.browser.post("/login", {"csrf": token, "name": "kitten", "password": "nope"})
             self.assertEqual(response.code, 400)
         response, body = await self.browser.post("/login", {"csrf": token, "name": "kitten", "password": PASSWORD})
@@ -233,7 +233,7 @@ class LoginTests(PagesTestCase):
         self.assertIn("Too many attempts", body)
         self.assertTrue(header(response, "retry-after"))
         await Browser(self.f).login("bear")
-        self.f.clock.advance(LOGIN_PER_ACCOUNT.period)
+        self.f.clock.advance(LOGIN_PER_ACCOUNT_ADDRESS.period)
         await self.browser.login("kitten")
 
     async def test_login_throttled_per_address(self):

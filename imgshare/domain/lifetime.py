@@ -87,32 +87,35 @@ Permanent = Literal[_Sentinel.PERMANENT]
 Requested = Permanent | float | None
 
 
-def _in_range(seconds: float) -> float | None:
+def _in_range(seconds: float, allow_zero: bool = False) -> float | None:
     """Return ``seconds`` if it is a valid duration, else None."""
-    if math.isfinite(seconds) and 0 < seconds <= MAX_DURATION:
+    lowest_ok = seconds >= 0 if allow_zero else seconds > 0
+    if math.isfinite(seconds) and lowest_ok and seconds <= MAX_DURATION:
         return float(seconds)
     return None
 
 
-def parse_duration(text: str) -> float | None:
+def parse_duration(text: str, allow_zero: bool = False) -> float | None:
     """Parse a duration in one of the module's spellings into seconds.
 
-    Returns None for anything unparseable, zero, negative, non-finite or
-    longer than 100 years.
+    Returns None for anything unparseable, negative, non-finite or longer
+    than 100 years, and for zero unless ``allow_zero``.
     """
     text = text.strip().lower()
     if not text:
         return None
     if _PLAIN_RE.fullmatch(text):
-        return _in_range(float(text))
-    if _UNITS_RE.fullmatch(text):
-        return _parse_unit_terms(text)
-    if text.startswith("p"):
-        return _parse_iso(text.upper())
-    return None
+        seconds: float | None = float(text)
+    elif _UNITS_RE.fullmatch(text):
+        seconds = _sum_unit_terms(text)
+    elif text.startswith("p"):
+        seconds = _sum_iso(text.upper())
+    else:
+        seconds = None
+    return None if seconds is None else _in_range(seconds, allow_zero)
 
 
-def _parse_unit_terms(text: str) -> float | None:
+def _sum_unit_terms(text: str) -> float | None:
     """Sum ``<number><unit>`` terms; None when a unit is unknown."""
     total = 0.0
     for number, unit in _UNIT_TERM_RE.findall(text):
@@ -120,10 +123,10 @@ def _parse_unit_terms(text: str) -> float | None:
         if factor is None:
             return None
         total += float(number) * factor
-    return _in_range(total)
+    return total
 
 
-def _parse_iso(text: str) -> float | None:
+def _sum_iso(text: str) -> float | None:
     """Parse an ISO 8601 duration (``PnYnMnWnDTnHnMnS``); None if invalid."""
     match = _ISO_RE.fullmatch(text)
     if match is None or text.endswith("T"):
@@ -135,22 +138,24 @@ def _parse_iso(text: str) -> float | None:
     for value, factor in zip(values, _ISO_FACTORS, strict=True):
         if value is not None:
             total += float(value.replace(",", ".")) * factor
-    return _in_range(total)
+    return total
 
 
 def parse_expire(text: str | None) -> Requested:
     """Parse the ``expire`` parameter.
 
     ``never`` and ``permanent`` (any case) give :data:`PERMANENT`; a valid
-    duration gives its seconds; anything else, including an absent or empty
-    value, gives None (use the tier's default).
+    duration gives its seconds, zero included (``0``, ``PT0S``: a duration
+    under the minimum, which :func:`effective_lifetime` raises to it);
+    anything else, including an absent or empty value, gives None (use the
+    tier's default).
     """
     if text is None:
         return None
     text = text.strip()
     if text.lower() in _PERMANENT_WORDS:
         return PERMANENT
-    return parse_duration(text)
+    return parse_duration(text, allow_zero=True)
 
 
 @attrs.frozen
@@ -287,12 +292,12 @@ def effective_lifetime(
 
 
 def _is_duration(value: object) -> bool:
-    """True for a positive finite number of seconds (bool excluded)."""
+    """True for a finite, non-negative number of seconds (bool excluded)."""
     return (
         isinstance(value, int | float)
         and not isinstance(value, bool)
         and math.isfinite(value)
-        and value > 0
+        and value >= 0
     )
 
 

@@ -13,6 +13,8 @@ Pillow allocates a canvas for them.
 from __future__ import annotations
 
 import hashlib
+import mmap
+import re
 import struct
 import zlib
 from collections.abc import Callable
@@ -46,6 +48,19 @@ _JPEG_MAX_STEPS = 100_000
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 # JPEG markers without a length field (TEM, RST0-7, a repeated SOI).
 _JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})
+
+#: The longest side accepted, in pixels: JPEG and WEBP cannot exceed it, and
+#: a PNG or BMP declaring a longer one (1 x 100 000 000) would make the image
+#: library allocate a row table that size with its lock held.
+MAX_SIDE = 65535
+#: The most scans a JPEG may have.  Progressive encoders write about ten; a
+#: file repeating a scan thousands of times costs the decoder minutes of work
+#: for a few bytes each (a "scan bomb"), so decoding cost must stay bounded by
+#: the pixel count.
+MAX_JPEG_SCANS = 100
+# A marker inside a JPEG's entropy-coded data: 0xFF followed by anything but
+# a stuffed zero, a restart marker (D0-D7) or another fill byte.
+_JPEG_DATA_MARKER = re.compile(rb"\xff[\x01-\xcf\xd8-\xfe]")
 
 
 def sniff_type(head: bytes) -> ImageType | None:
@@ -229,15 +244,81 @@ _HEADER_PARSERS: dict[str, Callable[[BinaryIO], tuple[int, int]]] = {
 }
 
 
+def count_jpeg_scans(path: str, limit: int = MAX_JPEG_SCANS) -> int:
+    """The number of scans (SOS segments) in the JPEG at ``path``, counting
+    stops once it passes ``limit``.
+
+    Walks the marker segments, skipping each segment's body by its length and
+    searching entropy-coded data for the next marker in C (a regular
+    expression over a memory map), so a 32 MiB file takes milliseconds.  A
+    file that ends early simply ends the count: truncation is the decoder's
+    concern.
+    """
+    with open(path, "rb") as fp:
+        try:
+            data = mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ)
+        except ValueError:  # an empty file cannot be mapped
+            return 0
+    with data:
+        return _count_scans(data, limit)
+
+
+def _count_scans(data: mmap.mmap | bytes, limit: int) -> int:
+    scans = 0
+    pos = 2  # after SOI
+    end = len(data)
+    in_scan = False
+    while pos < end:
+        if in_scan:
+            found = _JPEG_DATA_MARKER.search(data, pos)
+            if found is None:
+                break
+            pos = found.start()
+        if data[pos] != 0xFF:
+            pos += 1  # junk between segments, as decoders tolerate
+            continue
+        while pos < end and data[pos] == 0xFF:
+            pos += 1  # fill bytes
+        if pos >= end:
+            break
+        marker = data[pos]
+        pos += 1
+        if marker == 0x00 or marker in _JPEG_STANDALONE:
+            continue
+        if marker == 0xD9:  # end of image
+            break
+        if pos + 2 > end:
+            break
+        length = (data[pos] << 8) | data[pos + 1]
+        if length < 2:
+            break
+        pos += length
+        in_scan = marker == 0xDA
+        if in_scan:
+            scans += 1
+            if scans > limit:
+                break
+    return scans
+
+
+def check_jpeg_scans(path: str, limit: int = MAX_JPEG_SCANS) -> None:
+    """BadImage (400) when the JPEG at ``path`` has more than ``limit`` scans."""
+    if count_jpeg_scans(path, limit) > limit:
+        raise errors.BadImage(
+            f"the JPEG has more than {limit} scans; such a file costs minutes to decode"
+        )
+
+
 def inspect_file(path: str, max_pixels: int) -> ImageInfo:
     """Identify, measure and hash the upload at ``path``.
 
     Raises :class:`errors.BadRequest` for an empty file,
     :class:`errors.UnsupportedType` (415) for anything but JPEG, PNG, BMP
-    and WEBP, :class:`errors.BadImage` (400) for an unreadable header or a
-    zero dimension, and :class:`errors.TooLarge` (413) when the header
-    declares more than ``max_pixels`` pixels. The pixel limit is checked
-    before Pillow ever opens the file.
+    and WEBP, :class:`errors.BadImage` (400) for an unreadable header, a
+    zero dimension or a JPEG with more than :data:`MAX_JPEG_SCANS` scans, and
+    :class:`errors.TooLarge` (413) when the header declares more than
+    ``max_pixels`` pixels or a side longer than :data:`MAX_SIDE`. These
+    limits are checked before Pillow ever opens the file.
     """
     size, digest, head = _hash_file(path)
     if size == 0:
@@ -247,6 +328,8 @@ def inspect_file(path: str, max_pixels: int) -> ImageInfo:
         raise errors.UnsupportedType(UNSUPPORTED_MESSAGE)
     declared = declared_dimensions(path, image_type)
     _check_pixels(declared, max_pixels)
+    if image_type is JPEG:
+        check_jpeg_scans(path)
     width, height = _library_dimensions(path, image_type, declared)
     _check_pixels((width, height), max_pixels)
     return ImageInfo(type=image_type, width=width, height=height, size=size, sha256=digest)
@@ -267,10 +350,15 @@ def _hash_file(path: str) -> tuple[int, str, bytes]:
 
 
 def _check_pixels(dimensions: tuple[int, int], max_pixels: int) -> None:
-    """Refuse a zero dimension (BadImage) or too many pixels (TooLarge)."""
+    """Refuse a zero dimension (BadImage), a side over :data:`MAX_SIDE` or too
+    many pixels (TooLarge)."""
     width, height = dimensions
     if width <= 0 or height <= 0:
         raise errors.BadImage("the image has a zero width or height")
+    if width > MAX_SIDE or height > MAX_SIDE:
+        raise errors.TooLarge(
+            f"image is {width}x{height} pixels; neither side may exceed {MAX_SIDE} pixels"
+        )
     pixels = width * height
     if pixels > max_pixels:
         raise errors.TooLarge(

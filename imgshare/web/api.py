@@ -62,9 +62,11 @@ class Api:
         require_method(request, *methods)
         self.ip_limiter.check(client_ip(request))
         token = None
-        from_header = header_token(request)
-        if from_header:  # refuse a bad token before parsing a large body
-            token = await self.library.authenticate(from_header)
+        # A token outside the body (a header, else the query string) is checked
+        # before a possibly large body is parsed: a bad one costs no parsing.
+        outside = header_token(request) or query(request, "token")
+        if outside:
+            token = await self.library.authenticate(outside)
         form = await read_form(request, self.io, self.config.spool_dir, self.config.max_size)
         try:
             set_format(request, output.pick_format(form.get("format")))
@@ -160,6 +162,8 @@ def limits_record(config: Any, flat: bool) -> dict:
         "status": "ok",
         "max_size": config.max_size,
         "max_pixels": config.max_pixels,
+        "max_side": sniff.MAX_SIDE,
+        "max_jpeg_scans": sniff.MAX_JPEG_SCANS,
         "types": [t.mime for t in sniff.TYPES],
         "min_lifetime": int(lifetime.MIN_LIFETIME),
         "max_lifetime": int(lifetime.MAX_LIFETIME),

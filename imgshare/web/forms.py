@@ -18,6 +18,9 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from imgshare.domain.errors import BadRequest, TooLarge
 
 MAX_FIELDS = 64
+#: Parts of any kind (fields, kept and skipped file parts) beyond the fields and
+#: files a form may hold: a body of thousands of tiny parts is refused early.
+EXTRA_PARTS = 16
 MAX_FIELD_BYTES = 64 * 1024
 MAX_PART_HEADER_BYTES = 16 * 1024
 MAX_URLENCODED_BYTES = 1024 * 1024
@@ -44,9 +47,15 @@ class Form:
     fields: dict[str, str] = attrs.Factory(dict)
     file: UploadedFile | None = None
     files: list[UploadedFile] = attrs.Factory(list)
+    #: Names of the fields that came from the query string, not the body.
+    from_query: set[str] = attrs.Factory(set)
 
     def get(self, name: str) -> str | None:
         return self.fields.get(name)
+
+    def get_from_body(self, name: str) -> str | None:
+        """A field only if the body carried it (a CSRF token must never come from the URL)."""
+        return None if name in self.from_query else self.fields.get(name)
 
     def discard(self) -> None:
         """Remove the spooled files that are still there."""
@@ -74,6 +83,8 @@ class _MultipartCollector:
         self._file_field = file_field
         self._max_files = max_files
         self._fields = 0
+        self._parts = 0
+        self._max_parts = MAX_FIELDS + max_files + EXTRA_PARTS
         self.ended = False
         self._reset_part()
 
@@ -92,7 +103,7 @@ class _MultipartCollector:
 
     def callbacks(self) -> dict[str, Any]:
         return {
-            "on_part_begin": self._reset_part,
+            "on_part_begin": self._on_part_begin,
             "on_header_field": self._on_header_field,
             "on_header_value": self._on_header_value,
             "on_header_end": self._on_header_end,
@@ -101,6 +112,12 @@ class _MultipartCollector:
             "on_part_end": self._on_part_end,
             "on_end": self._on_end,
         }
+
+    def _on_part_begin(self) -> None:
+        self._parts += 1
+        if self._parts > self._max_parts:
+            raise BadRequest(f"malformed multipart body: too many parts (at most {self._max_parts})")
+        self._reset_part()
 
     def _count_header(self, n: int) -> None:
         self._header_bytes += n
@@ -240,6 +257,7 @@ async def read_form(
             parse_body, request.content, ctype, spool_dir, max_file, max_files=max_files
         )
     for key, values in (request.args or {}).items():
-        if values:
-            form.fields.setdefault(_text(key), _text(values[0]))
+        if values and _text(key) not in form.fields:
+            form.fields[_text(key)] = _text(values[0])
+            form.from_query.add(_text(key))
     return form

@@ -25,9 +25,9 @@ from imgshare import auth, db
 from imgshare.accounts import Accounts, check_account_name, check_new_password
 from imgshare.config import RateLimit
 from imgshare.domain import errors, output, sharex, words
-from imgshare.domain.records import Image
+from imgshare.domain.records import Account, Image
 from imgshare.library import ImageLibrary
-from imgshare.ratelimit import RateLimiter
+from imgshare.ratelimit import LoginThrottle
 from imgshare.web.errors import client_ip, header, query, require_method
 from imgshare.web.forms import Form, read_form
 from imgshare.web.sessions import Sessions, Visitor
@@ -54,10 +54,15 @@ from imgshare.web.views import (
 
 log = Logger()
 
-#: Login attempts (and setup/register submissions) per client address, and
-#: login attempts per account name: bursts of COUNT, refilling over PERIOD.
+#: Failed password checks (login and password-change forms) that may be made in
+#: bursts of COUNT, refilling over PERIOD (see ``imgshare.ratelimit.LoginThrottle``):
+#: per client address (an IPv6 one by its /64), whatever the account names, also
+#: spent by every setup and register submission;
 LOGIN_PER_ADDRESS = RateLimit(30, 600.0)
-LOGIN_PER_ACCOUNT = RateLimit(10, 600.0)
+#: per account and client address (a success from there forgets them);
+LOGIN_PER_ACCOUNT_ADDRESS = RateLimit(10, 600.0)
+#: per account, from addresses that never logged in to it (only those wait).
+LOGIN_PER_ACCOUNT = RateLimit(50, 600.0)
 #: Images per page of the gallery.
 PAGE_SIZE = 24
 #: Files one upload form may carry (the body limit applies to them together).
@@ -129,11 +134,11 @@ class Pages:
     library: ImageLibrary
     io: Any  # Worker: form parsing and scrypt
     login_per_address: RateLimit = LOGIN_PER_ADDRESS
+    login_per_account_address: RateLimit = LOGIN_PER_ACCOUNT_ADDRESS
     login_per_account: RateLimit = LOGIN_PER_ACCOUNT
     accounts: Accounts = attrs.field(init=False)
     sessions: Sessions = attrs.field(init=False)
-    _address_limiter: RateLimiter = attrs.field(init=False)
-    _account_limiter: RateLimiter = attrs.field(init=False)
+    throttle: LoginThrottle = attrs.field(init=False)
 
     app: ClassVar[Klein] = Klein()
 
@@ -141,8 +146,8 @@ class Pages:
         library = self.library
         self.accounts = Accounts(library.database, self.io, library.clock)
         self.sessions = Sessions(library.database, library.clock, library.config.public_url)
-        self._address_limiter = RateLimiter(self.login_per_address, library.clock, "client address")
-        self._account_limiter = RateLimiter(self.login_per_account, library.clock, "account")
+        self.throttle = LoginThrottle(self.login_per_address, self.login_per_account_address,
+                                      self.login_per_account, library.clock)
 
     @property
     def config(self) -> Any:
@@ -174,7 +179,7 @@ class Pages:
         """A logged-in POST: the visitor, then the form, whose CSRF token must match."""
         visitor = await self._visitor(request)
         form = await self._form(request)
-        self.sessions.check_csrf(visitor, form.get("csrf"))
+        self.sessions.check_csrf(visitor, form)
         return visitor, form
 
     async def _page(
@@ -185,16 +190,21 @@ class Pages:
                       registration=self.registration_open, narrow=narrow)
         return await render(request, page, status)
 
-    def _throttle(self, request: Any, account: str | None = None) -> None:
-        """RateLimited (429) once a client address, or an account name, tried too often."""
+    async def _check_password(self, request: Any, name: str, password: str, *,
+                              session: bool = False) -> Account | None:
+        """``Accounts.verify`` under the login throttle: RateLimited (429) before any
+        scrypt work when a limit bites; only a wrong password spends."""
+        attempt = self.throttle.begin(name, client_ip(request), session=session)
         try:
-            self._address_limiter.check(client_ip(request))
-            if account is not None:
-                self._account_limiter.check(account)
-        except errors.RateLimited as e:
-            raise errors.RateLimited(
-                f"Too many attempts. Try again in {e.retry_after} seconds.", e.retry_after
-            ) from None
+            account = await self.accounts.verify(name, password)
+        except BaseException:
+            attempt.abandoned()
+            raise
+        if account is None:
+            attempt.failed()
+        else:
+            attempt.succeeded()
+        return account
 
     # ------------------------------------------------------------- start page
 
@@ -245,8 +255,8 @@ class Pages:
 
     async def setup_submit(self, request: Any) -> bytes:
         form = await self._form(request)
-        await self.sessions.check_pre_csrf(request, form.get("csrf"))
-        self._throttle(request)
+        await self.sessions.check_pre_csrf(request, form)
+        self.throttle.check_address(client_ip(request))
         code, name = form.get("code") or "", (form.get("name") or "").strip()
         try:
             check_account_name(name)
@@ -260,6 +270,7 @@ class Pages:
             raise errors.NotFound("This setup link is not valid, or it was used already. Log in instead.")
         log.info("first account {name} created through the setup link", name=account.name)
         await self.sessions.begin(request, account.name)
+        self.throttle.remember(account.name, client_ip(request))
         return _redirect(request, "/images?done=welcome")
 
     # ------------------------------------------------------------ logging in
@@ -286,15 +297,14 @@ class Pages:
 
     async def login_submit(self, request: Any) -> bytes:
         form = await self._form(request)
-        await self.sessions.check_pre_csrf(request, form.get("csrf"))
+        await self.sessions.check_pre_csrf(request, form)
         name = (form.get("name") or "").strip().lower()
         next_path = form.get("next") or ""
         try:
-            self._throttle(request, name[:64])
+            account = await self._check_password(request, name[:64], form.get("password") or "")
         except errors.RateLimited as e:
             request.setHeader(b"Retry-After", str(e.retry_after).encode())
             return await self._login_page(request, name, next_path, problem=e.message, status=429)
-        account = await self.accounts.verify(name, form.get("password") or "")
         if account is None:
             log.info("failed login for {name!r} from {address}", name=name[:64], address=client_ip(request))
             return await self._login_page(
@@ -330,8 +340,8 @@ class Pages:
         if not self.registration_open:
             raise errors.NotFound("Registration is closed on this server. Ask its administrator for an account.")
         form = await self._form(request)
-        await self.sessions.check_pre_csrf(request, form.get("csrf"))
-        self._throttle(request)
+        await self.sessions.check_pre_csrf(request, form)
+        self.throttle.check_address(client_ip(request))
         name, password = (form.get("name") or "").strip(), form.get("password") or ""
         try:
             check_new_password(password, form.get("repeat") or "")
@@ -342,6 +352,7 @@ class Pages:
             return await self._register_page(request, name, e.message, 400)
         log.info("account {name} registered", name=account.name)
         await self.sessions.begin(request, account.name)
+        self.throttle.remember(account.name, client_ip(request))
         return _redirect(request, "/images?done=welcome")
 
     # ---------------------------------------------------------------- images
@@ -392,7 +403,7 @@ class Pages:
         visitor = await self._visitor(request)
         form = await self._form(request, max_files=MAX_FORM_FILES)
         try:
-            self.sessions.check_csrf(visitor, form.get("csrf"))
+            self.sessions.check_csrf(visitor, form)
             chosen = [f for f in form.files if f.filename or f.size]
             if not chosen:
                 raise errors.BadRequest("Choose at least one image to upload.")
@@ -555,10 +566,12 @@ class Pages:
         require_method(request, b"POST")
         visitor, form = await self._post(request)
         try:
-            self._throttle(request, visitor.account)
+            account = await self._check_password(request, visitor.account, form.get("current") or "",
+                                                 session=True)
         except errors.RateLimited as e:
+            request.setHeader(b"Retry-After", str(e.retry_after).encode())
             return await self._account_page(request, visitor, problem=e.message, status=429)
-        if await self.accounts.verify(visitor.account, form.get("current") or "") is None:
+        if account is None:
             return await self._account_page(request, visitor, problem="The current password is wrong.",
                                             status=400)
         password = form.get("password") or ""

@@ -20,7 +20,8 @@ from imgshare.web.pages import Pages
 
 
 class _NotFound(Resource):
-    """A JSON 404 for paths under /api/ that are not /api/v1/."""
+    """A JSON 404 for paths under /api/ that are not /api/v1/, and for paths
+    with an empty segment under a mounted application."""
 
     isLeaf = True
 
@@ -53,6 +54,13 @@ class _Mount(Resource):
             self.putChild(name, child)
         self._rest = rest
 
+    def getChildWithDefault(self, path: bytes, request: Any) -> Any:  # noqa: N802
+        if path in self.children and request.postpath[:1] == [b""] and len(request.postpath) > 1:
+            # "/img//kitten/x.jpg": Klein would drop the empty segment and
+            # serve /img/kitten/x.jpg; a path with an empty segment names nothing.
+            return _NotFound()
+        return super().getChildWithDefault(path, request)
+
     def getChild(self, path: bytes, request: Any) -> Any:  # noqa: N802
         # Put the segment back: the catch-all sees the whole path.
         request.postpath.insert(0, request.prepath.pop())
@@ -72,6 +80,14 @@ class Root:
     pages: Pages | None = None
 
     def resource(self) -> Any:
+        apps = [self.api.app, self.files.img, self.files.thumb]
+        if self.pages is not None:
+            apps.append(self.pages.app)
+        for app in apps:
+            # werkzeug would answer a path with "//" by a redirect to the merged
+            # path, which Klein sends without a Location: such a path names no
+            # file (SPEC section 7) and is simply not found.
+            app.url_map.merge_slashes = False
         rest = self.pages.app.resource() if self.pages is not None else _Home()
         api = _Mount({b"v1": self.api.app.resource()}, _NotFound())
         return _Mount(

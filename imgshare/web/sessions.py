@@ -6,7 +6,8 @@ its SHA-256, its account and its expiry.  Sessions last ``SESSION_SECONDS``
 after the last use (extended at most once per ``EXTEND_AFTER`` seconds);
 logout deletes the row and the expiry service removes expired ones.
 
-Every POST form carries a CSRF token:
+Every POST form carries a CSRF token, read from the body only (a token in the
+query string counts for nothing: URLs leak into logs, history and Referer):
 
 - with a session, ``HMAC(session id, "csrf")``: bound to the session and
   worthless without its cookie, and nothing to store;
@@ -29,6 +30,7 @@ import attrs
 from imgshare import db
 from imgshare.domain import errors
 from imgshare.domain.records import Session
+from imgshare.web.forms import Form
 
 SESSION_COOKIE = b"imgshare_session"
 PRE_COOKIE = b"imgshare_pre"
@@ -148,8 +150,9 @@ class Sessions:
         await self._db(db.delete_other_sessions, visitor.account, visitor.session.digest)
 
     @staticmethod
-    def check_csrf(visitor: Visitor, submitted: str | None) -> None:
-        """CsrfRejected unless ``submitted`` is the visitor's CSRF token."""
+    def check_csrf(visitor: Visitor, form: Form) -> None:
+        """CsrfRejected unless the form's body carries the visitor's CSRF token."""
+        submitted = form.get_from_body("csrf")
         if not submitted or not hmac.compare_digest(submitted.encode(), visitor.csrf.encode()):
             raise CsrfRejected("This form has expired. Reload the page and try again.")
 
@@ -171,8 +174,10 @@ class Sessions:
         secret = await self._server_secret()
         return hmac.new(secret, b"pre " + value.encode("ascii"), hashlib.sha256).hexdigest()
 
-    async def check_pre_csrf(self, request: Any, submitted: str | None) -> None:
-        """CsrfRejected unless ``submitted`` signs the browser's pre-session cookie."""
+    async def check_pre_csrf(self, request: Any, form: Form) -> None:
+        """CsrfRejected unless the form's body carries the signature of the browser's
+        pre-session cookie."""
+        submitted = form.get_from_body("csrf")
         value = _cookie(request, PRE_COOKIE)
         if value is None or not submitted:
             raise CsrfRejected(
