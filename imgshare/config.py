@@ -13,6 +13,11 @@ MiB = 1024 * 1024
 DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
 DEFAULT_DATA_DIR = "./imgshare-data"
 
+#: Connection limits (see imgshare.web.request): seconds for a whole request head, the
+#: slowest body (at least COUNT bytes in every PERIOD seconds), connections per address.
+HEAD_TIMEOUT = 10.0
+MAX_CONNECTIONS_PER_ADDRESS = 64
+
 _RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
 
 
@@ -31,6 +36,9 @@ class RateLimit:
             raise ValueError(f"rate limit must look like 600/60 or 600/1m, not {text!r}")
         factor = {"s": 1, "m": 60, "h": 3600, None: 1}[m.group(3)]
         return cls(int(m.group(1)), float(m.group(2)) * factor)
+
+
+MIN_BODY_RATE = RateLimit(16 * 1024, 30.0)
 
 
 def default_public_url(listen: str) -> str:
@@ -65,6 +73,9 @@ class Config:
     tiers: tuple[Tier, ...] = DEFAULT_TIERS
     rate_ip: RateLimit = RateLimit(600, 60.0)
     rate_token: RateLimit = RateLimit(300, 60.0)
+    head_timeout: float = HEAD_TIMEOUT  # 0: none
+    min_body_rate: RateLimit | None = MIN_BODY_RATE
+    max_connections_per_address: int = MAX_CONNECTIONS_PER_ADDRESS  # 0: no cap
 
     def __attrs_post_init__(self) -> None:
         data = os.path.abspath(self.data_dir)
@@ -80,6 +91,8 @@ class Config:
             raise ValueError("--registration must be open or closed")
         if self.max_size < 1 or self.max_pixels < 1 or self.resize_threads < 1:
             raise ValueError("--max-size, --max-pixels and --resize-threads must be positive")
+        if self.head_timeout < 0 or self.max_connections_per_address < 0:
+            raise ValueError("--head-timeout and --max-connections-per-address must not be negative")
         if self.max_size > self.tiers[-1].max_size:
             raise ValueError(
                 f"--max-size ({self.max_size} bytes) is above the largest lifetime tier "

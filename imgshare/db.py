@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from zope.interface import Attribute, Interface
 
+from imgshare.domain import naming
 from imgshare.domain.records import (
     DELETED,
     LIVE,
@@ -45,6 +46,11 @@ class DatabaseUnavailable(Exception):
 
 class AccountGone(Exception):
     """The account was removed while one of its requests was under way."""
+
+
+class LostClaim(Exception):
+    """A derived-file worker no longer holds the job it worked on: its lease ran out
+    and another worker claimed the job (or the job is gone)."""
 
 
 async def _lock_account(tx: Tx, account: str) -> None:
@@ -277,16 +283,22 @@ def _image(row: tuple) -> Image:
 
 async def reserve_image(
     tx: Tx, account: str, name: str, stem: str, mime: str, size: int, width: int,
-    height: int, sha256: str, now: float, expires: float | None,
+    height: int, sha256: str, now: float, expires: float | None, next_free: bool = False,
 ) -> Image:
     """Claim ``name`` for an upload in progress; ``Conflict`` if its stem is taken.
+
+    With ``next_free`` (a kept name) a taken stem takes the next clash suffix
+    instead, found in one query: one past the highest ``<stem>_N`` the account
+    has, ``_2`` after the plain name.  The returned record holds the name taken.
 
     Rows of deleted images stay until their objects are gone, so a name is
     never reused while an old object under the same key may still be removed.
     AccountGone if the account was removed meanwhile.
     """
     await _lock_account(tx, account)
-    if await tx.execute("SELECT 1 FROM images WHERE account = ? AND stem = ?", (account, stem)):
+    if next_free:
+        name, stem = await _next_free_name(tx, account, name, stem)
+    elif await tx.execute("SELECT 1 FROM images WHERE account = ? AND stem = ?", (account, stem)):
         raise Conflict(name)
     rows = await tx.execute(
         "INSERT INTO images (account, name, stem, mime, size, width, height, sha256, uploaded, "
@@ -294,6 +306,42 @@ async def reserve_image(
         (account, name, stem, mime, size, width, height, sha256, now, expires, UPLOADING),
     )
     return _image(rows[0])
+
+
+#: The first key of PostgreSQL advisory locks serializing reservations of one kept name.
+_NAME_LOCK = 0x696D67
+
+
+async def _next_free_name(tx: Tx, account: str, name: str, stem: str) -> tuple[str, str]:
+    """``(name, stem)`` if the stem is free, else the name with the suffix after the
+    highest taken ``<stem>_N`` (N a number without leading zeros: nothing else can
+    clash with a suffix we make).  No LIKE (``_`` would be a wildcard): the suffixes
+    are a range of the ``(account, stem)`` index in byte order, from ``<stem>_`` to
+    ``<stem>`` and a backtick (the character after ``_``), filtered to digits; the
+    highest is the longest, then the greatest.  A base that itself ends in ``_3``
+    is just a longer stem."""
+    if tx.dialect == "postgresql":
+        # Same-name reservations queue here (until commit) instead of colliding.
+        await tx.execute("SELECT pg_advisory_xact_lock(?, hashtext(?))", (_NAME_LOCK, f"{account}/{stem}"))
+        c, digits = ' COLLATE "C"', "substr(stem, ?) ~ '^[1-9][0-9]*$'"
+        digit_args: tuple = (len(stem) + 2,)
+    else:
+        c, digits = "", "substr(stem, ?) GLOB '[1-9]*' AND substr(stem, ?) NOT GLOB '*[^0-9]*'"
+        digit_args = (len(stem) + 2, len(stem) + 2)
+    rows = await tx.execute(
+        "SELECT EXISTS (SELECT 1 FROM images WHERE account = ? AND stem = ?), "
+        f"(SELECT stem FROM images WHERE account = ? AND stem{c} > ? AND stem{c} < ? AND {digits}"
+        f" ORDER BY length(stem) DESC, stem{c} DESC LIMIT 1)",
+        (account, stem, account, stem + "_", stem + "`", *digit_args),
+    )
+    taken, highest = rows[0]
+    if not taken:
+        return name, stem
+    number = int(highest[len(stem) + 1:]) + 1 if highest else 2
+    suffixed = naming.suffixed_name(name, number)
+    if not naming.is_valid_file_name(suffixed):  # past the longest name IMGSHARE issues
+        raise Conflict(name)
+    return suffixed, naming.name_stem(suffixed)
 
 
 async def commit_image(tx: Tx, image_id: int, now: float) -> Image:
@@ -318,13 +366,18 @@ async def discard_image(tx: Tx, image_id: int) -> None:
     await tx.execute("DELETE FROM images WHERE id = ? AND state = ?", (image_id, UPLOADING))
 
 
-async def abandon_upload(tx: Tx, image_id: int, now: float) -> None:
-    """A reservation whose possibly partial object could not be removed yet: the
-    expiry service removes the object and then the row."""
-    await tx.execute(
-        "UPDATE images SET state = ?, deleted = ? WHERE id = ? AND state = ?",
+async def abandon_upload(tx: Tx, image_id: int, now: float) -> str | None:
+    """A reservation whose upload failed (its object, maybe partial, may be in
+    storage): the row becomes deleted, so a purge removes the object and then the
+    row.  Returns the row's state now: ``deleted``, or ``live`` if the upload was
+    committed after all (a commit whose answer was lost); None without a row."""
+    if await tx.execute(
+        "UPDATE images SET state = ?, deleted = ? WHERE id = ? AND state = ? RETURNING id",
         (DELETED, now, image_id, UPLOADING),
-    )
+    ):
+        return DELETED
+    rows = await tx.execute("SELECT state FROM images WHERE id = ?", (image_id,))
+    return rows[0][0] if rows else None
 
 
 @single_read
@@ -422,31 +475,63 @@ def _variant(row: tuple) -> Variant:
                    sha256=row[5], created=row[6])
 
 
-async def claim_job(tx: Tx, worker: str, now: float, stuck_before: float) -> Job | None:
-    """Take the most urgent job that is due, or one whose worker has been silent
-    since ``stuck_before``; None when there is none.  With several processes on
-    PostgreSQL, ``FOR UPDATE SKIP LOCKED`` lets each job go to exactly one."""
+async def claim_job(tx: Tx, worker: str, now: float, lease_until: float) -> Job | None:
+    """Take the most urgent job that is due, or one whose lease ran out (its worker
+    died, or hung without renewing), and hold it until ``lease_until``; None when
+    there is none.  The claim counts as an attempt at once, so a job that takes
+    its process down every time still reaches the attempts cap.  With several
+    processes on PostgreSQL, ``FOR UPDATE SKIP LOCKED`` lets each job go to
+    exactly one.
+
+    A running row without a lease (claimed before migration 004, or by a process
+    of the older version during an upgrade) keeps the old rule: free 120 s after
+    its claim."""
     lock = " FOR UPDATE SKIP LOCKED" if tx.dialect == "postgresql" else ""
     rows = await tx.execute(
-        "SELECT image_id FROM jobs WHERE (state = ? AND available_at <= ?) OR (state = ? AND claimed_at < ?)"
+        "SELECT image_id FROM jobs WHERE (state = ? AND available_at <= ?)"
+        " OR (state = ? AND COALESCE(lease_until, claimed_at + 120) <= ?)"
         f" ORDER BY priority DESC, available_at, image_id LIMIT 1{lock}",
-        (PENDING, now, RUNNING, stuck_before),
+        (PENDING, now, RUNNING, now),
     )
     if not rows:
         return None
     image_id = rows[0][0]
     claimed = await tx.execute(
-        "UPDATE jobs SET state = ?, claimed_at = ?, claimed_by = ?, attempts = attempts + 1 "
-        "WHERE image_id = ? RETURNING attempts",
-        (RUNNING, now, worker, image_id),
+        "UPDATE jobs SET state = ?, claimed_at = ?, claimed_by = ?, lease_until = ?, "
+        "attempts = attempts + 1 WHERE image_id = ? RETURNING attempts, outages",
+        (RUNNING, now, worker, lease_until, image_id),
     )
     image_rows = await tx.execute(f"SELECT {_IMAGE} FROM images WHERE id = ?", (image_id,))
-    return Job(image=_image(image_rows[0]), attempts=claimed[0][0], worker=worker)
+    return Job(image=_image(image_rows[0]), attempts=claimed[0][0], worker=worker, outages=claimed[0][1])
 
 
-async def finish_job(tx: Tx, image_id: int, variants: list[Variant]) -> bool:
-    """Record an image's derived files and drop its job; False if the image went meanwhile."""
-    await tx.execute("DELETE FROM jobs WHERE image_id = ?", (image_id,))
+#: The job row while one claim still holds it.  A claim is known by its worker and
+#: its attempt number: the loops of one process share a worker id, never an attempt.
+_HELD = "image_id = ? AND state = ? AND claimed_by = ? AND attempts = ?"
+
+
+def _held(job: Job) -> tuple:
+    return (job.image.id, RUNNING, job.worker, job.attempts)
+
+
+async def renew_lease(tx: Tx, job: Job, lease_until: float) -> bool:
+    """Extend a claim's lease to ``lease_until``; False, and the row left as it is,
+    when the claim is no longer held (its lease ran out and another worker claimed
+    the job, or the job is gone)."""
+    rows = await tx.execute(
+        f"UPDATE jobs SET lease_until = ? WHERE {_HELD} RETURNING image_id", (lease_until, *_held(job))
+    )
+    return bool(rows)
+
+
+async def finish_job(tx: Tx, job: Job, variants: list[Variant]) -> bool:
+    """Record an image's derived files and drop its job; False if the image went meanwhile.
+
+    LostClaim, and nothing written, when this claim no longer holds the job: the
+    worker that holds it now records its own files."""
+    image_id = job.image.id
+    if not await tx.execute(f"DELETE FROM jobs WHERE {_HELD} RETURNING image_id", _held(job)):
+        raise LostClaim(image_id)
     if not await tx.execute("SELECT 1 FROM images WHERE id = ? AND state = ?", (image_id, LIVE)):
         return False
     await tx.execute("DELETE FROM variants WHERE image_id = ?", (image_id,))
@@ -458,13 +543,19 @@ async def finish_job(tx: Tx, image_id: int, variants: list[Variant]) -> bool:
     return True
 
 
-async def retry_job(tx: Tx, image_id: int, available_at: float) -> None:
-    """Give a job back after a transient failure; it is due again at ``available_at``."""
-    await tx.execute(
-        "UPDATE jobs SET state = ?, available_at = ?, claimed_at = NULL, claimed_by = NULL "
-        "WHERE image_id = ?",
-        (PENDING, available_at, image_id),
+async def retry_job(tx: Tx, job: Job, available_at: float, outage: bool = False) -> None:
+    """Give a job back after a failure; it is due again at ``available_at``.
+
+    ``outage``: storage or the database was unavailable, which says nothing about
+    the image, so this attempt does not count against the attempts cap.
+    LostClaim, and nothing written, when this claim no longer holds the job."""
+    rows = await tx.execute(
+        "UPDATE jobs SET state = ?, available_at = ?, claimed_at = NULL, claimed_by = NULL, "
+        f"lease_until = NULL, outages = outages + ? WHERE {_HELD} RETURNING image_id",
+        (PENDING, available_at, 1 if outage else 0, *_held(job)),
     )
+    if not rows:
+        raise LostClaim(job.image.id)
 
 
 async def prioritize_job(tx: Tx, image_id: int) -> bool:
@@ -480,11 +571,12 @@ async def prioritize_job(tx: Tx, image_id: int) -> bool:
 
 
 async def release_jobs_of(tx: Tx, workers: list[str]) -> int:
-    """Make jobs claimed by workers known to be dead due again at once."""
+    """Make jobs claimed by workers known to be dead due again at once, without
+    waiting for their leases to run out (the attempt still counts)."""
     released = 0
     for worker in workers:
         rows = await tx.execute(
-            "UPDATE jobs SET state = ?, claimed_at = NULL, claimed_by = NULL "
+            "UPDATE jobs SET state = ?, claimed_at = NULL, claimed_by = NULL, lease_until = NULL "
             "WHERE state = ? AND claimed_by = ? RETURNING image_id",
             (PENDING, RUNNING, worker),
         )

@@ -34,6 +34,7 @@ async def expire_once(library: ImageLibrary, now: float) -> tuple[int, int]:
     sessions = await library.database.run(db.delete_expired_sessions, now)
     if sessions:
         log.info("expired {count} browser session(s)", count=sessions)
+    await library.undo_failed_uploads()  # uploads whose commit failed: rows become deleted
     purged = 0
     for _ in range(MAX_BATCHES):
         batch = await library.database.run(

@@ -2,11 +2,16 @@
 QVGA and thumbnail JPEGs in the image thread pool.
 
 Jobs live in the database (written with the image row), so a restart, even
-after ``kill -9``, resumes them: jobs held by a dead process on this host are
-released at start-up, and any job silent past ``STUCK_SECONDS`` is claimed
-again by whoever is running.  The original is read from the spool copy kept
-since upload, or fetched from storage when that copy is gone (another process
-took the upload, or the spool was cleared).
+after ``kill -9``, resumes them.  A claim holds a job for ``LEASE_SECONDS``,
+and the worker renews that lease every ``RENEW_SECONDS`` while it works, so a
+live job is never claimed twice, by any process; once the holder dies (or its
+process freezes) the lease runs out and whoever is running claims the job
+again.  Jobs held by a dead process on this host are also released at
+start-up, without waiting for their leases.  Every claim counts as an attempt,
+a crash included; past ``MAX_ATTEMPTS`` (outages of storage or the database
+excepted) the image is broken instead of being tried again.  The original is
+read from the spool copy kept since upload, or fetched from storage when that
+copy is gone (another process took the upload, or the spool was cleared).
 """
 
 from __future__ import annotations
@@ -22,18 +27,25 @@ from typing import Any
 import attrs
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from imgshare import db, derive
+from imgshare import db, derive, memory
 from imgshare.domain import naming
 from imgshare.domain.records import Image, Job, Variant
 from imgshare.library import ImageLibrary
-from imgshare.storage import ObjectMissing
+from imgshare.storage import ObjectMissing, StorageUnavailable
 
 log = Logger()
 
-#: A job whose worker has been silent this long is claimed again.
-STUCK_SECONDS = 120.0
+#: How long a claim holds a job without being renewed: a worker that dies (or
+#: freezes) lets go of its job this long after its last renewal.
+LEASE_SECONDS = 30.0
+#: How often a worker renews the lease of the job it works on.
+RENEW_SECONDS = 10.0
+#: Claims a job may take (those given back in an outage excepted); the next one
+#: breaks the image instead: a file that crashes or hangs its worker every time.
+MAX_ATTEMPTS = 5
 #: Delays before retrying a job after a transient failure (then the last, forever).
 RETRY_BACKOFF = (2.0, 10.0, 30.0, 120.0, 600.0)
 #: How long an idle worker sleeps before looking for work another process queued.
@@ -66,13 +78,20 @@ def is_dead_local_worker(worker: str, host: str | None = None) -> bool:
 
 
 def derive_and_hash(src: str, out_dir: str, stem: str, max_pixels: int) -> list[tuple[derive.Derived, str]]:
-    """Derive every variant and hash each file (blocking: run it in the image pool)."""
+    """Derive every variant and hash each file (blocking: run it in the image pool).
+
+    The memory the decode took goes back to the system afterwards
+    (``imgshare.memory``), so a burst of large images leaves no lasting growth.
+    """
     results = []
-    for d in derive.derive_variants(src, out_dir, stem, max_pixels):
-        h = hashlib.sha256()
-        with open(d.path, "rb") as f:
-            h.update(f.read())
-        results.append((d, h.hexdigest()))
+    try:
+        for d in derive.derive_variants(src, out_dir, stem, max_pixels):
+            h = hashlib.sha256()
+            with open(d.path, "rb") as f:
+                h.update(f.read())
+            results.append((d, h.hexdigest()))
+    finally:
+        memory.trim()
     return results
 
 
@@ -85,6 +104,8 @@ class Derivations(Service):
     threads: int
     poll_seconds: float = POLL_SECONDS
     worker: str = attrs.Factory(worker_id)
+    #: The lease of every job being worked on, by image id.
+    leases: dict[int, Lease] = attrs.Factory(dict)
     _loops: list[Deferred[None]] = attrs.Factory(list)
     _sleepers: list[Deferred[None]] = attrs.Factory(list)
 
@@ -115,7 +136,8 @@ class Derivations(Service):
                 d.callback(None)
 
     async def release_dead_workers(self) -> int:
-        """Make jobs held by dead processes on this host due again (called at start-up)."""
+        """Make jobs held by dead processes on this host due again at once (called at
+        start-up); the jobs of any other dead holder are free when their leases end."""
         dead = [w for w in await self.library.database.run(db.running_workers) if is_dead_local_worker(w)]
         released = await self.library.database.run(db.release_jobs_of, dead) if dead else 0
         if released:
@@ -146,18 +168,39 @@ class Derivations(Service):
     async def run_one(self) -> bool:
         """Claim and run one job; False when none was due."""
         now = self.clock.seconds()
-        job = await self.library.database.run(db.claim_job, self.worker, now, now - STUCK_SECONDS)
+        job = await self.library.database.run(db.claim_job, self.worker, now, now + LEASE_SECONDS)
         if job is None:
             return False
         await self.process(job)
         return True
 
     async def process(self, job: Job) -> None:
-        """Derive one image's files, store them and record them; retry or break on failure."""
+        """Derive one image's files, store them and record them; retry or break on
+        failure.  The job's lease is renewed meanwhile; a worker that finds it lost
+        the job to another (its lease ran out) drops its work and touches nothing."""
         image = job.image
-        if not image.is_served(self.clock.seconds()):
-            await self.library.database.run(db.finish_job, image.id, [])
-            return
+        try:
+            if not image.is_served(self.clock.seconds()):
+                await self.library.database.run(db.finish_job, job, [])
+                return
+            if job.attempts - job.outages > MAX_ATTEMPTS:
+                await self._break(job, f"its derived files could not be made in {MAX_ATTEMPTS} attempts "
+                                       "(each one crashed, hung or failed)")
+                return
+            lease = self.leases[image.id] = Lease(self.library.database, self.clock, job)
+            lease.start()
+            try:
+                await self._derive(job, lease)
+            finally:
+                await lease.stop()
+                if self.leases.get(image.id) is lease:
+                    del self.leases[image.id]
+        except db.LostClaim:
+            log.warn("dropped the derived files of {account}/{name}: another worker claimed the job "
+                     "after this one's lease ran out", account=image.account, name=image.name)
+
+    async def _derive(self, job: Job, lease: Lease) -> None:
+        image = job.image
         library = self.library
         out_dir = await library.io.run(tempfile.mkdtemp, dir=library.config.spool_dir, prefix="derive-")
         try:
@@ -166,30 +209,38 @@ class Derivations(Service):
             derived = await self.image_worker.run(
                 derive_and_hash, source, out_dir, image.stem, library.config.max_pixels
             )
+            await lease.confirm()  # the derivation may have outlived the lease
             for d, _ in derived:
+                lease.check()
                 await library.storage.put(naming.storage_key(image.account, image.name, d.variant), d.path, "image/jpeg")
             now = self.clock.seconds()
             variants = [Variant(image.id, d.variant, d.size, d.width, d.height, digest, now) for d, digest in derived]
-            if await library.database.run(db.finish_job, image.id, variants):
+            if await library.database.run(db.finish_job, job, variants):
                 log.info("derived {account}/{name} in {seconds:.2f} s", account=image.account,
                          name=image.name, seconds=now - started)
             else:  # deleted while we worked: the purge takes what we stored too
                 library.purge_soon(image)
             await library.io.run(_remove, library.spool_path(image.id))
             library.derived_ready(image.id)
+        except db.LostClaim:
+            raise
         except derive.BrokenImage as e:
-            await library.database.run(db.finish_job, image.id, [])
-            await library.break_image(image, str(e))
+            await self._break(job, str(e))
         except ObjectMissing:
-            await library.database.run(db.finish_job, image.id, [])
-            await library.break_image(image, "its original is missing from storage")
+            await self._break(job, "its original is missing from storage")
         except Exception as e:
+            outage = isinstance(e, StorageUnavailable | db.DatabaseUnavailable)
             delay = RETRY_BACKOFF[min(job.attempts - 1, len(RETRY_BACKOFF) - 1)]
             log.warn("deriving {name} failed ({error!r}); retrying in {delay:.0f} s",
                      name=image.name, error=e, delay=delay)
-            await library.database.run(db.retry_job, image.id, self.clock.seconds() + delay)
+            await library.database.run(db.retry_job, job, self.clock.seconds() + delay, outage)
         finally:
             await library.io.run(shutil.rmtree, out_dir, True)
+
+    async def _break(self, job: Job, reason: str) -> None:
+        """Drop the job and delete its image, original and derived files (SPEC §6)."""
+        await self.library.database.run(db.finish_job, job, [])
+        await self.library.break_image(job.image, reason)
 
     async def _original(self, image: Image, out_dir: str) -> str:
         """The local spool copy of the original, fetched from storage if it is gone."""
@@ -199,6 +250,76 @@ class Derivations(Service):
         fetched = os.path.join(out_dir, "original")
         await self.library.storage.fetch(naming.storage_key(image.account, image.name), fetched)
         return fetched
+
+
+@attrs.define
+class Lease:
+    """Keeps one claim's lease on its job: renewed every ``RENEW_SECONDS`` on the clock
+    while the worker works.  ``lost`` once a renewal found another worker holds the job."""
+
+    database: Any
+    clock: Any
+    job: Job
+    #: When the lease ends, as last recorded.
+    until: float = 0.0
+    #: How many renewals succeeded, and how many could not reach the database.
+    renewals: int = 0
+    failures: int = 0
+    lost: bool = False
+    _stopped: bool = False
+    _loop: LoopingCall | None = None
+    _done: Deferred[Any] | None = None
+
+    def start(self) -> None:
+        self.until = self.clock.seconds() + LEASE_SECONDS
+        self._loop = LoopingCall(lambda: Deferred.fromCoroutine(self.renew()))
+        self._loop.clock = self.clock
+        self._done = self._loop.start(RENEW_SECONDS, now=False)
+
+    async def stop(self) -> None:
+        """Stop renewing; waits for a renewal under way."""
+        self._stopped = True
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        if self._done is not None:
+            await self._done
+
+    async def renew(self) -> None:
+        """Extend the lease; a failure to reach the database is logged and tried again
+        at the next period (the lease may run out meanwhile)."""
+        if self.lost or self._stopped:
+            return
+        until = self.clock.seconds() + LEASE_SECONDS
+        image = self.job.image
+        try:
+            held = await self.database.run(db.renew_lease, self.job, until)
+        except Exception as e:
+            self.failures += 1
+            log.warn("renewing the lease on the job of {account}/{name} failed ({error}); trying again",
+                     account=image.account, name=image.name, error=e)
+            return
+        if self._stopped:
+            return
+        if held:
+            self.until = until
+            self.renewals += 1
+            return
+        self.lost = True
+        log.warn("the lease on the job of {account}/{name} ran out and another worker claimed it; "
+                 "this worker drops its work when the derivation returns",
+                 account=image.account, name=image.name)
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+
+    async def confirm(self) -> None:
+        """Renew now; LostClaim if another worker holds the job."""
+        await self.renew()
+        self.check()
+
+    def check(self) -> None:
+        """LostClaim if a renewal found another worker holds the job."""
+        if self.lost:
+            raise db.LostClaim(self.job.image.id)
 
 
 def _remove(path: str) -> None:

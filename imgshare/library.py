@@ -13,12 +13,13 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from imgshare import auth, db
 from imgshare.config import Config
 from imgshare.domain import errors, lifetime, naming, sniff
-from imgshare.domain.records import Image, Token, Variant
+from imgshare.domain.records import DELETED, Image, Token, Variant
 from imgshare.storage import StorageUnavailable
 
 #: An upload still "uploading" after this long was abandoned by a crash.
@@ -35,6 +36,11 @@ SPOOL_ORIGINAL_GRACE = 60.0
 DERIVED_WAIT_SECONDS = 10.0
 #: How often a waiting request looks in the database (another process may make the file).
 DERIVED_POLL_SECONDS = 0.25
+#: Reservations of a kept name: each takes the next free suffix in one query, so
+#: another attempt is needed only when a concurrent upload took that very name.
+KEPT_NAME_ATTEMPTS = 5
+#: Random names drawn before giving up (36**8 of them: a second draw is rare already).
+RANDOM_NAME_ATTEMPTS = 10
 
 log = Logger()
 
@@ -59,6 +65,10 @@ class ImageLibrary:
     on_committed: Callable[[Image], None] = lambda image: None
     _waiting: dict[int, list[Any]] = attrs.Factory(dict)
     _background: set[Any] = attrs.Factory(set)
+    #: Uploads that failed after reserving their names, by image id, until undone.
+    _failed: dict[int, Image] = attrs.Factory(dict)
+    #: The undoing of a failed upload under way, by image id.
+    _undoing: dict[int, Any] = attrs.Factory(dict)
 
     def now(self) -> float:
         return self.clock.seconds()
@@ -89,7 +99,9 @@ class ImageLibrary:
         """Store the file at ``path`` for ``account``; return its live record.
 
         Answers only after the original is durably stored and its row committed.
-        On a storage failure nothing is recorded or left behind (503).
+        On a storage or database failure the answer is 503 at once and nothing is
+        served; what the reservation left is removed in the background (see
+        ``_forget_upload``).
         """
         info = await self.io.run(sniff.inspect_file, path, self.config.max_pixels)
         if info.size > self.config.max_size:
@@ -109,14 +121,18 @@ class ImageLibrary:
             await self.storage.put(key, path, info.type.mime)
         except Exception as e:
             log.warn("storing {key} failed: {error}", key=key, error=e)
-            await self._forget_upload(image, key)
+            self._forget_upload(image)
             raise errors.StorageUnavailable("storage is unavailable; nothing was stored") from e
         try:
             image = await self._db(db.commit_image, image.id, self.now())
         except (db.AccountGone, db.Conflict):
             # The account was removed while the file was being stored.
-            await self._forget_upload(image, key)
+            self._forget_upload(image)
             raise errors.Unauthorized("this token's account was removed") from None
+        except Exception as e:
+            log.warn("recording {key} failed: {error}", key=key, error=e)
+            self._forget_upload(image)
+            raise
         log.info("stored {account}/{name} ({size} bytes)", account=account, name=image.name, size=image.size)
         try:  # keep the upload as the derived-file worker's source
             await self.io.run(os.replace, path, self.spool_path(image.id))
@@ -129,28 +145,90 @@ class ImageLibrary:
         self, account: str, base: str | None, ext: str, info: Any, now: float, expires: float | None
     ) -> Image:
         day = datetime.datetime.fromtimestamp(now, datetime.UTC).date()
-        kept = naming.candidate_names(day, base, ext) if base is not None else None
-        for _ in range(1000):
-            # A kept name takes the next suffix; a random one is simply drawn again.
-            candidate = next(kept) if kept is not None else next(
-                naming.candidate_names(day, naming.random_base(), ext))
-            try:
-                return await self._db(
-                    db.reserve_image, account, candidate, naming.name_stem(candidate),
-                    info.type.mime, info.size, info.width, info.height, info.sha256, now, expires,
-                )
-            except db.Conflict:
-                continue
-        raise errors.ApiError("no free name for this file", 409)
+        details = (info.type.mime, info.size, info.width, info.height, info.sha256, now, expires)
+        if base is None:
+            for _ in range(RANDOM_NAME_ATTEMPTS):  # a random name is simply drawn again
+                name = next(naming.candidate_names(day, naming.random_base(), ext))
+                try:
+                    return await self._db(db.reserve_image, account, name, naming.name_stem(name), *details)
+                except db.Conflict:
+                    continue
+        else:
+            name = next(naming.candidate_names(day, base, ext))
+            stem = naming.name_stem(name)
+            if self._failed and not await self.undo_failed_uploads(account, stem):
+                # A failed upload of this very name could not give it back yet (the
+                # database is still unavailable): 503 rather than a needless _2.
+                raise errors.StorageUnavailable("the database is unavailable")
+            for _ in range(KEPT_NAME_ATTEMPTS):  # the database picks the next free suffix
+                try:
+                    return await self._db(db.reserve_image, account, name, stem, *details, True)
+                except db.Conflict:
+                    continue
+        raise errors.StorageUnavailable("no free name could be reserved for this file; try again")
 
-    async def _forget_upload(self, image: Image, key: str) -> None:
-        try:
-            await self.storage.delete(key)
-        except Exception:
-            # Never served; the expiry service removes the object, then the row.
-            await self._db(db.abandon_upload, image.id, self.now())
+    def _forget_upload(self, image: Image) -> None:
+        """An upload failed after reserving its name: nothing of it is ever served.
+
+        Its row and whatever reached storage are removed in the background, never
+        before the answer (a hung storage or a locked database would hold it up):
+        at once when both allow, else before the next upload of the same name
+        (which then gets the name, not ``_2``), else by the next expiry pass.
+        """
+        self._failed[image.id] = image
+        self._in_background(self._undo, image)
+
+    async def undo_failed_uploads(self, account: str | None = None, stem: str | None = None) -> bool:
+        """Undo the uploads that failed after reserving their names: all of them, or
+        those of ``account`` whose names a kept ``stem`` may clash with.  False if
+        one of them could not be undone yet (the database is unavailable)."""
+        undone = True
+        for image in list(self._failed.values()):
+            if account is None or (image.account == account and (
+                    image.stem == stem or image.stem.startswith(f"{stem}_"))):
+                await self._undo(image)
+                undone = undone and image.id not in self._failed
+        return undone
+
+    async def _undo(self, image: Image) -> None:
+        """Undo one failed upload, or wait for the undoing already under way."""
+        running = self._undoing.get(image.id)
+        if running is None:
+            running = self._undoing[image.id] = Deferred.fromCoroutine(self._undo_once(image))
+
+            def finished(result: Any) -> Any:
+                self._undoing.pop(image.id, None)
+                return result
+
+            running.addBoth(finished)
+        done: Deferred[None] = Deferred()
+
+        def settled(result: Any) -> Any:
+            done.callback(None)
+            return result
+
+        running.addBoth(settled)
+        await done
+
+    async def _undo_once(self, image: Image) -> None:
+        """The row becomes deleted (unless the commit went through after all), then a
+        purge removes the objects and the row; never raises."""
+        if image.id not in self._failed:
             return
-        await self._db(db.discard_image, image.id)
+        try:
+            state = await self._db(db.abandon_upload, image.id, self.now())
+        except Exception as e:
+            log.warn("undoing the failed upload of {account}/{name} waits ({error})",
+                     account=image.account, name=image.name, error=e)
+            return
+        self._failed.pop(image.id, None)
+        if state != DELETED:  # live: committed after all; None: purged already
+            return
+        try:
+            await self.purge(image)  # on failure the row stays deleted: the expiry service retries
+        except Exception as e:
+            log.warn("purging the failed upload {account}/{name} failed ({error}); retrying later",
+                     account=image.account, name=image.name, error=e)
 
     # ---------------------------------------------------------------- lookup
 
@@ -195,8 +273,6 @@ class ImageLibrary:
         return found
 
     async def _until_ready_or(self, image_id: int, seconds: float) -> None:
-        from twisted.internet.defer import Deferred
-
         d: Deferred[None] = Deferred()
         self._waiting.setdefault(image_id, []).append(d)
         call = self.clock.callLater(max(seconds, 0), lambda: d.called or d.callback(None))
@@ -250,13 +326,15 @@ class ImageLibrary:
 
     def purge_soon(self, image: Image) -> None:
         """Try to purge ``image`` right away, in the background (the expiry service retries)."""
-        self.clock.callLater(0, self._purge_later, image)
+        self._in_background(self.purge, image)
 
-    def _purge_later(self, image: Image) -> None:
-        from twisted.internet.defer import Deferred
+    def _in_background(self, work: Callable[[Image], Any], image: Image) -> None:
+        """Run ``await work(image)`` soon, tracked until it ends (see ``drain``)."""
+        self.clock.callLater(0, self._start_background, work, image)
 
-        d = Deferred.fromCoroutine(self.purge(image))
-        d.addErrback(lambda f: log.failure("purging {name}", f, name=image.name))
+    def _start_background(self, work: Callable[[Image], Any], image: Image) -> None:
+        d = Deferred.fromCoroutine(work(image))
+        d.addErrback(lambda f: log.failure("cleaning up {name}", f, name=image.name))
         self._background.add(d)
         d.addBoth(lambda _: self._background.discard(d))
 

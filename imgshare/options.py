@@ -6,6 +6,7 @@ Every option can also come from the environment as ``IMGSHARE_<OPTION>``
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -27,6 +28,11 @@ SERVER_OPTIONS = [
     ("tiers", "Lifetime tiers by size [default: 2MiB:permanent,8MiB:90d,32MiB:7d]"),
     ("rate-limit-ip", "API requests per client address, COUNT/SECONDS [default: 600/60]"),
     ("rate-limit-token", "API requests per token, COUNT/SECONDS [default: 300/60]"),
+    ("head-timeout", "Seconds a client has for a whole request head, 0 for no limit [default: 10]"),
+    ("min-body-rate", "Slowest request body, BYTES/SECONDS: at least BYTES in every such period, "
+                      "0 for no limit [default: 16384/30]"),
+    ("max-connections-per-address", "Concurrent connections per client address (an IPv6 /64), 0 for no cap; "
+                                    "raise it behind a proxy that does not send the PROXY protocol [default: 64]"),
 ]
 BACKEND_OPTIONS = ("data-dir", "db", "storage")
 
@@ -74,7 +80,28 @@ def build_config(values: Mapping[str, Any]) -> Config:
         kwargs["rate_ip"] = RateLimit.parse(values["rate_limit_ip"])
     if "rate_limit_token" in values:
         kwargs["rate_token"] = RateLimit.parse(values["rate_limit_token"])
+    if "head_timeout" in values:
+        kwargs["head_timeout"] = _float("--head-timeout", values["head_timeout"])
+    if "min_body_rate" in values:
+        rate = values["min_body_rate"].strip()
+        try:
+            kwargs["min_body_rate"] = None if rate == "0" else RateLimit.parse(rate)
+        except ValueError:
+            raise ValueError(f"--min-body-rate must look like 16384/30 (bytes/seconds) or 0, not {rate!r}") from None
+    if "max_connections_per_address" in values:
+        kwargs["max_connections_per_address"] = _int("--max-connections-per-address",
+                                                     values["max_connections_per_address"])
     return Config(**kwargs)
+
+
+def _float(name: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a number, not {text!r}")
+    return value
 
 
 def _int(name: str, text: str) -> int:

@@ -15,7 +15,7 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
-from imgshare import backends, db
+from imgshare import backends, db, memory
 from imgshare.accounts import SETUP_CODE_SETTING
 from imgshare.config import Config
 from imgshare.expiry import ExpiryService
@@ -33,6 +33,8 @@ from imgshare.web.root import Root
 log = Logger()
 
 IO_THREADS = 8
+#: The open-file soft limit is raised to the hard limit at start-up, but not beyond this.
+OPEN_FILES_CAP = 65536
 
 
 class ImgshareService(MultiService):
@@ -45,6 +47,8 @@ class ImgshareService(MultiService):
         from PIL import Image
 
         Image.MAX_IMAGE_PIXELS = max(config.max_pixels, Image.MAX_IMAGE_PIXELS or 0)
+        # Large image buffers go back to the system when freed (imgshare.memory).
+        memory.tune()
         self.config = config
         self.reactor = reactor
         self.io_pool = ThreadPoolService(reactor, "imgshare-io", IO_THREADS)
@@ -66,13 +70,18 @@ class ImgshareService(MultiService):
             Files(self.library, self.storage, viewer=self.pages.viewer),
             self.pages,
         )
-        self.site = ImgshareSite(self.root.resource(), max_body=config.max_body, reactor=reactor)
+        self.site = ImgshareSite(
+            self.root.resource(), max_body=config.max_body, reactor=reactor,
+            head_timeout=config.head_timeout, min_body_rate=config.min_body_rate,
+            max_connections_per_address=config.max_connections_per_address,
+        )
         self.expiry = ExpiryService(self.library, reactor)
         self.derivations = Derivations(self.library, self.image_pool.worker, config.resize_threads)
         self.ports: list[Any] = []
         self.ready: Deferred[None] = Deferred()
 
     def startService(self) -> None:
+        raise_open_file_limit()
         super().startService()
         d = Deferred.fromCoroutine(self._start())
         d.addCallbacks(self.ready.callback, self._failed_to_start)
@@ -124,3 +133,26 @@ class ImgshareService(MultiService):
 
 async def _stop_port(port: Any) -> None:
     await port.stopListening()
+
+
+def raise_open_file_limit() -> None:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (at most OPEN_FILES_CAP) and log it.
+
+    Every connection holds a descriptor, and a large body a temporary file too: the
+    common soft default of 1024 runs out long before the machine does.
+    """
+    try:
+        import resource
+    except ImportError:  # not a Unix
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = OPEN_FILES_CAP if hard == resource.RLIM_INFINITY else min(hard, OPEN_FILES_CAP)
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as e:
+        log.warn("Open-file limit left at {soft}: could not raise it to {target} ({error})",
+                 soft=soft, target=target, error=e)
+        return
+    log.info("Open-file limit raised from {soft} to {target}", soft=soft, target=target)

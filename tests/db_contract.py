@@ -78,14 +78,14 @@ class DatabaseContract:
         live = await self._image(name="20260214_live.jpg")
         self.assertFalse(await self.q(db.claim_purge, live.id, T, T - 3600, 600))
         image = await self._image(name="20260214_b.jpg")
-        job = await self.q(db.claim_job, "w", T, T - 60)
+        job = await self.q(db.claim_job, "w", T, T + 30)
         self.assertEqual(job.image.id, live.id)
-        job = await self.q(db.claim_job, "w", T, T - 60)
+        job = await self.q(db.claim_job, "w", T, T + 30)
         await self.q(db.mark_deleted, image.id, T)
         self.assertTrue(await self.q(db.has_job, image.id), "a running job survives the delete")
         self.assertFalse(await self.q(db.claim_purge, image.id, T, T - 3600, 600))
         self.assertNotIn(image.id, [i.id for i, _ in await self.q(db.purgeable_images, T, T - 3600, 10)])
-        await self.q(db.finish_job, image.id, [])
+        await self.q(db.finish_job, job, [])
         self.assertTrue(await self.q(db.claim_purge, image.id, T, T - 3600, 600))
         self.assertFalse(await self.q(db.claim_purge, image.id, T + 1, T - 3600, 600))
         self.assertTrue(await self.q(db.claim_purge, image.id, T + 600, T - 3600, 600))
@@ -167,6 +167,66 @@ class DatabaseContract:
         self.assertEqual((await self.q(db.commit_image, image.id, T)).state, LIVE)
         with self.assertRaises(db.Conflict):
             await self.q(db.commit_image, image.id, T)
+
+    async def _reserve_kept(self, name, account="kitten", now=T):
+        return await self.q(db.reserve_image, account, name, name.rsplit(".", 1)[0], "image/jpeg", 10, 4, 3,
+                            "ab" * 32, now, None, True)
+
+    async def test_kept_names_take_the_next_suffix(self):
+        """A kept name whose stem is taken gets one past the highest _N, found in one query,
+        after 1200 clashes as after one; lookalikes never count."""
+        await self._db()
+        await self.q(db.create_account, "kitten", "h", False, T)
+        await self.q(db.create_account, "bear", "h", False, T)
+
+        async def many(tx):
+            stems = ["20260214_a"] + [f"20260214_a_{n}" for n in range(2, 1201)]
+            stems += ["20260214_a_09999", "20260214_a_12x", "20260214_a-5000", "20260214_a_5000_2",
+                      "20260214_a%_7000", "20260214_aa_8000", "20260214_A_9000", "20260214_a.6000"]
+            for stem in stems:
+                await db.reserve_image(tx, "kitten", stem + ".png", stem, "image/png", 1, 1, 1, "0" * 64, T, None)
+            await db.reserve_image(tx, "bear", "20260214_a_9999.png", "20260214_a_9999", "image/png", 1, 1, 1,
+                                   "0" * 64, T, None)
+
+        await self.q(many)
+        first = await self._reserve_kept("20260214_a.jpg")
+        self.assertEqual((first.name, first.state), ("20260214_a_1201.jpg", UPLOADING))
+        self.assertEqual((await self._reserve_kept("20260214_a.jpg")).name, "20260214_a_1202.jpg")
+        self.assertEqual((await self._reserve_kept("20260214_a.jpg", account="bear")).name, "20260214_a.jpg")
+        self.assertEqual((await self._reserve_kept("20260214_a.jpg", account="bear")).name, "20260214_a_10000.jpg")
+
+    async def test_kept_name_suffix_rules(self):
+        """The plain name when its stem is free (whatever suffixes exist); _2 after it; a base
+        that itself ends in _3 counts its own suffixes; the highest is numeric, not textual."""
+        await self._db()
+        await self.q(db.create_account, "kitten", "h", False, T)
+        await self._image(name="20260214_b_7.jpg")
+        self.assertEqual((await self._reserve_kept("20260214_b.png")).name, "20260214_b.png")
+        self.assertEqual((await self._reserve_kept("20260214_b.jpg")).name, "20260214_b_8.jpg")
+        self.assertEqual((await self._reserve_kept("20260214_c_3.jpg")).name, "20260214_c_3.jpg")
+        self.assertEqual((await self._reserve_kept("20260214_c_3.jpg")).name, "20260214_c_3_2.jpg")
+        self.assertEqual((await self._reserve_kept("20260214_c.jpg")).name, "20260214_c.jpg")
+        self.assertEqual((await self._reserve_kept("20260214_c.jpg")).name, "20260214_c_4.jpg")
+        await self._image(name="20260214_d.jpg")
+        await self._image(name="20260214_d_9.jpg")
+        await self._image(name="20260214_d_10.jpg")
+        self.assertEqual((await self._reserve_kept("20260214_d.jpg")).name, "20260214_d_11.jpg")
+        base = "x" * 40
+        await self._image(name=f"20260214_{base}.jpg")
+        self.assertEqual((await self._reserve_kept(f"20260214_{base}.jpg")).name, f"20260214_{base}_2.jpg")
+        with self.assertRaises(db.Conflict):  # without next_free a taken stem is refused
+            await self._image(name="20260214_d.webp", live=False)
+
+    async def test_concurrent_kept_names(self):
+        """Concurrent reservations of one kept name all succeed, each with its own suffix."""
+        from twisted.internet.defer import gatherResults
+
+        await self._db()
+        await self.q(db.create_account, "kitten", "h", False, T)
+        images = await gatherResults([self.q(db.reserve_image, "kitten", "20260214_same.jpg", "20260214_same",
+                                             "image/jpeg", 1, 1, 1, "0" * 64, T, None, True) for _ in range(12)])
+        self.assertEqual(sorted(i.name for i in images),
+                         sorted(["20260214_same.jpg"] + [f"20260214_same_{n}.jpg" for n in range(2, 13)]))
 
     async def test_image_lookup(self):
         """Images are found by exact name or by stem, within their account only."""
@@ -277,48 +337,125 @@ class DatabaseContract:
         b = await self._image(name="20260214_b.jpg", now=T + 1)
         c = await self._image(name="20260214_c.jpg", now=T + 2)
         self.assertTrue(await self.q(db.prioritize_job, c.id))
-        first = await self.q(db.claim_job, "w1", T + 5, T - 60)
-        second = await self.q(db.claim_job, "w2", T + 5, T - 60)
-        third = await self.q(db.claim_job, "w1", T + 5, T - 60)
+        first = await self.q(db.claim_job, "w1", T + 5, T + 35)
+        second = await self.q(db.claim_job, "w2", T + 5, T + 35)
+        third = await self.q(db.claim_job, "w1", T + 5, T + 35)
         self.assertEqual([j.image.id for j in (first, second, third)], [c.id, a.id, b.id])
-        self.assertEqual((first.attempts, first.worker), (1, "w1"))
-        self.assertIsNone(await self.q(db.claim_job, "w3", T + 5, T - 60))
+        self.assertEqual((first.attempts, first.worker, first.outages), (1, "w1", 0))
+        self.assertIsNone(await self.q(db.claim_job, "w3", T + 5, T + 35))
 
     async def test_jobs_not_due_wait(self):
         """A job given back with a retry time is not claimed before it."""
         await self._db()
         a = await self._image()
-        job = await self.q(db.claim_job, "w1", T, T - 60)
-        await self.q(db.retry_job, job.image.id, T + 30)
-        self.assertIsNone(await self.q(db.claim_job, "w1", T + 29, T - 60))
-        again = await self.q(db.claim_job, "w1", T + 30, T - 60)
+        job = await self.q(db.claim_job, "w1", T, T + 30)
+        await self.q(db.retry_job, job, T + 30)
+        self.assertIsNone(await self.q(db.claim_job, "w1", T + 29, T + 59))
+        again = await self.q(db.claim_job, "w1", T + 30, T + 60)
         self.assertEqual((again.image.id, again.attempts), (a.id, 2))
 
-    async def test_stuck_job_reclaimed(self):
-        """A running job whose worker has been silent past the timeout is claimed again."""
+    async def test_renewed_lease_keeps_the_job(self):
+        """A job whose lease is renewed is never claimed by another worker, however long
+        its worker takes (here three minutes, renewing every 20 s for 30 s)."""
+        await self._db()
+        image = await self._image()
+        job = await self.q(db.claim_job, "w1", T, T + 30)
+        for step in range(1, 10):
+            now = T + 20 * step
+            self.assertIsNone(await self.q(db.claim_job, "w2", now, now + 30), f"claimed at +{now - T:.0f} s")
+            self.assertTrue(await self.q(db.renew_lease, job, now + 30))
+        self.assertIsNone(await self.q(db.claim_job, "w2", T + 209, T + 239))
+        self.assertTrue(await self.q(db.finish_job, job, self._variants(image.id)))
+
+    async def test_expired_lease_lets_another_claim(self):
+        """A job whose holder stopped renewing (it died) is claimed again once its lease ends."""
         await self._db()
         await self._image()
-        await self.q(db.claim_job, "dead", T, T - 60)
-        self.assertIsNone(await self.q(db.claim_job, "w2", T + 10, T - 50))
-        job = await self.q(db.claim_job, "w2", T + 200, T + 100)
+        await self.q(db.claim_job, "dead", T, T + 30)
+        self.assertIsNone(await self.q(db.claim_job, "w2", T + 29.5, T + 59.5))
+        job = await self.q(db.claim_job, "w2", T + 30, T + 60)
         self.assertEqual((job.worker, job.attempts), ("w2", 2))
+        self.assertIsNone(await self.q(db.claim_job, "w3", T + 59, T + 89), "the new claim has its own lease")
+
+    async def test_lost_claim_changes_nothing(self):
+        """A worker whose lease ran out and whose job another worker claimed can neither
+        renew, finish nor give back the job: the new holder's claim stands."""
+        await self._db()
+        image = await self._image()
+        old = await self.q(db.claim_job, "w1", T, T + 30)
+        new = await self.q(db.claim_job, "w2", T + 31, T + 61)
+        self.assertFalse(await self.q(db.renew_lease, old, T + 70))
+        with self.assertRaises(db.LostClaim):
+            await self.q(db.finish_job, old, self._variants(image.id))
+        self.assertIsNone(await self.q(db.get_variant, image.id, "xga"))
+        with self.assertRaises(db.LostClaim):
+            await self.q(db.retry_job, old, T + 32)
+        self.assertIsNone(await self.q(db.claim_job, "w3", T + 60, T + 90), "still w2's until T + 61")
+        self.assertTrue(await self.q(db.renew_lease, new, T + 90))
+        self.assertIsNone(await self.q(db.claim_job, "w3", T + 89, T + 119))
+        self.assertTrue(await self.q(db.finish_job, new, self._variants(image.id)))
+        self.assertFalse(await self.q(db.renew_lease, new, T + 120), "a finished job has no lease")
+
+    async def test_claims_of_one_worker_id_are_told_apart(self):
+        """The loops of one process share a worker id: a claim taken again under that id
+        after the lease ran out is a new claim, which the earlier one cannot touch."""
+        await self._db()
+        image = await self._image()
+        first = await self.q(db.claim_job, "w", T, T + 30)
+        second = await self.q(db.claim_job, "w", T + 30, T + 60)
+        self.assertFalse(await self.q(db.renew_lease, first, T + 70))
+        with self.assertRaises(db.LostClaim):
+            await self.q(db.finish_job, first, [])
+        self.assertTrue(await self.q(db.finish_job, second, self._variants(image.id)))
+
+    async def test_attempts_counted_at_claim(self):
+        """Every claim is an attempt, counted when it is taken, so crashes count: a lease
+        that ran out, a release at restart, a give-back after a failure.  Give-backs in
+        an outage of storage or the database are counted apart."""
+        await self._db()
+        await self._image()
+        job = await self.q(db.claim_job, "w", T, T + 30)
+        self.assertEqual((job.attempts, job.outages), (1, 0))
+        job = await self.q(db.claim_job, "w", T + 30, T + 60)  # the first holder died
+        self.assertEqual(await self.q(db.release_jobs_of, ["w"]), 1)  # a restart
+        job = await self.q(db.claim_job, "w2", T + 31, T + 61)
+        self.assertEqual((job.attempts, job.outages), (3, 0))
+        await self.q(db.retry_job, job, T + 32)
+        job = await self.q(db.claim_job, "w2", T + 32, T + 62)
+        await self.q(db.retry_job, job, T + 33, True)
+        job = await self.q(db.claim_job, "w2", T + 33, T + 63)
+        self.assertEqual((job.attempts, job.outages), (5, 1))
+
+    async def test_running_job_without_lease(self):
+        """A job running since before leases existed (migration 004) is free 120 s after
+        its claim, as it was then."""
+        await self._db()
+        await self._image()
+        await self.q(db.claim_job, "old", T, T + 30)
+
+        async def forget_lease(tx):
+            await tx.execute("UPDATE jobs SET lease_until = NULL")
+
+        await self.q(forget_lease)
+        self.assertIsNone(await self.q(db.claim_job, "w2", T + 119, T + 149))
+        self.assertIsNotNone(await self.q(db.claim_job, "w2", T + 120, T + 150))
 
     async def test_release_jobs_of_dead_workers(self):
-        """Jobs held by a worker known to be dead are due again at once."""
+        """Jobs held by a worker known to be dead are due again at once, lease or not."""
         await self._db()
         await self._image()
-        await self.q(db.claim_job, "host:123:x", T, T - 60)
+        await self.q(db.claim_job, "host:123:x", T, T + 30)
         self.assertEqual(await self.q(db.running_workers), ["host:123:x"])
         self.assertEqual(await self.q(db.release_jobs_of, ["host:123:x"]), 1)
         self.assertEqual(await self.q(db.running_workers), [])
-        self.assertIsNotNone(await self.q(db.claim_job, "w2", T, T - 60))
+        self.assertIsNotNone(await self.q(db.claim_job, "w2", T, T + 30))
 
     async def test_finish_job_records_variants(self):
         """Finishing records the four derived files and drops the job."""
         await self._db()
         image = await self._image()
-        await self.q(db.claim_job, "w", T, T - 60)
-        self.assertTrue(await self.q(db.finish_job, image.id, self._variants(image.id)))
+        job = await self.q(db.claim_job, "w", T, T + 30)
+        self.assertTrue(await self.q(db.finish_job, job, self._variants(image.id)))
         self.assertFalse(await self.q(db.has_job, image.id))
         xga = await self.q(db.get_variant, image.id, "xga")
         self.assertEqual((xga.size, xga.width, xga.height), (100, 10, 8))
@@ -328,16 +465,17 @@ class DatabaseContract:
         """A job finishing after its image was deleted records nothing."""
         await self._db()
         image = await self._image()
-        await self.q(db.claim_job, "w", T, T - 60)
+        job = await self.q(db.claim_job, "w", T, T + 30)
         await self.q(db.mark_deleted, image.id, T)
-        self.assertFalse(await self.q(db.finish_job, image.id, self._variants(image.id)))
+        self.assertFalse(await self.q(db.finish_job, job, self._variants(image.id)))
         self.assertIsNone(await self.q(db.get_variant, image.id, "xga"))
 
     async def test_remove_image_drops_everything(self):
         """Removing an image's row removes its job and variant rows too."""
         await self._db()
         image = await self._image()
-        await self.q(db.finish_job, image.id, self._variants(image.id))
+        job = await self.q(db.claim_job, "w", T, T + 30)
+        await self.q(db.finish_job, job, self._variants(image.id))
         await self.q(db.remove_image, image.id)
         self.assertIsNone(await self.q(db.get_variant, image.id, "xga"))
         self.assertFalse(await self.q(db.has_job, image.id))

@@ -178,7 +178,7 @@ class PostgresTests(unittest.TestCase):
             images.append(await first.run(db.commit_image, image.id, T))
 
         async def claim_slowly(tx, worker):
-            job = await db.claim_job(tx, worker, T + 5, T - 60)
+            job = await db.claim_job(tx, worker, T + 5, T + 35)
             await tx.execute("SELECT pg_sleep(0.02)")  # hold the row lock while others claim
             return job
 

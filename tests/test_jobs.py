@@ -17,8 +17,9 @@ from twisted.trial import unittest
 
 from imgshare import db, derive, jobs
 from imgshare.domain import sniff
+from imgshare.storage import StorageUnavailable
 from imgshare.testing import image_bytes, make_fixture, multipart
-from imgshare.threads import ThreadPoolService
+from imgshare.threads import InlineWorker, ThreadPoolService
 
 API = "http://img.example/api/v1/img_upload.php"
 
@@ -47,6 +48,11 @@ class JobTestCase(unittest.TestCase):
 
     def stored(self, record, variant):
         return self.f.storage.objects.get(f"kitten/{variant}/{record['file'].rsplit('.', 1)[0]}.jpg")
+
+    async def claim(self, worker="w"):
+        """Claim the next job as ``worker`` would, with a lease of LEASE_SECONDS."""
+        now = self.f.clock.seconds()
+        return await self.f.database.run(db.claim_job, worker, now, now + jobs.LEASE_SECONDS)
 
 
 class DerivationTests(JobTestCase):
@@ -108,7 +114,7 @@ class DerivationTests(JobTestCase):
     async def test_deleted_while_deriving(self):
         """An image deleted while its job runs leaves no derived objects behind."""
         record = await self.upload()
-        job = await self.f.database.run(db.claim_job, "w", self.f.clock.seconds(), 0)
+        job = await self.claim()
         await self.f.library.delete("kitten", record["file"])
         self.f.clock.advance(0)
         await self.f.library.drain()
@@ -132,27 +138,235 @@ class RestartTests(JobTestCase):
         """A job left running by a process that died (kill -9) is released at start-up and redone."""
         record = await self.upload()
         dead = f"{socket.gethostname()}:999999:dead"
-        await self.f.database.run(db.claim_job, dead, self.f.clock.seconds(), 0)
+        await self.claim(dead)
         self.assertFalse(await self.f.derivations.run_one(), "a running job is not claimed again early")
         self.assertEqual(await self.f.derivations.release_dead_workers(), 1)
         self.assertTrue(await self.f.derivations.run_one())
         self.assertIsNotNone(self.stored(record, "qvga"))
 
     async def test_live_and_foreign_workers_kept(self):
-        """Jobs of a live local process or another host are not released (they time out instead)."""
+        """Jobs of a live local process or another host are not released (their leases run out instead)."""
         self.assertFalse(jobs.is_dead_local_worker(f"{socket.gethostname()}:{os.getppid()}:x"))
         self.assertFalse(jobs.is_dead_local_worker("other-host:1:x"))
         self.assertFalse(jobs.is_dead_local_worker("garbage"))
         self.assertTrue(jobs.is_dead_local_worker(f"{socket.gethostname()}:{os.getpid()}:x"))
 
-    async def test_stuck_job_reclaimed_after_timeout(self):
-        """A job whose worker went silent is claimed again once STUCK_SECONDS have passed."""
+    async def test_silent_job_reclaimed_after_its_lease(self):
+        """A job whose worker (on another host) went silent is claimed again once its lease ends."""
         record = await self.upload()
-        await self.f.database.run(db.claim_job, "elsewhere:1:x", self.f.clock.seconds(), 0)
+        await self.claim("elsewhere:1:x")
+        self.f.clock.advance(jobs.LEASE_SECONDS - 1)
         self.assertFalse(await self.f.derivations.run_one())
-        self.f.clock.advance(jobs.STUCK_SECONDS + 1)
+        self.f.clock.advance(1)
         self.assertTrue(await self.f.derivations.run_one())
         self.assertIsNotNone(self.stored(record, "xga"))
+
+    async def test_job_of_reused_pid_free_after_its_lease(self):
+        """A job held by a dead process whose pid now belongs to a live one (or a zombie)
+        is not released at start-up, but is free as soon as its lease ends (issue 9, 15)."""
+        record = await self.upload()
+        await self.claim(f"{socket.gethostname()}:{os.getppid()}:gone")
+        self.assertEqual(await self.f.derivations.release_dead_workers(), 0)
+        self.f.clock.advance(jobs.LEASE_SECONDS - 1)
+        self.assertFalse(await self.f.derivations.run_one())
+        self.f.clock.advance(1)
+        self.assertTrue(await self.f.derivations.run_one())
+        self.assertIsNotNone(self.stored(record, "xga"))
+
+
+class Gate:
+    """An image worker whose calls wait until the test lets them go: a derivation
+    that takes as long as the test wants."""
+
+    def __init__(self):
+        self.waiting = []
+
+    def run(self, f, *args, **kwargs):
+        d = Deferred()
+        self.waiting.append((d, f, args, kwargs))
+        return d
+
+    def release(self, error=None):
+        d, f, args, kwargs = self.waiting.pop(0)
+        if error is None:
+            d.callback(f(*args, **kwargs))
+        else:
+            d.errback(error)
+
+
+async def until(condition, what):
+    """Let the reactor run (database threads) until ``condition()`` holds."""
+    for _ in range(1000):
+        if condition():
+            return
+        await deferLater(reactor, 0.005, lambda: None)
+    raise AssertionError(f"never happened: {what}")
+
+
+class LeaseTests(JobTestCase):
+    """A running job is leased: renewed while its worker works, free once renewals stop."""
+
+    def worker(self, name, image_worker=None):
+        return jobs.Derivations(self.f.library, image_worker or InlineWorker(), 1, worker=f"{name}:1:x")
+
+    async def job_row(self):
+        rows = await self.f.database.run(_job_rows)
+        return rows[0] if rows else None
+
+    def puts(self):
+        return [key for op, key in self.f.storage.calls if op == "put"]
+
+    async def test_renewed_lease_keeps_a_long_job(self):
+        """A derivation that takes minutes keeps its job: the worker renews the lease every
+        RENEW_SECONDS and no other worker claims the job, even past the old 120 s limit."""
+        record = await self.upload()
+        gate = Gate()
+        a, b = self.worker("a", gate), self.worker("b")
+        running = Deferred.fromCoroutine(a.run_one())
+        await until(lambda: gate.waiting, "a derives")
+        lease = a.leases[1]
+        for step in range(1, 16):
+            self.f.clock.advance(jobs.RENEW_SECONDS)
+            await until(lambda: lease.renewals == step, f"renewal {step}")  # noqa: B023
+            self.assertEqual(lease.until, self.f.clock.seconds() + jobs.LEASE_SECONDS)
+            self.assertFalse(await b.run_one(), f"claimed twice after {step * jobs.RENEW_SECONDS:.0f} s")
+        self.assertEqual((await self.job_row())[:2], ("a:1:x", 1))
+        gate.release()
+        self.assertTrue(await running)
+        self.assertIsNotNone(self.stored(record, "xga"))
+        self.assertIsNone(await self.job_row())
+        self.assertEqual(a.leases, {}, "renewals stop with the job")
+
+    async def lose_lease(self):
+        """Worker a claims the job and derives; its renewals fail (it cannot reach the
+        database) until its lease runs out and b claims the job and derives too; then a's
+        next renewal finds the job is b's.  Returns (a's run_one, a's gate, b, b's run_one, b's gate)."""
+        await self.upload()
+        gate_a, gate_b = Gate(), Gate()
+        a, b = self.worker("a", gate_a), self.worker("b", gate_b)
+        running_a = Deferred.fromCoroutine(a.run_one())
+        await until(lambda: gate_a.waiting, "a derives")
+        lease = a.leases[1]
+
+        async def unreachable(tx, job, lease_until):
+            raise db.DatabaseUnavailable("unreachable (test)")
+
+        self.patch(db, "renew_lease", unreachable)
+        for step in range(1, 4):
+            self.f.clock.advance(jobs.RENEW_SECONDS)
+            await until(lambda: lease.failures == step, f"failed renewal {step}")  # noqa: B023
+            if step < 3:
+                self.assertFalse(await b.run_one(), "a's lease still runs")
+        self.assertEqual(lease.renewals, 0)
+        running_b = Deferred.fromCoroutine(b.run_one())  # a's lease ended at +30 s
+        await until(lambda: gate_b.waiting, "b derives once a's lease ran out")
+        self.assertEqual((await self.job_row())[:2], ("b:1:x", 2))
+        self.patch(db, "renew_lease", _REAL_RENEW)
+        self.f.clock.advance(jobs.RENEW_SECONDS)
+        await until(lambda: lease.lost, "a notices it lost the job")
+        await until(lambda: b.leases[1].renewals == 1, "b renews")
+        return running_a, gate_a, b, running_b, gate_b
+
+    async def test_worker_that_lost_its_lease_drops_its_work(self):
+        """A worker whose lease ran out while another claimed the job notices at its next
+        renewal; when its derivation returns it stores and records nothing, and the new
+        holder's claim stands until it finishes."""
+        running_a, gate_a, b, running_b, gate_b = await self.lose_lease()
+        before = self.puts()
+        gate_a.release()
+        self.assertTrue(await running_a)
+        self.assertEqual(self.puts(), before, "a stored nothing")
+        self.assertEqual((await self.job_row())[:3], ("b:1:x", 2, "running"))
+        self.assertFalse(await self.worker("c").run_one(), "b still holds the job")
+        gate_b.release()
+        self.assertTrue(await running_b)
+        self.assertEqual(len(self.puts()), len(before) + 4)
+        self.assertIsNone(await self.job_row())
+
+    async def test_worker_that_lost_its_lease_does_not_give_it_back(self):
+        """A worker that lost its lease and then fails does not give the job back (which
+        would let a third worker claim what b is still working on)."""
+        running_a, gate_a, b, running_b, gate_b = await self.lose_lease()
+        gate_a.release(StorageUnavailable("down (test)"))
+        self.assertTrue(await running_a)
+        self.assertEqual((await self.job_row())[:3], ("b:1:x", 2, "running"))
+        self.assertFalse(await self.worker("c").run_one(), "b still holds the job")
+        gate_b.release()
+        self.assertTrue(await running_b)
+        self.assertIsNone(await self.job_row())
+
+    async def test_dead_worker_job_claimed_after_lease(self):
+        """A worker that dies mid-derivation stops renewing: another worker claims its job
+        once the lease ends, not before."""
+        record = await self.upload()
+        gate = Gate()
+        a, b = self.worker("a", gate), self.worker("b")
+        Deferred.fromCoroutine(a.run_one())
+        await until(lambda: gate.waiting, "a derives")
+        self.f.clock.advance(jobs.RENEW_SECONDS)
+        await until(lambda: a.leases[1].renewals == 1, "a renews")
+        await a.leases[1].stop()  # a's process dies: no more renewals
+        self.f.clock.advance(jobs.LEASE_SECONDS - 1)
+        self.assertFalse(await b.run_one())
+        self.f.clock.advance(1)
+        self.assertTrue(await b.run_one())
+        self.assertIsNotNone(self.stored(record, "thumb"))
+
+
+class AttemptCapTests(JobTestCase):
+    """A job claimed more than MAX_ATTEMPTS times breaks its image (SPEC §6)."""
+
+    async def test_job_that_crashes_its_process_breaks_the_image(self):
+        """Holders that die mid-job (a crash, then a restart or a lease running out) count
+        as attempts; past the cap the image is deleted with its files instead of derived."""
+        record = await self.upload()
+        derived = []
+        self.patch(jobs, "derive_and_hash", lambda *args: derived.append(args))
+        for attempt in range(jobs.MAX_ATTEMPTS):
+            job = await self.claim(f"{socket.gethostname()}:999999:{attempt}")  # a pid that is gone
+            self.assertEqual(job.attempts, attempt + 1)
+            if attempt % 2:
+                self.f.clock.advance(jobs.LEASE_SECONDS)
+            else:
+                self.assertEqual(await self.f.derivations.release_dead_workers(), 1)  # a restart
+        self.assertTrue(await self.f.derivations.run_one())
+        self.assertEqual(derived, [], "not tried again")
+        self.assertEqual(self.f.storage.objects, {})
+        self.assertIsNone(await self.f.database.run(db.get_image, "kitten", record["file"]))
+        self.assertFalse(await self.f.database.run(db.has_job, 1))
+        response, _ = await self.get(record["urls"]["original"])
+        self.assertEqual(response.code, 404)
+        self.assertFalse(os.path.exists(self.f.library.spool_path(1)))
+
+    async def test_job_that_fails_every_time_breaks_the_image(self):
+        """A derivation that fails every time (not an outage) is retried with backoff, then
+        the image is broken instead of retried every 10 minutes forever."""
+        record = await self.upload()
+
+        def fails(*args):
+            raise MemoryError("too big (test)")
+
+        self.patch(jobs, "derive_and_hash", fails)
+        for _ in range(jobs.MAX_ATTEMPTS):
+            self.assertTrue(await self.f.derivations.run_one())
+            self.assertIsNotNone(await self.f.database.run(db.get_image, "kitten", record["file"]))
+            self.f.clock.advance(max(jobs.RETRY_BACKOFF))
+        self.assertTrue(await self.f.derivations.run_one())
+        self.assertIsNone(await self.f.database.run(db.get_image, "kitten", record["file"]))
+        self.assertEqual(self.f.storage.objects, {})
+
+    async def test_outages_do_not_count(self):
+        """Storage down for many retries does not break an image: those attempts end in an
+        outage, which says nothing about the file (a plain cap would delete it)."""
+        record = await self.upload()
+        self.f.storage.available = False
+        for _ in range(jobs.MAX_ATTEMPTS + 2):
+            self.assertTrue(await self.f.derivations.run_one())
+            self.f.clock.advance(max(jobs.RETRY_BACKOFF))
+        self.f.storage.available = True
+        self.assertTrue(await self.f.derivations.run_one())
+        self.assertIsNotNone(self.stored(record, "xga"))
+        self.assertIn(f"kitten/{record['file']}", self.f.storage.objects)
 
 
 class PendingVariantTests(JobTestCase):
@@ -164,7 +378,7 @@ class PendingVariantTests(JobTestCase):
         for _ in range(20):
             await deferLater(reactor, 0.005, lambda: None)
         self.assertFalse(request.called)
-        job = await self.f.database.run(db.claim_job, "w", self.f.clock.seconds(), 0)
+        job = await self.claim()
         self.assertEqual(job.image.name, second["file"], "the waited-for job jumped the queue")
         await self.f.derivations.process(job)
         response, body = await request
@@ -251,7 +465,7 @@ class RaceTests(JobTestCase):
         """A derived file finished between the first look and the job check is served, not 404."""
         record = await self.upload()
         image = await self.f.library.served_by_stem("kitten", record["file"].rsplit(".", 1)[0])
-        job = await self.f.database.run(db.claim_job, "w", self.f.clock.seconds(), 0)
+        job = await self.claim()
         await self.f.derivations.process(job)  # done, job gone, before prioritize runs
         self.patch(db, "get_variant", _missing_once(db.get_variant))
         found = await self.f.library.derived_file(image, "vga")
@@ -261,7 +475,7 @@ class RaceTests(JobTestCase):
         """Deleting an image whose job is running: nothing is purged until the worker lets go,
         so a re-upload under the same name keeps its original."""
         record = await self.upload(filename="pic.jpg", keep_name="1")
-        job = await self.f.database.run(db.claim_job, "w", self.f.clock.seconds(), 0)
+        job = await self.claim()
         await self.f.library.delete("kitten", record["file"])
         self.f.clock.advance(0)
         await self.f.library.drain()
@@ -272,6 +486,13 @@ class RaceTests(JobTestCase):
         await self.f.library.drain()
         self.assertIn(f"kitten/{again['file']}", self.f.storage.objects)
         self.assertNotIn(f"kitten/{record['file']}", self.f.storage.objects)
+
+
+_REAL_RENEW = getattr(db, "renew_lease", None)
+
+
+async def _job_rows(tx):
+    return await tx.execute("SELECT claimed_by, attempts, state FROM jobs")
 
 
 def _missing_once(real):

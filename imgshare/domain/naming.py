@@ -108,10 +108,18 @@ def choose_extension(client_filename: str | None, image_type: ImageType) -> str:
 
 def candidate_names(day: datetime.date, base: str, ext: str) -> Iterator[str]:
     """Yield ``YYYYMMDD_base.ext``, then ``YYYYMMDD_base_2.ext``, ``_3``, ... forever."""
-    prefix = day.strftime("%Y%m%d")
-    yield f"{prefix}_{base}{ext}"
+    first = f"{day.strftime('%Y%m%d')}_{base}{ext}"
+    yield first
     for number in itertools.count(2):
-        yield f"{prefix}_{base}_{number}{ext}"
+        yield suffixed_name(first, number)
+
+
+def suffixed_name(name: str, number: int) -> str:
+    """``name`` with the clash suffix ``_<number>`` before its extension:
+    ``20260214_a.jpg`` and 3 give ``20260214_a_3.jpg``.  The base keeps its
+    40 characters; the suffix comes after them."""
+    stem = name_stem(name)
+    return f"{stem}_{number}{name[len(stem):]}"
 
 
 def name_stem(name: str) -> str:

@@ -1,9 +1,19 @@
 """The production Storage: an S3 bucket (AWS, or any S3-compatible store).
 
 URL: ``s3://BUCKET[/PREFIX]?endpoint_url=https://...&region=eu-west-1&addressing_style=path``
-(every parameter optional).  Credentials never come from the URL: boto3's
-standard chain finds them (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``,
-``AWS_PROFILE`` and ``~/.aws``, container or instance roles).
+``&put_timeout=30&read_timeout=30`` (every parameter optional).  Credentials never
+come from the URL: boto3's standard chain finds them (``AWS_ACCESS_KEY_ID``/
+``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE`` and ``~/.aws``, container or instance roles).
+
+Deadlines: a put that has not succeeded within ``put_timeout`` seconds (default
+30) fails with StorageUnavailable (the upload answers 503); a head or delete
+within ``read_timeout``; a read (``fetch``, ``stream``) must begin within
+``read_timeout`` (default 30 s) and may then stay silent that long between body
+bytes while we read (default 60 s); a client that stops reading is never cut.
+A boto3 call cannot be interrupted: its thread ends by itself (boto3's own
+connect and read timeouts follow these values), and until it has, the key of a
+put or delete given up on is neither written nor deleted again (a late put
+could otherwise bring an object back after its purge, or overwrite a newer one).
 
 Writes, heads, deletes and fetches are boto3 calls on one shared client, in
 this backend's own thread pool (never on the reactor, and never starving the
@@ -20,13 +30,15 @@ but body bytes: the web layer sets every header from the database row.
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import attrs
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IPullProducer, IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -51,9 +63,14 @@ PRESIGN_SECONDS = 300
 #: Upstream bytes held for a consumer that has not asked for them yet; past
 #: this the upstream connection is paused.
 HIGH_WATER = 64 * 1024
-#: Seconds to wait for S3's response headers, and for body bytes while reading.
+#: Seconds to wait for S3's response headers, and for body bytes while reading
+#: (both ``read_timeout`` when the URL gives one).
 HEADERS_TIMEOUT = 30.0
 IDLE_TIMEOUT = 60.0
+#: Seconds a put may take in all (``put_timeout``) before the upload answers 503.
+PUT_TIMEOUT = 30.0
+#: The longest connect wait of any call.
+CONNECT_TIMEOUT = 10.0
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 _MISSING_CODES = {"404", "NoSuchKey", "NotFound"}
 
@@ -67,6 +84,15 @@ class Location:
     endpoint_url: str | None = None
     region: str | None = None
     addressing_style: str = "auto"
+    #: Seconds a put may take in all.
+    put_timeout: float = PUT_TIMEOUT
+    #: Seconds S3 may stay silent during any other call (None: the defaults above).
+    read_timeout: float | None = None
+
+    @property
+    def first_byte_timeout(self) -> float:
+        """Seconds a head, delete or the start of a read may take."""
+        return self.read_timeout or HEADERS_TIMEOUT
 
     @classmethod
     def parse(cls, url: str) -> Location:
@@ -80,10 +106,11 @@ class Location:
         if not parts.hostname:
             raise ValueError("an s3 URL needs a bucket, e.g. s3://my-images?region=eu-west-1")
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-        unknown = set(query) - {"endpoint_url", "region", "addressing_style"}
+        known = ("endpoint_url", "region", "addressing_style", "put_timeout", "read_timeout")
+        unknown = set(query) - set(known)
         if unknown:
             raise ValueError(f"unknown s3 URL parameter(s): {', '.join(sorted(unknown))} "
-                             "(known: endpoint_url, region, addressing_style)")
+                             f"(known: {', '.join(known)})")
         style = query.get("addressing_style") or "auto"
         if style not in ("auto", "path", "virtual"):
             raise ValueError("addressing_style must be auto, path or virtual")
@@ -91,8 +118,23 @@ class Location:
         if prefix:
             check_key(prefix)
             prefix += "/"
+        read_timeout = _seconds(query, "read_timeout")
         return cls(bucket=parts.netloc, prefix=prefix, endpoint_url=query.get("endpoint_url") or None,
-                   region=query.get("region") or None, addressing_style=style)
+                   region=query.get("region") or None, addressing_style=style,
+                   put_timeout=_seconds(query, "put_timeout") or PUT_TIMEOUT, read_timeout=read_timeout)
+
+
+def _seconds(query: dict[str, str], name: str) -> float | None:
+    """A timeout parameter: seconds, positive and finite; None when absent."""
+    if name not in query:
+        return None
+    try:
+        value = float(query[name])
+    except ValueError:
+        value = math.nan
+    if not (0 < value < math.inf):
+        raise ValueError(f"{name} must be a number of seconds above 0, e.g. {name}=30")
+    return value
 
 
 def _is_missing(error: Exception) -> bool:
@@ -130,6 +172,8 @@ class S3Storage:
         self._http: Any = None
         #: The reads in progress (each a ``BodyRelay``).
         self.streams: set[BodyRelay] = set()
+        #: Keys with a put or delete still running in a thread (maybe given up on).
+        self.writing: set[str] = set()
 
     # ---------------------------------------------------------------- setup
 
@@ -142,10 +186,12 @@ class S3Storage:
         from treq.client import HTTPClient
 
         self.pool.start()
-        self._http = HTTPClient(Agent(self._reactor, pool=self._http_pool, connectTimeout=10))
+        connect = min(CONNECT_TIMEOUT, self.location.first_byte_timeout)
+        self._http = HTTPClient(Agent(self._reactor, pool=self._http_pool, connectTimeout=connect))
         self.client = await self.worker.run(self._make_client)
         try:
-            await self.worker.run(self.client.head_bucket, Bucket=self.location.bucket)
+            await self._call(self.location.first_byte_timeout, "looking up the bucket",
+                             self.client.head_bucket, Bucket=self.location.bucket)
         except Exception as e:
             from botocore.exceptions import ClientError, NoCredentialsError
 
@@ -159,10 +205,14 @@ class S3Storage:
         import boto3
         from botocore.config import Config
 
+        # Each attempt is bounded (a silent socket fails after ``silence``), so a
+        # thread whose answer was given up on at its deadline ends by itself.
+        silence = max(self.location.put_timeout, self.location.first_byte_timeout)
         config = Config(
             retries={"mode": "standard"}, signature_version="s3v4",
             s3={"addressing_style": self.location.addressing_style},
-            max_pool_connections=self._threads, connect_timeout=10, read_timeout=60,
+            max_pool_connections=self._threads, connect_timeout=min(CONNECT_TIMEOUT, silence),
+            read_timeout=silence,
         )
         return boto3.session.Session().client(
             "s3", endpoint_url=self.location.endpoint_url, region_name=self.location.region, config=config,
@@ -182,8 +232,50 @@ class S3Storage:
 
     # ------------------------------------------------------- boto3 (threads)
 
+    def _call(self, seconds: float, what: str, f: Any, *args: Any, on_late: Any = None,
+              key: str | None = None, **kwargs: Any) -> Deferred[Any]:
+        """Run ``f(*args, **kwargs)`` in the pool; StorageUnavailable unless it has answered
+        within ``seconds`` (waiting for a thread included: a call that had not begun by
+        then never does).  The thread of a call given up on runs to its end; a late
+        result goes to ``on_late``.  ``key`` is held in ``writing`` until the thread ends."""
+        deadline = time.monotonic() + seconds
+        answer: Deferred[Any] = Deferred()
+
+        def unless_late() -> Any:
+            if time.monotonic() >= deadline:
+                raise StorageUnavailable(f"gave up {what} before it began (every S3 thread was busy)")
+            return f(*args, **kwargs)
+
+        def ended(result: Any) -> None:
+            if key is not None:
+                self.writing.discard(key)
+            if not answer.called:
+                if isinstance(result, Failure):
+                    answer.errback(result)
+                else:
+                    answer.callback(result)
+            elif on_late is not None and not isinstance(result, Failure):
+                on_late(result)
+
+        def timed_out(result: Any, timeout: float) -> Failure:
+            log.warn("S3 did not answer {what} within {seconds:g} s", what=what, seconds=seconds)
+            return Failure(StorageUnavailable(f"S3 did not answer {what} within {seconds:g} s"))
+
+        if key is not None:
+            self.writing.add(key)
+        self.worker.run(unless_late).addBoth(ended)
+        answer.addTimeout(seconds, self._reactor, onTimeoutCancel=timed_out)
+        return answer
+
+    def _write(self, key: str, seconds: float, what: str, f: Any, *args: Any) -> Deferred[None]:
+        """A put or delete of ``key``, refused while an earlier one still runs."""
+        if key in self.writing:
+            return fail(StorageUnavailable(f"an earlier write or delete of {key} is still under way"))
+        return self._call(seconds, what, f, *args, key=key)
+
     def put(self, key: str, path: str, content_type: str) -> Deferred[None]:
-        return self.worker.run(self._put, self._key(key), path, content_type)
+        key = self._key(key)
+        return self._write(key, self.location.put_timeout, f"storing {key}", self._put, key, path, content_type)
 
     def _put(self, key: str, path: str, content_type: str) -> None:
         try:
@@ -196,15 +288,27 @@ class S3Storage:
             raise StorageUnavailable(f"cannot store {key}: {_describe(e)}") from e
 
     def fetch(self, key: str, path: str) -> Deferred[None]:
-        return self.worker.run(self._fetch, self._key(key), path)
+        return Deferred.fromCoroutine(self._fetch(self._key(key), path))
 
-    def _fetch(self, key: str, path: str) -> None:
+    async def _fetch(self, key: str, path: str) -> None:
+        """The answer must begin within the read deadline; the body may then take as long
+        as S3 keeps sending (a silent socket fails after the same deadline)."""
+        response = await self._call(self.location.first_byte_timeout, f"reading {key}", self._get, key,
+                                    on_late=self._close_body)
+        await self.worker.run(self._save, key, response, path)
+
+    def _close_body(self, response: Any) -> None:
+        self.worker.run(response["Body"].close).addErrback(lambda _: None)
+
+    def _get(self, key: str) -> Any:
         try:
-            response = self.client.get_object(Bucket=self.location.bucket, Key=key, ChecksumMode="ENABLED")
+            return self.client.get_object(Bucket=self.location.bucket, Key=key, ChecksumMode="ENABLED")
         except Exception as e:
             if _is_missing(e):
                 raise ObjectMissing(key) from e
             raise StorageUnavailable(f"cannot read {key}: {_describe(e)}") from e
+
+    def _save(self, key: str, response: Any, path: str) -> None:
         try:
             with open(path, "wb") as out:
                 for chunk in response["Body"].iter_chunks(1024 * 1024):
@@ -217,7 +321,8 @@ class S3Storage:
             raise StorageUnavailable(f"cannot read {key}: {_describe(e)}") from e
 
     def head(self, key: str) -> Deferred[int | None]:
-        return self.worker.run(self._head, self._key(key))
+        key = self._key(key)
+        return self._call(self.location.first_byte_timeout, f"looking up {key}", self._head, key)
 
     def _head(self, key: str) -> int | None:
         try:
@@ -228,7 +333,8 @@ class S3Storage:
             raise StorageUnavailable(f"cannot look up {key}: {_describe(e)}") from e
 
     def delete(self, key: str) -> Deferred[None]:
-        return self.worker.run(self._delete, self._key(key))
+        key = self._key(key)
+        return self._write(key, self.location.first_byte_timeout, f"deleting {key}", self._delete, key)
 
     def _delete(self, key: str) -> None:
         try:  # S3 answers 204 for a key that is not there: deleting is idempotent
@@ -257,8 +363,11 @@ class S3Storage:
     async def _stream(self, key: str, consumer: Any, offset: int, length: int) -> None:
         if length <= 0:
             return
+        # Signing (maybe refreshing credentials) and S3's answer share one deadline.
+        deadline = time.monotonic() + self.location.first_byte_timeout
         try:
-            url = await self.worker.run(self.presign, key)
+            url = await self._call(self.location.first_byte_timeout, f"signing a read of {key}",
+                                   self.presign, key)
         except Exception as e:
             raise StorageUnavailable(f"cannot sign a read of {key}: {_describe(e)}") from e
         from hyperlink import EncodedURL
@@ -267,7 +376,7 @@ class S3Storage:
         try:
             response = await self._http.get(
                 EncodedURL.from_text(url), headers={b"Range": [range_header]}, unbuffered=True,
-                allow_redirects=False, timeout=HEADERS_TIMEOUT,
+                allow_redirects=False, timeout=max(deadline - time.monotonic(), 0.001),
             )
         except Exception as e:
             # Twisted's messages may name the endpoint; the type is enough here.
@@ -279,7 +388,8 @@ class S3Storage:
             await discard.done
             raise skip
         total = response.length if isinstance(response.length, int) else None
-        relay = BodyRelay(consumer, length, skip, self._reactor, total, push=IRequest.providedBy(consumer))
+        relay = BodyRelay(consumer, length, skip, self._reactor, total, push=IRequest.providedBy(consumer),
+                          idle_timeout=self.location.read_timeout)
         self.streams.add(relay)
         try:
             response.deliverBody(relay)
@@ -363,13 +473,16 @@ class BodyRelay(Protocol):
     ended (its connection then serves the next read); it fails with
     ``ConnectionError`` when the consumer stopped, and with
     ``StorageUnavailable`` when the upstream failed, ended early or stalled for
-    ``IDLE_TIMEOUT`` (the web layer then aborts the client connection: never a
-    short 200).
+    ``idle_timeout`` (default ``IDLE_TIMEOUT``) while we were reading (the web
+    layer then aborts the client connection: never a short 200).  While the
+    consumer holds us paused, no timeout runs: a slow client is never cut.
     """
 
     def __init__(self, consumer: Any, length: int, skip: int, reactor: Any,
-                 upstream_length: int | None = None, push: bool = False):
+                 upstream_length: int | None = None, push: bool = False,
+                 idle_timeout: float | None = None):
         self.consumer = consumer
+        self.idle_timeout = idle_timeout
         self.remaining = length
         self.skip = skip
         #: Body bytes upstream has still to send (None: unknown).
@@ -519,11 +632,14 @@ class BodyRelay(Protocol):
         if not self._upstream_ended:
             self._arm_idle()
 
+    def _idle_seconds(self) -> float:
+        return self.idle_timeout or IDLE_TIMEOUT
+
     def _arm_idle(self) -> None:
         if self._idle is not None and self._idle.active():
-            self._idle.reset(IDLE_TIMEOUT)
+            self._idle.reset(self._idle_seconds())
         elif not self.done.called:
-            self._idle = self.reactor.callLater(IDLE_TIMEOUT, self._stalled)
+            self._idle = self.reactor.callLater(self._idle_seconds(), self._stalled)
 
     def _cancel_idle(self) -> None:
         if self._idle is not None and self._idle.active():
@@ -532,7 +648,7 @@ class BodyRelay(Protocol):
 
     def _stalled(self) -> None:
         self._idle = None
-        self._finish(StorageUnavailable(f"S3 sent nothing for {IDLE_TIMEOUT:.0f} s"))
+        self._finish(StorageUnavailable(f"S3 sent nothing for {self._idle_seconds():g} s"))
 
     def _finish(self, error: Exception | None) -> None:
         if self.done.called:

@@ -1,24 +1,70 @@
 """The embedded Database: SQLite through ``twisted.enterprise.adbapi``.
 
-One connection in one adbapi thread: SQLite serializes writers anyway, and a
-single connection keeps ``BEGIN IMMEDIATE`` transactions from ever waiting on
-each other inside the process.  WAL mode lets the admin command read and write
-while the server runs.
+Writes go through one connection in one adbapi thread: SQLite serializes
+writers anyway, and a single connection keeps ``BEGIN IMMEDIATE`` transactions
+from ever waiting on each other inside the process.  Reads (operations marked
+``@readonly`` or ``@single_read``) go through another connection (or several),
+in a thread of its own: in WAL mode a reader never waits for a writer, so a
+write waiting for another process's lock (``busy_timeout``) never holds up
+``/img/``.
+WAL mode also lets the admin command read and write while the server runs.
+
+Every failure of the database itself (locked past ``busy_timeout``, full disk,
+I/O error, unreadable or read-only file) is ``db.DatabaseUnavailable`` (503);
+only mistakes in the SQL stay what they are (500).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from twisted.enterprise import adbapi
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.plugin import IPlugin
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from imgshare import db
+
+#: Seconds a write waits for another connection's write lock before it fails (503).
+BUSY_TIMEOUT = 10.0
+#: Connections (and threads) for reads; writes have their own single connection.
+#: One is enough (a read is tens of microseconds) and the cheapest: with several,
+#: Twisted's thread pool hands sequential reads to alternating threads, which
+#: costs about 15 us of CPU per read.
+READ_CONNECTIONS = 1
+
+#: Primary SQLite result codes meaning "the database cannot be used right now"
+#: (as opposed to SQLITE_ERROR, a mistake in the SQL, or SQLITE_MISUSE, a bug).
+_UNAVAILABLE_CODES = frozenset({
+    sqlite3.SQLITE_PERM, sqlite3.SQLITE_ABORT, sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED,
+    sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_INTERRUPT, sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_FULL, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PROTOCOL,
+    sqlite3.SQLITE_NOLFS, sqlite3.SQLITE_AUTH, sqlite3.SQLITE_NOTADB,
+})
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """True when ``error`` says the database cannot be used (locked, full, I/O error,
+    unreadable, read-only), not that an operation is wrong."""
+    if not isinstance(error, sqlite3.DatabaseError) or isinstance(
+        error, sqlite3.IntegrityError | sqlite3.ProgrammingError | sqlite3.DataError | sqlite3.NotSupportedError
+    ):
+        return False
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is None:  # raised by the module, not by SQLite: trust the class
+        return True
+    return (code & 0xFF) in _UNAVAILABLE_CODES
+
+
+def _translate(failure: Failure) -> Failure:
+    if is_unavailable(failure.value):
+        raise db.DatabaseUnavailable(str(failure.value)) from failure.value
+    return failure
 
 
 def drive(coro: Any) -> Any:
@@ -42,20 +88,21 @@ class _SqliteTx:
             self._cursor.execute(sql, tuple(params))
         except sqlite3.IntegrityError as e:
             raise db.Conflict(str(e)) from e
-        except sqlite3.OperationalError as e:
-            if "locked" in str(e) or "unable to open" in str(e) or "disk" in str(e):
+        except sqlite3.DatabaseError as e:
+            if is_unavailable(e):
                 raise db.DatabaseUnavailable(str(e)) from e
             raise
         return self._cursor.fetchall()
 
 
-def _prepare(connection: sqlite3.Connection) -> None:
+def _prepare(connection: sqlite3.Connection, busy_timeout: float, reader: bool) -> None:
     connection.isolation_level = None  # transactions are begun explicitly
-    for pragma in (
-        "PRAGMA journal_mode = WAL",
-        "PRAGMA synchronous = FULL",
-        "PRAGMA busy_timeout = 10000",
-    ):
+    pragmas = [f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}"]
+    if reader:
+        pragmas.append("PRAGMA query_only = ON")  # a read connection never writes
+    else:
+        pragmas += ["PRAGMA journal_mode = WAL", "PRAGMA synchronous = FULL"]
+    for pragma in pragmas:
         connection.execute(pragma)
 
 
@@ -74,49 +121,69 @@ def path_from_url(url: str) -> str:
 
 @implementer(db.IDatabase)
 class SqliteDatabase:
-    """An IDatabase on one SQLite file."""
+    """An IDatabase on one SQLite file.
+
+    ``busy_timeout``: seconds a write waits for a lock held by another process
+    (the admin command, a second server) before it fails with DatabaseUnavailable.
+    ``readers``: connections for reads (0: everything on the write connection,
+    as an in-memory database must, since each connection would see its own).
+    """
 
     dialect = "sqlite"
 
-    def __init__(self, url: str, reactor: Any):
+    def __init__(self, url: str, reactor: Any, busy_timeout: float = BUSY_TIMEOUT,
+                 readers: int = READ_CONNECTIONS):
         self.url = url
         self.path = path_from_url(url)
+        self.busy_timeout = busy_timeout
+        self.readers = 0 if self.path == ":memory:" else readers
         self._reactor = reactor
         self._pool: adbapi.ConnectionPool | None = None
+        self._read_pool: adbapi.ConnectionPool | None = None
+
+    def _make_pool(self, connections: int, reader: bool) -> adbapi.ConnectionPool:
+        return adbapi.ConnectionPool(
+            "sqlite3", self.path, check_same_thread=False, cp_min=1, cp_max=connections,
+            cp_openfun=functools.partial(_prepare, busy_timeout=self.busy_timeout, reader=reader),
+            cp_reactor=self._reactor,
+        )
 
     async def start(self) -> None:
         if self.path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        self._pool = adbapi.ConnectionPool(
-            "sqlite3", self.path, check_same_thread=False, cp_min=1, cp_max=1,
-            cp_openfun=_prepare, cp_reactor=self._reactor,
-        )
+        self._pool = self._make_pool(1, reader=False)
         self._pool.start()
         await self.run(db.migrate, db.schema_files(self.dialect))
+        if self.readers:  # after the migration: the file exists, in WAL mode
+            self._read_pool = self._make_pool(self.readers, reader=True)
+            self._read_pool.start()
 
     def stop(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+        for pool in (self._read_pool, self._pool):
+            if pool is not None:
+                pool.close()
+        self._pool = self._read_pool = None
 
     def run(self, operation: Any, *args: Any) -> Deferred[Any]:
-        """Run ``operation(tx, *args)`` in one transaction: ``BEGIN IMMEDIATE`` (take the
-        write lock at once, so two writers never deadlock), or ``BEGIN`` for an
-        operation that only reads, except a single-statement read, which is atomic
-        on its own and runs without the extra round trips (the hot path of /img/)."""
+        """Run ``operation(tx, *args)`` in one transaction: ``BEGIN IMMEDIATE`` on the
+        write connection (take the write lock at once, so two writers never
+        deadlock), or ``BEGIN`` on a read connection for an operation that only
+        reads, except a single-statement read, which is atomic on its own and
+        runs without the extra round trips (the hot path of /img/)."""
         if self._pool is None:
-            raise db.DatabaseUnavailable("the database is not open")
+            return fail(db.DatabaseUnavailable("the database is not open"))
         readonly = getattr(operation, "readonly", False)
         begin = "BEGIN" if readonly else "BEGIN IMMEDIATE"
         if getattr(operation, "single_statement", False):
             begin = None
+        pool = self._read_pool if readonly and self._read_pool is not None else self._pool
 
         def interaction(cursor: Any) -> Any:
             if begin:
                 cursor.execute(begin)
             return drive(operation(_SqliteTx(cursor), *args))
 
-        return self._pool.runInteraction(interaction)
+        return pool.runInteraction(interaction).addErrback(_translate)
 
 
 @implementer(IPlugin, db.IDatabaseFactory)

@@ -1,0 +1,56 @@
+"""Give memory back to the system after large image work (glibc only).
+
+Deriving a 100-megapixel image takes hundreds of megabytes for a second.
+Pillow frees them, but glibc's allocator keeps freed blocks for reuse: its
+mmap threshold grows each time a large block is freed (so later large blocks
+come from the heap, which rarely shrinks), and every thread gets an arena of
+its own.  Without help, a burst of large derivations leaves the process tens
+of megabytes above its baseline for good.
+
+:func:`tune` fixes the mmap threshold, so every block of a megabyte or more
+is its own mapping and goes back to the system when freed, and caps the
+arenas; :func:`trim` returns the free parts of the heaps once a derivation is
+done.  Both do nothing where the C library is not glibc.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+from typing import Any
+
+#: mallopt parameters (malloc.h).
+_M_ARENA_MAX = -8
+_M_MMAP_THRESHOLD = -3
+#: Blocks at least this large are mapped on their own and unmapped when freed.
+MMAP_THRESHOLD = 1024 * 1024
+#: Arenas per process (glibc's default is 8 per core).
+ARENA_MAX = 4
+
+
+def _libc() -> Any | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+    if not hasattr(libc, "mallopt") or not hasattr(libc, "malloc_trim"):
+        return None
+    return libc
+
+
+_LIBC = _libc()
+
+
+def tune() -> bool:
+    """Set the allocator up for large, short-lived image buffers; False if not glibc."""
+    if _LIBC is None:
+        return False
+    ok = _LIBC.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    ok &= _LIBC.mallopt(_M_ARENA_MAX, ARENA_MAX)
+    return bool(ok)
+
+
+def trim() -> None:
+    """Return the free memory at the top and inside of every heap to the system."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)

@@ -1,0 +1,4 @@
+-- Kept-name clash suffixes: db.reserve_image finds the highest <stem>_N of an
+-- account with a range scan over stems in byte order.  SQLite compares text
+-- bytewise (BINARY), so the UNIQUE (account, stem) index already serves it:
+-- nothing to create; the number keeps both dialects' versions in step.
