@@ -270,7 +270,9 @@ class BrowserTests(unittest.TestCase):
         site.shoot("images-after-delete")
 
         site.open("/account")
-        self.assertIn("Create an account", driver.page_source, "the first account is an admin")
+        # The page may still be settling from the delete's redirect: wait for it.
+        site.wait_path("/account")
+        site.wait(lambda: "Create an account" in driver.page_source, "the first account is an admin")
         site.shoot("account")
         site.find(".logout button").click()
         site.wait_path("/login?done=logout")

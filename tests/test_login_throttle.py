@@ -49,6 +49,9 @@ class BrowserAt(Browser):
 
 class ThrottleTestCase(unittest.TestCase):
     async def setUp(self):
+        # Hundreds of password checks: a cheap scrypt keeps the file fast (the
+        # parameters travel in each stored hash, so checking follows them).
+        self.patch(auth, "_SCRYPT_N", 2**8)
         self.f = await make_fixture(self)
         await self.f.account("kitten")
         await self.f.account("bear")
