@@ -61,7 +61,7 @@ class Accounts:
         try:
             return await self.database.run(operation, *args)
         except db.DatabaseUnavailable as e:
-            raise errors.StorageUnavailable("the database is unavailable") from e
+            raise errors.Unavailable("the database is unavailable") from e
 
     # -------------------------------------------------------------- passwords
 

@@ -122,7 +122,7 @@ class ImageLibrary:
         except Exception as e:
             log.warn("storing {key} failed: {error}", key=key, error=e)
             self._forget_upload(image)
-            raise errors.StorageUnavailable("storage is unavailable; nothing was stored") from e
+            raise errors.Unavailable("storage is unavailable; nothing was stored") from e
         try:
             image = await self._db(db.commit_image, image.id, self.now())
         except (db.AccountGone, db.Conflict):
@@ -159,13 +159,13 @@ class ImageLibrary:
             if self._failed and not await self.undo_failed_uploads(account, stem):
                 # A failed upload of this very name could not give it back yet (the
                 # database is still unavailable): 503 rather than a needless _2.
-                raise errors.StorageUnavailable("the database is unavailable")
+                raise errors.Unavailable("the database is unavailable")
             for _ in range(KEPT_NAME_ATTEMPTS):  # the database picks the next free suffix
                 try:
                     return await self._db(db.reserve_image, account, name, stem, *details, True)
                 except db.Conflict:
                     continue
-        raise errors.StorageUnavailable("no free name could be reserved for this file; try again")
+        raise errors.Unavailable("no free name could be reserved for this file; try again")
 
     def _forget_upload(self, image: Image) -> None:
         """An upload failed after reserving its name: nothing of it is ever served.
@@ -389,7 +389,7 @@ class ImageLibrary:
         try:
             return await self.database.run(operation, *args)
         except db.DatabaseUnavailable as e:
-            raise errors.StorageUnavailable("the database is unavailable") from e
+            raise errors.Unavailable("the database is unavailable") from e
 
 
 class DerivedPending(errors.ApiError):

@@ -77,7 +77,10 @@ class GatherFailed(ApiError):
     status = 502
 
 
-class StorageUnavailable(ApiError):
-    """Storage or database cannot be reached (503)."""
+class Unavailable(ApiError):
+    """Storage or database cannot be reached, or no name could be reserved (503).
+
+    Not to be confused with ``imgshare.storage.StorageUnavailable``, the storage
+    backends' own error, which the library translates into this one."""
 
     status = 503

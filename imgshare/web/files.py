@@ -213,7 +213,7 @@ class Files:
         except Exception as e:
             log.warn("streaming {key} failed: {error}", key=rep.key, error=e)
             if not request.startedWriting:
-                raise errors.StorageUnavailable("storage is unavailable") from e
+                raise errors.Unavailable("storage is unavailable") from e
             _abort(request)  # never let a short body pass for a whole one
         return None
 

@@ -665,7 +665,7 @@ class Pages:
         try:
             return await self.library.database.run(operation, *args)
         except db.DatabaseUnavailable as e:
-            raise errors.StorageUnavailable("the database is unavailable") from e
+            raise errors.Unavailable("the database is unavailable") from e
 
 
 def _sentence(message: str) -> str:

@@ -96,7 +96,7 @@ class Sessions:
         try:
             return await self.database.run(operation, *args)
         except db.DatabaseUnavailable as e:
-            raise errors.StorageUnavailable("the database is unavailable") from e
+            raise errors.Unavailable("the database is unavailable") from e
 
     # --------------------------------------------------------------- sessions
 
