@@ -50,7 +50,7 @@ class Accounts:
     """Account and token operations over an injected database, io worker and clock."""
 
     database: Any  # IDatabase
-    io: Any  # Worker for scrypt
+    io: Any  # Runner for scrypt
     clock: Any  # IReactorTime
     _dummy_hash: str | None = None
 

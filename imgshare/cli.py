@@ -11,7 +11,7 @@ from typing import Any
 from imgshare import auth, backends, db
 from imgshare.domain import errors, lifetime, naming
 from imgshare.options import BACKEND_OPTIONS, SERVER_OPTIONS, build_config, env_name, resolve
-from imgshare.threads import InlineWorker
+from imgshare.threads import InlineRunner
 
 MIN_PASSWORD = 8
 
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
 
     async def body(reactor: Any) -> None:
-        database = backends.open_database(config.db, reactor, InlineWorker())
+        database = backends.open_database(config.db, reactor, InlineRunner())
         await database.start()
         try:
             await run_command(args, database, reactor, sys.stdout, sys.stdin)

@@ -59,7 +59,7 @@ class ImageLibrary:
     config: Config
     database: Any  # IDatabase
     storage: Any  # IStorage
-    io: Any  # Worker for blocking file work
+    io: Any  # Runner for blocking file work
     clock: Any  # IReactorTime
     #: Called with each newly committed image (the derived-file worker wakes up).
     on_committed: Callable[[Image], None] = lambda image: None

@@ -55,7 +55,7 @@ class ImgshareService(MultiService):
         self.io_pool.setServiceParent(self)
         self.image_pool = ThreadPoolService(reactor, "imgshare-image", config.resize_threads)
         self.image_pool.setServiceParent(self)
-        io = self.io_pool.worker
+        io = self.io_pool.runner
         self.database = backends.open_database(config.db, reactor, io)
         self.storage = backends.open_storage(config.storage, reactor, io)
         self.library = ImageLibrary(config, self.database, self.storage, io, reactor)
@@ -76,7 +76,7 @@ class ImgshareService(MultiService):
             max_connections_per_address=config.max_connections_per_address,
         )
         self.expiry = ExpiryService(self.library, reactor)
-        self.derivations = Derivations(self.library, self.image_pool.worker, config.resize_threads)
+        self.derivations = Derivations(self.library, self.image_pool.runner, config.resize_threads)
         self.ports: list[Any] = []
         self.ready: Deferred[None] = Deferred()
 

@@ -21,7 +21,7 @@ from imgshare.plugins.sqlite import SqliteDatabase
 from imgshare.producers import RangeSender
 from imgshare.ratelimit import RateLimiter
 from imgshare.storage import IStorage, ObjectMissing, StorageUnavailable
-from imgshare.threads import InlineWorker
+from imgshare.threads import InlineRunner
 from imgshare.web.api import Api
 from imgshare.web.files import Files
 from imgshare.web.pages import Pages
@@ -137,19 +137,19 @@ class Fixture:
         self.storage = storage
         self.clock = clock
         self.config = config
-        self.library = ImageLibrary(config, database, storage, InlineWorker(), clock)
+        self.library = ImageLibrary(config, database, storage, InlineRunner(), clock)
         self.api = Api(
-            self.library, InlineWorker(),
+            self.library, InlineRunner(),
             RateLimiter(config.rate_ip, clock, "client address"),
             RateLimiter(config.rate_token, clock, "token"),
             gatherer,
         )
-        self.pages = Pages(self.library, InlineWorker())
+        self.pages = Pages(self.library, InlineRunner())
         self.root = Root(self.api, Files(self.library, storage, viewer=self.pages.viewer), self.pages)
         from imgshare.jobs import Derivations
 
         #: Not started: tests run jobs one at a time with ``run_one``.
-        self.derivations = Derivations(self.library, InlineWorker(), 1)
+        self.derivations = Derivations(self.library, InlineRunner(), 1)
 
     async def account(self, name: str = "kitten", password: str = "correct horse") -> str:
         """Create an account; return its name."""

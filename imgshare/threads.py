@@ -1,7 +1,7 @@
 """Where blocking work runs: thread pools owned by services, or inline in tests.
 
 Every blocking call (file I/O on large bodies, hashing, multipart parsing,
-image work, boto3) goes through a ``Worker`` so the reactor thread never does it.
+image work, boto3) goes through a ``Runner`` so the reactor thread never does it.
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ from twisted.python.threadpool import ThreadPool
 T = TypeVar("T")
 
 
-class Worker(Protocol):
+class Runner(Protocol):
     """Runs a blocking callable somewhere other than the reactor thread."""
 
     def run(self, f: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]: ...
 
 
 @attrs.define
-class PoolWorker:
+class PoolRunner:
     """Runs callables in a Twisted ``ThreadPool`` via ``deferToThreadPool``."""
 
     reactor: Any
@@ -36,7 +36,11 @@ class PoolWorker:
         return deferToThreadPool(self.reactor, self.pool, f, *args, **kwargs)
 
 
-class InlineWorker:
+#: The old name, still imported by plugins/s3.py (owned elsewhere): remove with that import.
+PoolWorker = PoolRunner
+
+
+class InlineRunner:
     """Runs callables at once in the calling thread (tests only)."""
 
     def run(self, f: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
@@ -51,7 +55,7 @@ class ThreadPoolService(Service):
 
     def __init__(self, reactor: Any, name: str, threads: int):
         self.pool = ThreadPool(minthreads=0, maxthreads=max(1, threads), name=name)
-        self.worker = PoolWorker(reactor, self.pool)
+        self.runner = PoolRunner(reactor, self.pool)
         self.setName(name)
 
     def startService(self) -> None:

@@ -11,7 +11,7 @@ from imgshare import backends
 from imgshare.plugins.localfiles import LocalStorage, check_key
 from imgshare.plugins.sqlite import SqliteDatabase, path_from_url
 from imgshare.testing import MemoryStorage, open_sqlite
-from imgshare.threads import InlineWorker
+from imgshare.threads import InlineRunner
 from tests.db_contract import DatabaseContract
 from tests.storage_contract import StorageContract
 
@@ -53,7 +53,7 @@ class SqliteTests(unittest.TestCase):
 
 class LocalStorageContractTests(StorageContract, unittest.TestCase):
     async def make_storage(self):
-        storage = LocalStorage("file:///x", self.mktemp(), InlineWorker())
+        storage = LocalStorage("file:///x", self.mktemp(), InlineRunner())
         await storage.start()
         return storage
 
@@ -73,7 +73,7 @@ class LocalStorageTests(unittest.TestCase):
     async def test_no_partial_file_visible(self):
         """A write that fails midway leaves neither a partial object nor a temp file."""
         root = self.mktemp()
-        storage = LocalStorage("file:///x", root, InlineWorker())
+        storage = LocalStorage("file:///x", root, InlineRunner())
         await storage.start()
         from imgshare.storage import StorageUnavailable
 

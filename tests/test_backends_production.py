@@ -80,7 +80,7 @@ class PostgresUnitTests(unittest.TestCase):
         """A server given by name is looked up once in the worker and reached by address;
         addresses, socket folders, several hosts and explicit hostaddr are left alone."""
         from imgshare.plugins.postgres import PostgresDatabase, needs_lookup
-        from imgshare.threads import InlineWorker
+        from imgshare.threads import InlineRunner
 
         self.assertEqual(needs_lookup("postgresql://u@db.example:6543/x"), ("db.example", 6543))
         self.assertEqual(needs_lookup("postgresql://u@localhost/x"), ("localhost", 5432))
@@ -94,7 +94,7 @@ class PostgresUnitTests(unittest.TestCase):
             return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.7", port))]
 
         self.patch(socket, "getaddrinfo", getaddrinfo)
-        database = PostgresDatabase("postgresql://u@db.example/x", None, InlineWorker())
+        database = PostgresDatabase("postgresql://u@db.example/x", None, InlineRunner())
         from imgshare.plugins.sqlite import drive
 
         drive(database._pin_address())  # never waits: the worker is inline

@@ -19,7 +19,7 @@ from imgshare import db, derive, jobs
 from imgshare.domain import sniff
 from imgshare.storage import StorageUnavailable
 from imgshare.testing import image_bytes, make_fixture, multipart
-from imgshare.threads import InlineWorker, ThreadPoolService
+from imgshare.threads import InlineRunner, ThreadPoolService
 
 API = "http://img.example/api/v1/img_upload.php"
 
@@ -207,7 +207,7 @@ class LeaseTests(JobTestCase):
     """A running job is leased: renewed while its worker works, free once renewals stop."""
 
     def worker(self, name, image_worker=None):
-        return jobs.Derivations(self.f.library, image_worker or InlineWorker(), 1, worker=f"{name}:1:x")
+        return jobs.Derivations(self.f.library, image_worker or InlineRunner(), 1, worker=f"{name}:1:x")
 
     async def job_row(self):
         rows = await self.f.database.run(_job_rows)
@@ -429,11 +429,11 @@ class ThreadTests(unittest.TestCase):
         for pool in (image_pool, io_pool):
             pool.startService()
             self.addCleanup(pool.stopService)
-        f.library.io = io_pool.worker
-        f.api.io = io_pool.worker
+        f.library.io = io_pool.runner
+        f.api.io = io_pool.runner
         from imgshare.jobs import Derivations
 
-        derivations = Derivations(f.library, image_pool.worker, 1)
+        derivations = Derivations(f.library, image_pool.runner, 1)
         await f.account("kitten")
         token = await f.token("kitten")
         body, headers = multipart({"token": token}, {"file": ("a.jpg", photo((800, 600)))})
