@@ -234,14 +234,14 @@ class ImageLibrary:
 
     async def served_image(self, account: str, name: str) -> Image | None:
         """The image ``account/name`` if it is served right now."""
-        if not naming.ACCOUNT_NAME_RE.match(account) or not naming.is_valid_file_name(name):
+        if not naming.is_valid_account_name(account, allow_reserved=True) or not naming.is_valid_file_name(name):
             return None
         image = await self._db(db.get_image, account, name)
         return image if image is not None and image.is_served(self.now()) else None
 
     async def served_by_stem(self, account: str, stem: str) -> Image | None:
         """The served image whose derived files are named ``stem``."""
-        if not naming.ACCOUNT_NAME_RE.match(account) or not naming.is_valid_file_name(stem + ".jpg"):
+        if not naming.is_valid_account_name(account, allow_reserved=True) or not naming.is_valid_file_name(stem + ".jpg"):
             return None
         image = await self._db(db.get_image_by_stem, account, stem)
         return image if image is not None and image.is_served(self.now()) else None

@@ -50,6 +50,14 @@ class AccountNameTests(unittest.TestCase):
         for name in naming.RESERVED_NAMES:
             self.assertFalse(naming.is_valid_account_name(name), name)
 
+    def test_lookups_allow_reserved_names(self):
+        """Looking up an existing account allows reserved names, but never malformed ones
+        (a trailing newline included)."""
+        for name in naming.RESERVED_NAMES | {"kitten"}:
+            self.assertTrue(naming.is_valid_account_name(name, allow_reserved=True), name)
+        for name in ("", "Kitten", "_a", "a" * 33, "a/b", "kitten\n", "img\n"):
+            self.assertFalse(naming.is_valid_account_name(name, allow_reserved=True), repr(name))
+
 
 class RandomBaseTests(unittest.TestCase):
     """random_base makes 8-character [a-z0-9] bases."""

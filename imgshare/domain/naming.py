@@ -19,7 +19,7 @@ import attrs
 from imgshare.domain import errors
 from imgshare.domain.records import ImageType
 
-ACCOUNT_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+_ACCOUNT_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 RESERVED_NAMES = frozenset(
     {"api", "img", "thumb", "static", "admin", "setup", "login", "logout", "xga", "vga", "qvga"}
 )
@@ -43,9 +43,16 @@ _DOT_RUNS = re.compile(r"\.{2,}")
 _ALNUM = re.compile(r"[A-Za-z0-9]")
 
 
-def is_valid_account_name(name: str) -> bool:
-    """True when ``name`` is a well-formed, non-reserved account name."""
-    return ACCOUNT_NAME_RE.fullmatch(name) is not None and name not in RESERVED_NAMES
+def is_valid_account_name(name: str, *, allow_reserved: bool = False) -> bool:
+    """True when ``name`` is a well-formed account name (the whole string: no trailing
+    newline), not a reserved one unless ``allow_reserved``.
+
+    New accounts and the paths the web layer parses refuse reserved names; looking
+    up an account that may exist already (logins, served files) allows them, so an
+    account made before its name was reserved is still found."""
+    if _ACCOUNT_NAME_RE.fullmatch(name) is None:
+        return False
+    return allow_reserved or name not in RESERVED_NAMES
 
 
 def is_valid_file_name(name: str) -> bool:
