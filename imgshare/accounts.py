@@ -1,27 +1,28 @@
-"""Accounts, passwords and API tokens, as the browser pages use them.
+"""Accounts, passwords, the one-time setup code and API tokens: their rules, written once.
 
-Password hashing (scrypt: ~50 ms and 16 MiB each) runs in the io worker,
-never on the reactor.  It holds no HTTP and no SQL: the pages call it, it
-calls the Database.
+The browser pages and the ``imgshare`` command both go through ``Accounts``.
+Password hashing (scrypt: ~50 ms and 16 MiB each) runs on the injected runner
+(the io pool in the server, inline in the command), never on the reactor.  It
+holds no HTTP and no SQL: it calls the Database.
 """
 
 from __future__ import annotations
 
 import hmac
+import secrets
 from typing import Any
 
 import attrs
 
 from imgshare import auth, db
-from imgshare.cli import MIN_PASSWORD
 from imgshare.domain import errors, lifetime, naming
 from imgshare.domain.records import Account, Token
 
-#: The setting holding the SHA-256 of the one-time setup code
-#: (written by ``ImgshareService._announce_setup``).
-#: The one-time setup code, kept as is: every process logs the same link, and
-#: whoever can read the database could create accounts anyway.
+#: The setting holding the one-time setup code (made by ``Accounts.setup_code_if_needed``),
+#: kept as is: every process logs the same link, and whoever can read the
+#: database could create accounts anyway.
 SETUP_CODE_SETTING = "setup_code"
+MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
 MAX_LABEL = 100
 
@@ -30,6 +31,11 @@ def check_new_password(password: str, repeated: str) -> None:
     """BadRequest unless ``password`` is acceptable and typed the same twice."""
     if password != repeated:
         raise errors.BadRequest("The two passwords differ.")
+    check_password_length(password)
+
+
+def check_password_length(password: str) -> None:
+    """BadRequest unless ``password`` has MIN_PASSWORD to MAX_PASSWORD characters."""
     if len(password) < MIN_PASSWORD:
         raise errors.BadRequest(f"The password must have at least {MIN_PASSWORD} characters.")
     if len(password) > MAX_PASSWORD:
@@ -38,7 +44,7 @@ def check_new_password(password: str, repeated: str) -> None:
 
 def check_account_name(name: str) -> None:
     """BadRequest unless ``name`` is a well-formed, unreserved account name."""
-    if not naming.is_valid_account_name(name):
+    if not naming.is_valid_account_name(name):  # reserved names refused
         raise errors.BadRequest(
             "Account names have 1 to 32 of a-z, 0-9, _ and -, start with a letter or digit, "
             "and are not one of: " + ", ".join(sorted(naming.RESERVED_NAMES)) + "."
@@ -72,7 +78,7 @@ class Accounts:
         answer's timing tells nothing about which part was wrong.
         """
         stored = None
-        if naming.ACCOUNT_NAME_RE.match(name) and len(password) <= MAX_PASSWORD:
+        if naming.is_valid_account_name(name, allow_reserved=True) and len(password) <= MAX_PASSWORD:
             stored = await self._db(db.get_password_hash, name)
         if stored is None:
             if self._dummy_hash is None:
@@ -90,16 +96,28 @@ class Accounts:
 
     # --------------------------------------------------------------- accounts
 
-    async def create(self, name: str, password: str, is_admin: bool) -> Account:
-        """A new account; BadRequest for a bad name, 409 if the name is taken."""
+    async def create(self, name: str, password: str, is_admin: bool, *, admin_if_first: bool = False) -> Account:
+        """A new account; BadRequest for a bad name, 409 if the name is taken.
+
+        With ``admin_if_first`` (the ``imgshare`` command) the first account is an
+        admin whatever ``is_admin`` says."""
         check_account_name(name)
         digest = await self.io.run(auth.hash_password, password)
+        if admin_if_first and not is_admin:
+            is_admin = not await self.has_accounts()
         try:
             return await self._db(db.create_account, name, digest, is_admin, self.now())
         except db.Conflict:
             raise errors.ApiError(
                 "That name is taken (or an account of that name is still being removed).", 409
             ) from None
+
+    async def setup_code_if_needed(self) -> str | None:
+        """With no account yet, the one-time code that creates the first (admin) account
+        (made once: every process starting on an empty database gets the same); else None."""
+        if await self.has_accounts():
+            return None
+        return await self._db(db.setting_or_insert, SETUP_CODE_SETTING, secrets.token_urlsafe(24))
 
     async def setup_code_valid(self, code: str) -> bool:
         """Whether ``code`` is the unused one-time setup code and there is no account yet."""
@@ -122,6 +140,10 @@ class Accounts:
 
     async def has_accounts(self) -> bool:
         return bool(await self._db(db.count_accounts))
+
+    async def get(self, name: str) -> Account | None:
+        """The account named ``name``, if there is one."""
+        return await self._db(db.get_account, name)
 
     async def every(self) -> list[Account]:
         return await self._db(db.list_accounts)

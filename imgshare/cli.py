@@ -8,12 +8,11 @@ import getpass
 import sys
 from typing import Any
 
-from imgshare import auth, backends, db
-from imgshare.domain import errors, lifetime, naming
+from imgshare import backends, db
+from imgshare.accounts import Accounts, check_account_name, check_password_length
+from imgshare.domain import errors
 from imgshare.options import BACKEND_OPTIONS, SERVER_OPTIONS, build_config, env_name, resolve
 from imgshare.threads import InlineRunner
-
-MIN_PASSWORD = 8
 
 
 class CommandError(Exception):
@@ -57,66 +56,98 @@ def read_password(stdin: Any) -> str:
         password = first
     else:
         password = stdin.readline().rstrip("\r\n")
-    if len(password) < MIN_PASSWORD:
-        raise CommandError(f"the password must have at least {MIN_PASSWORD} characters")
+    try:
+        check_password_length(password)
+    except errors.ApiError as e:
+        raise CommandError(e.message) from None
     return password
 
 
-def _when(ts: float | None) -> str:
+def _utc_timestamp(ts: float | None) -> str:
+    """``ts`` as ``YYYY-MM-DDTHH:MM:SSZ``, or ``-`` for none."""
     if ts is None:
         return "-"
     return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+async def user_add(args: argparse.Namespace, accounts: Accounts, out: Any, stdin: Any) -> None:
+    """Create an account (the first one is an admin); the name is checked before the password is read."""
+    try:
+        check_account_name(args.name)
+    except errors.ApiError as e:
+        raise CommandError(f"invalid account name {args.name!r}: {e.message}") from None
+    password = read_password(stdin)
+    try:
+        account = await accounts.create(args.name, password, args.admin, admin_if_first=True)
+    except errors.ApiError as e:
+        if e.status == 409:
+            raise CommandError(f"account {args.name!r} exists (or its old images are still being removed)") from None
+        raise
+    print(f"created account {account.name}" + (" (admin)" if account.is_admin else ""), file=out)
+
+
+async def user_list(args: argparse.Namespace, accounts: Accounts, out: Any, stdin: Any) -> None:
+    for account in await accounts.every():
+        role = "admin" if account.is_admin else "user"
+        print(f"{account.name}\t{role}\t{_utc_timestamp(account.created)}", file=out)
+
+
+async def user_del(args: argparse.Namespace, accounts: Accounts, out: Any, stdin: Any) -> None:
+    try:
+        await accounts.remove(args.name)
+    except errors.NotFound:
+        raise CommandError(f"no account {args.name!r}") from None
+    print(f"removed account {args.name}; its images are removed by the server's expiry service", file=out)
+
+
+async def _existing_account(accounts: Accounts, name: str) -> None:
+    if await accounts.get(name) is None:
+        raise CommandError(f"no account {name!r}")
+
+
+async def token_create(args: argparse.Namespace, accounts: Accounts, out: Any, stdin: Any) -> None:
+    """Print the new token's secret alone on stdout."""
+    await _existing_account(accounts, args.name)
+    try:
+        secret, _ = await accounts.create_token(args.name, args.label, args.expires)
+    except errors.BadRequest as e:
+        raise CommandError(e.message) from None
+    print(secret, file=out)
+
+
+async def token_list(args: argparse.Namespace, accounts: Accounts, out: Any, stdin: Any) -> None:
+    await _existing_account(accounts, args.name)
+    print("id\tlabel\tcreated\texpires\tlast_used", file=out)
+    for t in await accounts.tokens(args.name):
+        label = t.label.replace("\t", " ").replace("\n", " ")
+        expires = _utc_timestamp(t.expires) if t.expires else "never"
+        print(f"{t.id}\t{label}\t{_utc_timestamp(t.created)}\t{expires}\t{_utc_timestamp(t.last_used)}", file=out)
+
+
+async def token_del(args: argparse.Namespace, accounts: Accounts, out: Any, stdin: Any) -> None:
+    await _existing_account(accounts, args.name)
+    try:
+        await accounts.delete_token(args.name, args.id)
+    except errors.NotFound:
+        raise CommandError(f"account {args.name!r} has no token {args.id}") from None
+    print(f"deleted token {args.id}", file=out)
+
+
+#: The function carrying out each (area, action) of ``build_parser``.
+COMMANDS = {
+    ("user", "add"): user_add,
+    ("user", "list"): user_list,
+    ("user", "del"): user_del,
+    ("token", "create"): token_create,
+    ("token", "list"): token_list,
+    ("token", "del"): token_del,
+}
+
+
 async def run_command(args: argparse.Namespace, database: Any, clock: Any, out: Any, stdin: Any) -> None:
-    """Carry out one parsed command against an open database."""
-    now = clock.seconds()
-    if args.area == "user":
-        if args.action == "add":
-            if not naming.is_valid_account_name(args.name):
-                raise CommandError(
-                    f"invalid account name {args.name!r}: 1-32 of a-z 0-9 _ -, starting with a letter "
-                    "or digit, and not one of: " + " ".join(sorted(naming.RESERVED_NAMES))
-                )
-            password = read_password(stdin)
-            first = await database.run(db.count_accounts) == 0
-            try:
-                account = await database.run(
-                    db.create_account, args.name, auth.hash_password(password), args.admin or first, now
-                )
-            except db.Conflict:
-                raise CommandError(f"account {args.name!r} exists (or its old images are still being removed)") from None
-            print(f"created account {account.name}" + (" (admin)" if account.is_admin else ""), file=out)
-        elif args.action == "list":
-            for account in await database.run(db.list_accounts):
-                print(f"{account.name}\t{'admin' if account.is_admin else 'user'}\t{_when(account.created)}", file=out)
-        elif args.action == "del":
-            if not await database.run(db.delete_account, args.name, now):
-                raise CommandError(f"no account {args.name!r}")
-            print(f"removed account {args.name}; its images are removed by the server's expiry service", file=out)
-    elif args.area == "token":
-        if await database.run(db.get_account, args.name) is None:
-            raise CommandError(f"no account {args.name!r}")
-        if args.action == "create":
-            try:
-                ttl = lifetime.parse_token_lifetime(args.expires)
-            except errors.ApiError as e:
-                raise CommandError(e.message) from None
-            secret = auth.new_token()
-            await database.run(
-                db.create_token, args.name, auth.token_digest(secret), args.label, now,
-                None if ttl is None else now + ttl,
-            )
-            print(secret, file=out)
-        elif args.action == "list":
-            print("id\tlabel\tcreated\texpires\tlast_used", file=out)
-            for t in await database.run(db.list_tokens, args.name, now):
-                label = t.label.replace("\t", " ").replace("\n", " ")
-                print(f"{t.id}\t{label}\t{_when(t.created)}\t{_when(t.expires) if t.expires else 'never'}\t{_when(t.last_used)}", file=out)
-        elif args.action == "del":
-            if not await database.run(db.delete_token, args.name, args.id):
-                raise CommandError(f"account {args.name!r} has no token {args.id}")
-            print(f"deleted token {args.id}", file=out)
+    """Carry out one parsed command against an open database, through ``Accounts``
+    (scrypt inline: the command has nothing else to do meanwhile)."""
+    await COMMANDS[args.area, args.action](args, Accounts(database, InlineRunner(), clock), out, stdin)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -142,8 +173,11 @@ def main(argv: list[str] | None = None) -> None:
         d = defer.Deferred.fromCoroutine(body(reactor))
 
         def explain(failure: Any) -> None:
-            failure.trap(CommandError, db.DatabaseUnavailable)
-            print(f"imgshare: {failure.value}", file=sys.stderr)
+            failure.trap(CommandError, db.DatabaseUnavailable, errors.Unavailable)
+            error = failure.value
+            if isinstance(error, errors.Unavailable) and error.__cause__ is not None:
+                error = error.__cause__  # the database's own words, as before
+            print(f"imgshare: {error}", file=sys.stderr)
             raise SystemExit(1)
 
         return d.addErrback(explain)

@@ -7,7 +7,6 @@ storage is ready, so no request ever meets a half-started server.
 from __future__ import annotations
 
 import os
-import secrets
 from typing import Any
 
 from twisted.application.service import MultiService
@@ -15,8 +14,8 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
-from imgshare import backends, db, memory
-from imgshare.accounts import SETUP_CODE_SETTING
+from imgshare import backends, memory
+from imgshare.accounts import Accounts
 from imgshare.config import Config
 from imgshare.expiry import ExpiryService
 from imgshare.gather import Gatherer
@@ -108,12 +107,10 @@ class ImgshareService(MultiService):
 
     async def _announce_setup(self) -> None:
         """With no accounts yet, log a one-time link that creates the first (admin) account."""
-        if await self.database.run(db.count_accounts):
-            return
-        # Every process starting on an empty database logs the same code.
-        code = await self.database.run(db.setting_or_insert, SETUP_CODE_SETTING, secrets.token_urlsafe(24))
-        log.warn("No accounts yet. Create the first (admin) account at {url}/setup?code={code} "
-                 "(or run: imgshare user add NAME)", url=self.config.public_url, code=code)
+        code = await Accounts(self.database, self.io_pool.runner, self.reactor).setup_code_if_needed()
+        if code is not None:
+            log.warn("No accounts yet. Create the first (admin) account at {url}/setup?code={code} "
+                     "(or run: imgshare user add NAME)", url=self.config.public_url, code=code)
 
     def stopService(self) -> Deferred[None]:
         async def stop() -> None:
