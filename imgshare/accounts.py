@@ -17,6 +17,7 @@ import attrs
 from imgshare import auth, db
 from imgshare.domain import errors, lifetime, naming
 from imgshare.domain.records import Account, Token
+from imgshare.library import run_query
 
 #: The setting holding the one-time setup code (made by ``Accounts.setup_code_if_needed``),
 #: kept as is: every process logs the same link, and whoever can read the
@@ -64,10 +65,7 @@ class Accounts:
         return self.clock.seconds()
 
     async def _db(self, operation: Any, *args: Any) -> Any:
-        try:
-            return await self.database.run(operation, *args)
-        except db.DatabaseUnavailable as e:
-            raise errors.Unavailable("the database is unavailable") from e
+        return await run_query(self.database, operation, *args)
 
     # -------------------------------------------------------------- passwords
 

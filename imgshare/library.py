@@ -45,6 +45,15 @@ RANDOM_NAME_ATTEMPTS = 10
 log = Logger()
 
 
+async def run_query(database: Any, operation: Any, *args: Any) -> Any:
+    """``database.run(operation, *args)`` for a request: an outage of the database is
+    ``errors.Unavailable`` (503).  The one place that translation is made."""
+    try:
+        return await database.run(operation, *args)
+    except db.DatabaseUnavailable as e:
+        raise errors.Unavailable("the database is unavailable") from e
+
+
 def all_keys(image: Image) -> list[str]:
     """Every storage key an image may have: the original and its derived files."""
     keys = [naming.storage_key(image.account, image.name)]
@@ -386,10 +395,7 @@ class ImageLibrary:
             await self.storage.delete(key)
 
     async def _db(self, operation: Any, *args: Any) -> Any:
-        try:
-            return await self.database.run(operation, *args)
-        except db.DatabaseUnavailable as e:
-            raise errors.Unavailable("the database is unavailable") from e
+        return await run_query(self.database, operation, *args)
 
 
 class DerivedPending(errors.ApiError):
