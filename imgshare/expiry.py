@@ -24,20 +24,21 @@ BATCH = 100
 MAX_BATCHES = 20
 
 
-async def expire_once(library: ImageLibrary, now: float) -> tuple[int, int]:
-    """One pass at time ``now``; returns (tokens deleted, images purged).
+async def expire_once(database: Any, library: ImageLibrary, now: float) -> tuple[int, int]:
+    """One pass at time ``now`` over ``database`` (an IDatabase) and ``library``;
+    returns (tokens deleted, images purged).
 
     Expired browser sessions are deleted too (and only logged)."""
-    tokens = await library.database.run(db.delete_expired_tokens, now)
+    tokens = await database.run(db.delete_expired_tokens, now)
     if tokens:
         log.info("expired {count} token(s)", count=tokens)
-    sessions = await library.database.run(db.delete_expired_sessions, now)
+    sessions = await database.run(db.delete_expired_sessions, now)
     if sessions:
         log.info("expired {count} browser session(s)", count=sessions)
     await library.undo_failed_uploads()  # uploads whose commit failed: rows become deleted
     purged = 0
     for _ in range(MAX_BATCHES):
-        batch = await library.database.run(
+        batch = await database.run(
             db.purgeable_images, now, now - STALE_UPLOAD_SECONDS, BATCH
         )
         for image, attempts in batch:
@@ -54,13 +55,14 @@ async def expire_once(library: ImageLibrary, now: float) -> tuple[int, int]:
 class ExpiryService(TimerService):
     """Runs ``expire_once`` every ``interval`` seconds of ``clock``."""
 
-    def __init__(self, library: ImageLibrary, clock: Any, interval: float = INTERVAL):
+    def __init__(self, database: Any, library: ImageLibrary, clock: Any, interval: float = INTERVAL):
         super().__init__(interval, self.tick)
         self.clock = clock
+        self.database = database
         self.library = library
 
     def tick(self) -> Deferred[None]:
-        d = Deferred.fromCoroutine(expire_once(self.library, self.clock.seconds()))
+        d = Deferred.fromCoroutine(expire_once(self.database, self.library, self.clock.seconds()))
         d.addCallback(lambda _: None)
         d.addErrback(lambda f: log.failure("expiry pass failed; retrying next time", f))
         return d

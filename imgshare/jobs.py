@@ -52,19 +52,20 @@ RETRY_BACKOFF = (2.0, 10.0, 30.0, 120.0, 600.0)
 POLL_SECONDS = 1.0
 
 
-def worker_id() -> str:
-    """``host:pid:nonce``: lets a restarted process recognise jobs its dead predecessor held."""
+def claimant_id() -> str:
+    """``host:pid:nonce``, the id a process claims jobs under: lets a restarted process
+    recognise jobs its dead predecessor held."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
-def is_dead_local_worker(worker: str, host: str | None = None) -> bool:
-    """True if ``worker`` ran on this host in a process that no longer exists (or is us)."""
+def is_dead_local_claimant(claimant: str, host: str | None = None) -> bool:
+    """True if ``claimant`` ran on this host in a process that no longer exists (or is us)."""
     try:
-        worker_host, pid_text, _ = worker.rsplit(":", 2)
+        claimant_host, pid_text, _ = claimant.rsplit(":", 2)
         pid = int(pid_text)
     except ValueError:
         return False
-    if worker_host != (host or socket.gethostname()):
+    if claimant_host != (host or socket.gethostname()):
         return False
     if pid == os.getpid():
         return True  # a predecessor with our pid: it cannot still be running
@@ -100,10 +101,12 @@ class Derivations(Service):
     """``threads`` loops that claim and run derived-file jobs until stopped."""
 
     library: ImageLibrary
-    image_worker: Any  # Worker for image work (its own thread pool)
+    database: Any  # IDatabase: the job queue
+    image_runner: Any  # Runner for image work (its own thread pool)
     threads: int
     poll_seconds: float = POLL_SECONDS
-    worker: str = attrs.Factory(worker_id)
+    #: The id this process claims jobs under (``claimant_id``).
+    claimant: str = attrs.Factory(claimant_id)
     #: The lease of every job being worked on, by image id.
     leases: dict[int, Lease] = attrs.Factory(dict)
     _loops: list[Deferred[None]] = attrs.Factory(list)
@@ -135,11 +138,11 @@ class Derivations(Service):
             if not d.called:
                 d.callback(None)
 
-    async def release_dead_workers(self) -> int:
+    async def release_dead_claimants(self) -> int:
         """Make jobs held by dead processes on this host due again at once (called at
         start-up); the jobs of any other dead holder are free when their leases end."""
-        dead = [w for w in await self.library.database.run(db.running_workers) if is_dead_local_worker(w)]
-        released = await self.library.database.run(db.release_jobs_of, dead) if dead else 0
+        dead = [c for c in await self.database.run(db.running_workers) if is_dead_local_claimant(c)]
+        released = await self.database.run(db.release_jobs_of, dead) if dead else 0
         if released:
             log.info("resuming {count} derived-file job(s) interrupted by a restart", count=released)
         return released
@@ -168,7 +171,7 @@ class Derivations(Service):
     async def run_one(self) -> bool:
         """Claim and run one job; False when none was due."""
         now = self.clock.seconds()
-        job = await self.library.database.run(db.claim_job, self.worker, now, now + LEASE_SECONDS)
+        job = await self.database.run(db.claim_job, self.claimant, now, now + LEASE_SECONDS)
         if job is None:
             return False
         await self.process(job)
@@ -181,13 +184,13 @@ class Derivations(Service):
         image = job.image
         try:
             if not image.is_served(self.clock.seconds()):
-                await self.library.database.run(db.finish_job, job, [])
+                await self.database.run(db.finish_job, job, [])
                 return
             if job.attempts - job.outages > MAX_ATTEMPTS:
                 await self._break(job, f"its derived files could not be made in {MAX_ATTEMPTS} attempts "
                                        "(each one crashed, hung or failed)")
                 return
-            lease = self.leases[image.id] = Lease(self.library.database, self.clock, job)
+            lease = self.leases[image.id] = Lease(self.database, self.clock, job)
             lease.start()
             try:
                 await self._derive(job, lease)
@@ -206,7 +209,7 @@ class Derivations(Service):
         try:
             source = await self._original(image, out_dir)
             started = self.clock.seconds()
-            derived = await self.image_worker.run(
+            derived = await self.image_runner.run(
                 derive_and_hash, source, out_dir, image.stem, library.config.max_pixels
             )
             await lease.confirm()  # the derivation may have outlived the lease
@@ -215,7 +218,7 @@ class Derivations(Service):
                 await library.storage.put(naming.storage_key(image.account, image.name, d.variant), d.path, "image/jpeg")
             now = self.clock.seconds()
             variants = [Variant(image.id, d.variant, d.size, d.width, d.height, digest, now) for d, digest in derived]
-            if await library.database.run(db.finish_job, job, variants):
+            if await self.database.run(db.finish_job, job, variants):
                 log.info("derived {account}/{name} in {seconds:.2f} s", account=image.account,
                          name=image.name, seconds=now - started)
             else:  # deleted while we worked: the purge takes what we stored too
@@ -233,13 +236,13 @@ class Derivations(Service):
             delay = RETRY_BACKOFF[min(job.attempts - 1, len(RETRY_BACKOFF) - 1)]
             log.warn("deriving {name} failed ({error!r}); retrying in {delay:.0f} s",
                      name=image.name, error=e, delay=delay)
-            await library.database.run(db.retry_job, job, self.clock.seconds() + delay, outage)
+            await self.database.run(db.retry_job, job, self.clock.seconds() + delay, outage)
         finally:
             await library.io.run(shutil.rmtree, out_dir, True)
 
     async def _break(self, job: Job, reason: str) -> None:
         """Drop the job and delete its image, original and derived files (SPEC §6)."""
-        await self.library.database.run(db.finish_job, job, [])
+        await self.database.run(db.finish_job, job, [])
         await self.library.break_image(job.image, reason)
 
     async def _original(self, image: Image, out_dir: str) -> str:

@@ -74,8 +74,8 @@ class ImgshareService(MultiService):
             head_timeout=config.head_timeout, min_body_rate=config.min_body_rate,
             max_connections_per_address=config.max_connections_per_address,
         )
-        self.expiry = ExpiryService(self.library, reactor)
-        self.derivations = Derivations(self.library, self.image_pool.runner, config.resize_threads)
+        self.expiry = ExpiryService(self.database, self.library, reactor)
+        self.derivations = Derivations(self.library, self.database, self.image_pool.runner, config.resize_threads)
         self.ports: list[Any] = []
         self.ready: Deferred[None] = Deferred()
 
@@ -97,7 +97,7 @@ class ImgshareService(MultiService):
         await self.storage.start()
         await self._announce_setup()
         self.expiry.startService()
-        await self.derivations.release_dead_workers()
+        await self.derivations.release_dead_claimants()
         self.derivations.startService()
         for description in self.config.listen:
             port = await serverFromString(self.reactor, description).listen(self.site)

@@ -149,7 +149,7 @@ class Fixture:
         from imgshare.jobs import Derivations
 
         #: Not started: tests run jobs one at a time with ``run_one``.
-        self.derivations = Derivations(self.library, InlineRunner(), 1)
+        self.derivations = Derivations(self.library, database, InlineRunner(), 1)
 
     async def account(self, name: str = "kitten", password: str = "correct horse") -> str:
         """Create an account; return its name."""

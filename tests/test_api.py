@@ -227,7 +227,7 @@ class UploadErrorTests(ApiTestCase):
         response, _ = await self.client.request("GET", "http://img.example/img/kitten/20260214_photo.jpg")
         self.assertEqual(response.code, 404)
         self.f.storage.available = True
-        await expire_once(self.f.library, self.f.clock.seconds())
+        await expire_once(self.f.database, self.f.library, self.f.clock.seconds())
         self.assertEqual(self.f.storage.objects, {})
         self.assertIsNone(await self.f.database.run(db.get_image, "kitten", "20260214_photo.jpg"))
         response, body = await self.upload(keep_name=1)

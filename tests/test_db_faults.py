@@ -213,7 +213,7 @@ class FailedCommitTests(LockedDatabaseTestCase):
         code, record = await self.upload()
         self.assertEqual(code, 503, record)
         self.lock.release()
-        await expire_once(self.f.library, self.f.clock.seconds() + 10)
+        await expire_once(self.f.database, self.f.library, self.f.clock.seconds() + 10)
         self.assertEqual(self.images(), [])
         self.assertEqual(self.storage.objects, {})
 

@@ -19,7 +19,7 @@ class ExpiryTests(unittest.TestCase):
         await self.f.account("kitten")
         self.token = await self.f.token("kitten")
         self.client = self.f.client()
-        self.service = ExpiryService(self.f.library, self.f.clock)
+        self.service = ExpiryService(self.f.database, self.f.library, self.f.clock)
 
     async def upload(self, **fields):
         body, headers = multipart({"token": self.token, **fields}, {"file": ("a.png", image_bytes("PNG"))})
@@ -54,8 +54,8 @@ class ExpiryTests(unittest.TestCase):
         record = await self.upload(expire="1h")
         keep = await self.upload()
         self.assertEqual(len(self.f.storage.objects), 2)
-        self.assertEqual(await expire_once(self.f.library, T0 + 3599), (0, 0))
-        self.assertEqual(await expire_once(self.f.library, T0 + 3600), (0, 1))
+        self.assertEqual(await expire_once(self.f.database, self.f.library, T0 + 3599), (0, 0))
+        self.assertEqual(await expire_once(self.f.database, self.f.library, T0 + 3600), (0, 1))
         self.assertEqual(list(self.f.storage.objects), [f"kitten/{keep['file']}"])
         self.assertIsNone(await self.f.database.run(db.get_image, "kitten", record["file"]))
 
@@ -65,23 +65,23 @@ class ExpiryTests(unittest.TestCase):
         stem = record["file"][:-4]
         for variant in ("xga", "vga", "qvga", "thumb"):
             self.f.storage.objects[f"kitten/{variant}/{stem}.jpg"] = b"x"
-        await expire_once(self.f.library, T0 + 3600)
+        await expire_once(self.f.database, self.f.library, T0 + 3600)
         self.assertEqual(self.f.storage.objects, {})
 
     async def test_removal_retried_while_storage_is_down(self):
         """A removal that fails because storage is down is retried with backoff until it succeeds."""
         record = await self.upload(expire="1h")
         self.f.storage.available = False
-        self.assertEqual(await expire_once(self.f.library, T0 + 3600), (0, 0))
+        self.assertEqual(await expire_once(self.f.database, self.f.library, T0 + 3600), (0, 0))
         image = await self.f.database.run(db.get_image, "kitten", record["file"])
         self.assertIsNotNone(image)
         calls = len(self.f.storage.calls)
-        await expire_once(self.f.library, T0 + 3605)  # still inside the first backoff
+        await expire_once(self.f.database, self.f.library, T0 + 3605)  # still inside the first backoff
         self.assertEqual(len(self.f.storage.calls), calls)
-        await expire_once(self.f.library, T0 + 3611)  # retried, fails again
+        await expire_once(self.f.database, self.f.library, T0 + 3611)  # retried, fails again
         self.assertGreater(len(self.f.storage.calls), calls)
         self.f.storage.available = True
-        self.assertEqual(await expire_once(self.f.library, T0 + 3611 + 31), (0, 1))
+        self.assertEqual(await expire_once(self.f.database, self.f.library, T0 + 3611 + 31), (0, 1))
         self.assertEqual(self.f.storage.objects, {})
 
     async def test_abandoned_upload_cleaned(self):
@@ -91,9 +91,9 @@ class ExpiryTests(unittest.TestCase):
             "0" * 64, T0, None,
         )
         self.f.storage.objects["kitten/20260214_crash.png"] = b"abc"
-        await expire_once(self.f.library, T0 + 60)
+        await expire_once(self.f.database, self.f.library, T0 + 60)
         self.assertIn("kitten/20260214_crash.png", self.f.storage.objects)
-        await expire_once(self.f.library, T0 + 3601)
+        await expire_once(self.f.database, self.f.library, T0 + 3601)
         self.assertEqual(self.f.storage.objects, {})
         self.assertIsNone(await self.f.database.run(db.get_image, "kitten", image.name))
 
@@ -141,5 +141,5 @@ class SpoolSweepTests(unittest.TestCase):
         old = T0 - 7200
         for path in (waiting, orphan, crash, folder):
             os.utime(path, (old, old))
-        await expire_once(f.library, T0)
+        await expire_once(f.database, f.library, T0)
         self.assertEqual(sorted(os.listdir(spool)), ["1.original", "upload-def"])

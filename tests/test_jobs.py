@@ -49,10 +49,10 @@ class JobTestCase(unittest.TestCase):
     def stored(self, record, variant):
         return self.f.storage.objects.get(f"kitten/{variant}/{record['file'].rsplit('.', 1)[0]}.jpg")
 
-    async def claim(self, worker="w"):
-        """Claim the next job as ``worker`` would, with a lease of LEASE_SECONDS."""
+    async def claim(self, claimant="w"):
+        """Claim the next job as ``claimant`` would, with a lease of LEASE_SECONDS."""
         now = self.f.clock.seconds()
-        return await self.f.database.run(db.claim_job, worker, now, now + jobs.LEASE_SECONDS)
+        return await self.f.database.run(db.claim_job, claimant, now, now + jobs.LEASE_SECONDS)
 
 
 class DerivationTests(JobTestCase):
@@ -140,16 +140,16 @@ class RestartTests(JobTestCase):
         dead = f"{socket.gethostname()}:999999:dead"
         await self.claim(dead)
         self.assertFalse(await self.f.derivations.run_one(), "a running job is not claimed again early")
-        self.assertEqual(await self.f.derivations.release_dead_workers(), 1)
+        self.assertEqual(await self.f.derivations.release_dead_claimants(), 1)
         self.assertTrue(await self.f.derivations.run_one())
         self.assertIsNotNone(self.stored(record, "qvga"))
 
     async def test_live_and_foreign_workers_kept(self):
         """Jobs of a live local process or another host are not released (their leases run out instead)."""
-        self.assertFalse(jobs.is_dead_local_worker(f"{socket.gethostname()}:{os.getppid()}:x"))
-        self.assertFalse(jobs.is_dead_local_worker("other-host:1:x"))
-        self.assertFalse(jobs.is_dead_local_worker("garbage"))
-        self.assertTrue(jobs.is_dead_local_worker(f"{socket.gethostname()}:{os.getpid()}:x"))
+        self.assertFalse(jobs.is_dead_local_claimant(f"{socket.gethostname()}:{os.getppid()}:x"))
+        self.assertFalse(jobs.is_dead_local_claimant("other-host:1:x"))
+        self.assertFalse(jobs.is_dead_local_claimant("garbage"))
+        self.assertTrue(jobs.is_dead_local_claimant(f"{socket.gethostname()}:{os.getpid()}:x"))
 
     async def test_silent_job_reclaimed_after_its_lease(self):
         """A job whose worker (on another host) went silent is claimed again once its lease ends."""
@@ -166,7 +166,7 @@ class RestartTests(JobTestCase):
         is not released at start-up, but is free as soon as its lease ends (issue 9, 15)."""
         record = await self.upload()
         await self.claim(f"{socket.gethostname()}:{os.getppid()}:gone")
-        self.assertEqual(await self.f.derivations.release_dead_workers(), 0)
+        self.assertEqual(await self.f.derivations.release_dead_claimants(), 0)
         self.f.clock.advance(jobs.LEASE_SECONDS - 1)
         self.assertFalse(await self.f.derivations.run_one())
         self.f.clock.advance(1)
@@ -206,8 +206,8 @@ async def until(condition, what):
 class LeaseTests(JobTestCase):
     """A running job is leased: renewed while its worker works, free once renewals stop."""
 
-    def worker(self, name, image_worker=None):
-        return jobs.Derivations(self.f.library, image_worker or InlineRunner(), 1, worker=f"{name}:1:x")
+    def derivations(self, name, image_runner=None):
+        return jobs.Derivations(self.f.library, self.f.database, image_runner or InlineRunner(), 1, claimant=f"{name}:1:x")
 
     async def job_row(self):
         rows = await self.f.database.run(_job_rows)
@@ -221,7 +221,7 @@ class LeaseTests(JobTestCase):
         RENEW_SECONDS and no other worker claims the job, even past the old 120 s limit."""
         record = await self.upload()
         gate = Gate()
-        a, b = self.worker("a", gate), self.worker("b")
+        a, b = self.derivations("a", gate), self.derivations("b")
         running = Deferred.fromCoroutine(a.run_one())
         await until(lambda: gate.waiting, "a derives")
         lease = a.leases[1]
@@ -243,7 +243,7 @@ class LeaseTests(JobTestCase):
         next renewal finds the job is b's.  Returns (a's run_one, a's gate, b, b's run_one, b's gate)."""
         await self.upload()
         gate_a, gate_b = Gate(), Gate()
-        a, b = self.worker("a", gate_a), self.worker("b", gate_b)
+        a, b = self.derivations("a", gate_a), self.derivations("b", gate_b)
         running_a = Deferred.fromCoroutine(a.run_one())
         await until(lambda: gate_a.waiting, "a derives")
         lease = a.leases[1]
@@ -277,7 +277,7 @@ class LeaseTests(JobTestCase):
         self.assertTrue(await running_a)
         self.assertEqual(self.puts(), before, "a stored nothing")
         self.assertEqual((await self.job_row())[:3], ("b:1:x", 2, "running"))
-        self.assertFalse(await self.worker("c").run_one(), "b still holds the job")
+        self.assertFalse(await self.derivations("c").run_one(), "b still holds the job")
         gate_b.release()
         self.assertTrue(await running_b)
         self.assertEqual(len(self.puts()), len(before) + 4)
@@ -290,7 +290,7 @@ class LeaseTests(JobTestCase):
         gate_a.release(StorageUnavailable("down (test)"))
         self.assertTrue(await running_a)
         self.assertEqual((await self.job_row())[:3], ("b:1:x", 2, "running"))
-        self.assertFalse(await self.worker("c").run_one(), "b still holds the job")
+        self.assertFalse(await self.derivations("c").run_one(), "b still holds the job")
         gate_b.release()
         self.assertTrue(await running_b)
         self.assertIsNone(await self.job_row())
@@ -300,7 +300,7 @@ class LeaseTests(JobTestCase):
         once the lease ends, not before."""
         record = await self.upload()
         gate = Gate()
-        a, b = self.worker("a", gate), self.worker("b")
+        a, b = self.derivations("a", gate), self.derivations("b")
         Deferred.fromCoroutine(a.run_one())
         await until(lambda: gate.waiting, "a derives")
         self.f.clock.advance(jobs.RENEW_SECONDS)
@@ -328,7 +328,7 @@ class AttemptCapTests(JobTestCase):
             if attempt % 2:
                 self.f.clock.advance(jobs.LEASE_SECONDS)
             else:
-                self.assertEqual(await self.f.derivations.release_dead_workers(), 1)  # a restart
+                self.assertEqual(await self.f.derivations.release_dead_claimants(), 1)  # a restart
         self.assertTrue(await self.f.derivations.run_one())
         self.assertEqual(derived, [], "not tried again")
         self.assertEqual(self.f.storage.objects, {})
@@ -433,7 +433,7 @@ class ThreadTests(unittest.TestCase):
         f.api.io = io_pool.runner
         from imgshare.jobs import Derivations
 
-        derivations = Derivations(f.library, image_pool.runner, 1)
+        derivations = Derivations(f.library, f.database, image_pool.runner, 1)
         await f.account("kitten")
         token = await f.token("kitten")
         body, headers = multipart({"token": token}, {"file": ("a.jpg", photo((800, 600)))})

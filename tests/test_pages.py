@@ -310,7 +310,7 @@ class SessionTests(PagesTestCase):
         self.f.clock.advance(SESSION_SECONDS + 1)
         response, _ = await self.browser.get("/images")
         self.assertEqual(response.code, 303)
-        await expire_once(self.f.library, self.f.clock.seconds())
+        await expire_once(self.f.database, self.f.library, self.f.clock.seconds())
         rows = await self.f.database.run(db.delete_expired_sessions, 10 * T0)
         self.assertEqual(rows, 0, "the expiry pass had removed it")
 

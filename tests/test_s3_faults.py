@@ -140,7 +140,7 @@ class HungS3Tests(unittest.TestCase):
 
         for _ in range(60):  # the abandoned put's thread ends by itself (boto3 timeouts)
             f.clock.advance(1000)  # past any purge backoff
-            await expire_once(f.library, f.clock.seconds())
+            await expire_once(f.database, f.library, f.clock.seconds())
             if await leftovers() == ([], []):
                 break
             await sleep(0.5)
