@@ -1,5 +1,6 @@
 """The browser pages' HTML: ``twisted.web.template`` elements over the XHTML files
-of ``imgshare/templates/`` (one shared layout, one body template per page).
+of the top-level ``templates/`` folder, installed as the package ``imgshare.templates``
+(one shared layout, one body template per page).
 
 Routes (``imgshare.web.pages``) gather the data into the records below; the
 elements only place it.  Every value goes through the template flattener,
@@ -12,6 +13,8 @@ import functools
 import hashlib
 import importlib.resources
 from collections.abc import Iterator, Sequence
+from importlib.resources.abc import Traversable
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -21,6 +24,24 @@ from imgshare import __version__
 from imgshare.domain import words
 
 PACKAGE_DATA = importlib.resources.files("imgshare")
+
+
+def template_folder() -> Traversable:
+    """Where the page templates are: the package ``imgshare.templates`` once installed
+    (a wheel, or an editable install that maps packages), else the top-level
+    ``templates/`` beside the ``imgshare`` folder (a source checkout, or a ``compat``
+    editable install, which only puts the checkout on ``sys.path``)."""
+    try:
+        installed = importlib.resources.files("imgshare.templates")
+    except ModuleNotFoundError:
+        installed = None
+    if installed is not None and installed.joinpath("layout.xhtml").is_file():
+        return installed
+    # Not installed; an empty imgshare/templates/ left in a checkout is passed over too.
+    return Path(__file__).resolve().parents[2] / "templates"
+
+
+TEMPLATES = template_folder()
 
 #: Headers on every page (and on the pages' JSON answers).
 PAGE_HEADERS = {
@@ -40,8 +61,8 @@ MENU = (("/images", "Images"), ("/tokens", "Tokens"), ("/account", "Account"))
 
 @functools.cache
 def template(name: str) -> XMLString:
-    """The loader of ``imgshare/templates/<name>`` (parsed once)."""
-    return XMLString(PACKAGE_DATA.joinpath("templates", name).read_text("utf-8"))
+    """The loader of the page template ``templates/<name>`` (parsed once)."""
+    return XMLString(TEMPLATES.joinpath(name).read_text("utf-8"))
 
 
 @attrs.frozen

@@ -1,0 +1,94 @@
+"""The page templates are found from a wheel and an editable install, as from a checkout."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import sys
+
+from twisted.trial import unittest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+#: Renders a message page in the shared frame, then prints where
+#: imgshare and its templates came from.
+RENDER = """
+import imgshare
+from twisted.web.template import flattenString
+from imgshare.web import views
+results = []
+page = views.Layout("Packaged", views.MessageBody("rendered from the installed templates"))
+flattenString(None, page).addBoth(results.append)
+html = results[0].decode()
+assert "rendered from the installed templates" in html and "</html>" in html, html
+print(imgshare.__file__)
+print(views.TEMPLATES)
+"""
+
+
+def _copy_source(target: str) -> str:
+    """The project without its build leftovers, test runs and git data (builds write in-tree)."""
+    ignore = shutil.ignore_patterns(
+        ".git", "_trial_temp*", "__pycache__", "build", "dist", "*.egg-info", "test-artifacts",
+        "imgshare-data", "dropin.cache", ".venv",
+    )
+    shutil.copytree(REPO, target, ignore=ignore)
+    return target
+
+
+class TemplatesInstalledTests(unittest.TestCase):
+    def run_quietly(self, *argv: str, env: dict[str, str], cwd: str) -> str:
+        done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd, timeout=120)
+        self.assertEqual(done.returncode, 0, f"{argv}:\n{done.stdout}\n{done.stderr}")
+        return done.stdout
+
+    def test_wheel_and_editable_install_find_the_templates(self):
+        """A wheel carries templates/ as imgshare.templates and an editable install (the
+        ``compat`` mode CI uses) finds the checkout's templates/: both render a page."""
+        base = os.path.abspath(self.mktemp())
+        os.makedirs(base)
+        source = _copy_source(os.path.join(base, "source"))
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+        env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+        pip = [sys.executable, "-m", "pip"]
+        try:
+            import wheel  # noqa: F401
+        except ImportError:
+            # setuptools before 70.1 builds wheels with the ``wheel`` project; without
+            # build isolation it must be importable, so it goes into a folder of its own.
+            tools = os.path.join(base, "tools")
+            self.run_quietly(*pip, "install", "--quiet", "--no-deps", "--target", tools, "wheel",
+                             env=env, cwd=base)
+            env["PYTHONPATH"] = tools
+
+        def venv(name: str) -> str:
+            folder = os.path.join(base, name)
+            self.run_quietly(sys.executable, "-m", "venv", "--system-site-packages", "--without-pip",
+                             folder, env=env, cwd=base)
+            return os.path.join(folder, "bin", "python")
+
+        wheel_python, editable_python = venv("wheel-venv"), venv("editable-venv")
+        dist = os.path.join(base, "dist")
+        self.run_quietly(*pip, "--python", wheel_python, "wheel", "--quiet", "--no-deps",
+                         "--no-build-isolation", "--wheel-dir", dist, source, env=env, cwd=base)
+        [built] = glob.glob(os.path.join(dist, "imgshare-*.whl"))
+        self.run_quietly(*pip, "--python", wheel_python, "install", "--quiet", "--no-deps", "--no-index",
+                         built, env=env, cwd=base)
+        self.run_quietly(*pip, "--python", editable_python, "install", "--quiet", "--no-deps",
+                         "--no-build-isolation", "--config-settings", "editable_mode=compat", "-e", source,
+                         env=env, cwd=base)
+
+        render_env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
+        installed, templates = self.run_quietly(
+            wheel_python, "-c", RENDER, env=render_env, cwd=base).split()
+        wheel_venv = os.path.join(base, "wheel-venv") + os.sep
+        self.assertTrue(installed.startswith(wheel_venv), installed)
+        self.assertEqual(templates, os.path.join(os.path.dirname(installed), "templates"))
+        self.assertTrue(os.path.isfile(os.path.join(templates, "layout.xhtml")), templates)
+
+        installed, templates = self.run_quietly(
+            editable_python, "-c", RENDER, env=render_env, cwd=base).split()
+        self.assertEqual(installed, os.path.join(source, "imgshare", "__init__.py"))
+        self.assertEqual(templates, os.path.join(source, "templates"))
