@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 
 import attrs
 
@@ -56,15 +57,29 @@ def default_public_url(listen: str) -> str:
     return f"{scheme}://{host}" + ("" if int(port) == default else f":{port}")
 
 
+def _unless_empty(default: Callable[[Config], str]) -> attrs.Converter:
+    """A converter: an empty value becomes ``default(config)``, from the fields before it."""
+    return attrs.Converter(lambda value, config: value or default(config), takes_self=True)
+
+
+def _public_url(value: str, config: Config) -> str:
+    """The public URL without a trailing ``/``; by default, the first listener's."""
+    return (value or default_public_url(config.listen[0])).rstrip("/")
+
+
 @attrs.frozen
 class Config:
-    """Every setting of SPEC section 2, with defaults resolved."""
+    """Every setting of SPEC section 2, with defaults resolved.
 
-    data_dir: str = DEFAULT_DATA_DIR
+    ``data_dir`` is made absolute; an empty ``db``, ``storage`` or ``public_url`` becomes
+    its default under ``data_dir`` or for the first ``listen`` endpoint."""
+
+    data_dir: str = attrs.field(default=DEFAULT_DATA_DIR, converter=os.path.abspath)
     listen: tuple[str, ...] = (DEFAULT_LISTEN,)
-    db: str = ""
-    storage: str = ""
-    public_url: str = ""
+    db: str = attrs.field(
+        default="", converter=_unless_empty(lambda c: f"sqlite:///{c.data_dir}/imgshare.sqlite3"))
+    storage: str = attrs.field(default="", converter=_unless_empty(lambda c: f"file://{c.data_dir}/storage"))
+    public_url: str = attrs.field(default="", converter=attrs.Converter(_public_url, takes_self=True))
     resize_threads: int = attrs.field(factory=lambda: os.cpu_count() or 1)
     max_size: int = 32 * MiB
     max_pixels: int = 100_000_000
@@ -78,15 +93,7 @@ class Config:
     max_connections_per_address: int = MAX_CONNECTIONS_PER_ADDRESS  # 0: no cap
 
     def __attrs_post_init__(self) -> None:
-        data = os.path.abspath(self.data_dir)
-        object.__setattr__(self, "data_dir", data)
-        if not self.db:
-            object.__setattr__(self, "db", f"sqlite:///{data}/imgshare.sqlite3")
-        if not self.storage:
-            object.__setattr__(self, "storage", f"file://{data}/storage")
-        if not self.public_url:
-            object.__setattr__(self, "public_url", default_public_url(self.listen[0]))
-        object.__setattr__(self, "public_url", self.public_url.rstrip("/"))
+        """Checks only: the defaults that depend on other settings come from the converters."""
         if self.registration not in ("open", "closed"):
             raise ValueError("--registration must be open or closed")
         if self.max_size < 1 or self.max_pixels < 1 or self.resize_threads < 1:
