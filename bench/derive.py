@@ -33,7 +33,8 @@ from PIL import Image, ImageChops, ImageFilter
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from imgshare.derive import VARIANT_BOXES, derive_variants  # noqa: E402
+from imgshare.derive import derive_variants  # noqa: E402
+from imgshare.domain.naming import VARIANT_BOXES  # noqa: E402
 
 SIZE = (4000, 3000)
 MAX_PIXELS = 100_000_000

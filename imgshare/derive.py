@@ -24,22 +24,15 @@ from PIL import ExifTags, Image, ImageCms
 from PIL.JpegImagePlugin import JpegImageFile
 
 from imgshare.domain import sniff
+from imgshare.domain.naming import VARIANT_BOXES
+from imgshare.spool import remove_if_present
 
 __all__ = [
-    "VARIANT_BOXES",
     "BrokenImage",
     "Derived",
     "derive_variants",
     "fit_size",
 ]
-
-#: Boxes the derived files fit in, in cascade order (dicts keep insertion order).
-VARIANT_BOXES: dict[str, tuple[int, int]] = {
-    "xga": (1024, 768),
-    "vga": (640, 480),
-    "qvga": (320, 240),
-    "thumb": (160, 160),
-}
 
 #: The only formats the decoder may pick (SPEC section 4).
 FORMATS = ("JPEG", "PNG", "BMP", "WEBP")
@@ -357,9 +350,6 @@ def _write_jpeg(image: Image.Image, out_dir: str, name: str) -> tuple[str, int]:
             size = fh.tell()
         os.replace(temp, final)
     except BaseException:
-        try:
-            os.unlink(temp)
-        except FileNotFoundError:
-            pass
+        remove_if_present(temp)
         raise
     return final, size

@@ -59,6 +59,7 @@ from zope.interface import implementer
 import imgshare
 from imgshare.domain import errors, sniff
 from imgshare.domain.addresses import AddressPolicy, IPAddress, parse_host_literal, public_only
+from imgshare.spool import remove_if_present
 
 MAX_REDIRECTS = 5
 CONNECT_TIMEOUT = 10.0
@@ -538,10 +539,6 @@ def _redirect_target(current: Target, location: str) -> Target:
         raise errors.GatherFailed(f"the source redirected to an unusable URL: {e.message}") from e
 
 
-def discard_spooled(path: str) -> None:
-    """Remove a spooled download, if it is still there."""
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+#: Removes a spooled download, if it is still there (the name web/api.py imports).
+discard_spooled = remove_if_present
 

@@ -34,6 +34,7 @@ from imgshare import db, derive, memory
 from imgshare.domain import naming
 from imgshare.domain.records import Image, Job, Variant
 from imgshare.library import ImageLibrary
+from imgshare.spool import remove_if_present
 from imgshare.storage import ObjectMissing, StorageUnavailable
 
 log = Logger()
@@ -223,7 +224,7 @@ class Derivations(Service):
                          name=image.name, seconds=now - started)
             else:  # deleted while we worked: the purge takes what we stored too
                 library.purge_soon(image)
-            await library.io.run(_remove, library.spool_path(image.id))
+            await library.io.run(remove_if_present, library.spool_path(image.id))
             library.derived_ready(image.id)
         except db.LostClaim:
             raise
@@ -324,9 +325,3 @@ class Lease:
         if self.lost:
             raise db.LostClaim(self.job.image.id)
 
-
-def _remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

@@ -20,6 +20,7 @@ from imgshare import auth, db
 from imgshare.config import Config
 from imgshare.domain import errors, lifetime, naming, sniff
 from imgshare.domain.records import DELETED, Image, Token, Variant
+from imgshare.spool import remove_if_present
 from imgshare.storage import StorageUnavailable
 
 #: An upload still "uploading" after this long was abandoned by a crash.
@@ -375,7 +376,7 @@ class ImageLibrary:
             await self._db(db.postpone_purge, image.id, now + delay)
             return False
         await self._db(db.remove_image, image.id)
-        await self.io.run(_remove_file, self.spool_path(image.id))
+        await self.io.run(remove_if_present, self.spool_path(image.id))
         log.info("purged {account}/{name} ({state})", account=image.account, name=image.name,
                  state=image.state)
         return True
@@ -432,11 +433,4 @@ def _remove_all(paths: list[str]) -> None:
         if os.path.isdir(path):
             shutil.rmtree(path, ignore_errors=True)
         else:
-            _remove_file(path)
-
-
-def _remove_file(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+            remove_if_present(path)

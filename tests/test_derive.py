@@ -12,7 +12,8 @@ from PIL import Image, ImageChops, ImageCms, ImageFile
 from twisted.trial import unittest
 
 from imgshare import derive
-from imgshare.derive import VARIANT_BOXES, BrokenImage, Derived, derive_variants, fit_size
+from imgshare.derive import BrokenImage, Derived, derive_variants, fit_size
+from imgshare.domain.naming import VARIANT_BOXES
 
 RED = (255, 0, 0)
 GREEN = (0, 255, 0)

@@ -34,8 +34,9 @@ MAX_BASE_LENGTH = 40
 DERIVED_EXT = ".jpg"
 #: Public resized versions, largest first.
 VARIANTS = ("xga", "vga", "qvga")
-#: The box each derived file must fit in, including the private thumbnail.
-VARIANT_BOXES = {"xga": (1024, 768), "vga": (640, 480), "qvga": (320, 240), "thumb": (160, 160)}
+#: The box each derived file must fit in, including the private thumbnail, in the
+#: order derive.py makes them (a cascade: each from the one before).
+VARIANT_BOXES: dict[str, tuple[int, int]] = {"xga": (1024, 768), "vga": (640, 480), "qvga": (320, 240), "thumb": (160, 160)}
 THUMB = "thumb"
 
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
