@@ -103,8 +103,16 @@ class SniffTypeTests(unittest.TestCase):
             self.assertIsNone(sniff.sniff_type(sample), sample)
 
 
-class ReadDimensionsTests(unittest.TestCase):
-    """read_dimensions reports header dimensions without decoding pixels."""
+def measured(path, image_type):
+    """(width, height) as inspect_file measures them: from the header, confirmed by
+    Pillow's reading of it unless it declares more than Pillow's own limit."""
+    info = sniff.inspect_file(path, 10**9)
+    assert info.type is image_type, (info.type, image_type)
+    return info.width, info.height
+
+
+class DimensionsTests(unittest.TestCase):
+    """inspect_file and declared_dimensions report header dimensions without decoding pixels."""
 
     def write(self, data):
         """Write bytes to a fresh path and return it."""
@@ -118,14 +126,14 @@ class ReadDimensionsTests(unittest.TestCase):
         for image_type, (fmt, mode) in SAVE_OPTIONS.items():
             path = self.mktemp()
             Image.new(mode, (123, 45)).save(path, fmt)
-            self.assertEqual(sniff.read_dimensions(path, image_type), (123, 45))
+            self.assertEqual(measured(path, image_type), (123, 45))
 
     def test_jpeg_variants(self):
         """Progressive, greyscale and CMYK JPEGs report their size."""
         for mode, options in (("RGB", {"progressive": True}), ("L", {}), ("CMYK", {})):
             path = self.mktemp()
             Image.new(mode, (64, 48)).save(path, "JPEG", **options)
-            self.assertEqual(sniff.read_dimensions(path, sniff.JPEG), (64, 48))
+            self.assertEqual(measured(path, sniff.JPEG), (64, 48))
 
     def test_top_down_bmp(self):
         """A top-down BMP (negative height in its header) reports a positive height."""
@@ -134,12 +142,12 @@ class ReadDimensionsTests(unittest.TestCase):
         with open(path, "r+b") as fp:
             fp.seek(22)
             fp.write(struct.pack("<i", -7))
-        self.assertEqual(sniff.read_dimensions(path, sniff.BMP), (10, 7))
+        self.assertEqual(measured(path, sniff.BMP), (10, 7))
 
     def test_huge_png_header_returns_declared_size(self):
         """A 20000x20000 PNG header is reported as such, with no bomb warning or error."""
         path = self.write(png_header(20000, 20000))
-        self.assertEqual(sniff.read_dimensions(path, sniff.PNG), (20000, 20000))
+        self.assertEqual(measured(path, sniff.PNG), (20000, 20000))
         bombs = self.flushWarnings()
         self.assertEqual([w for w in bombs if w["category"] is Image.DecompressionBombWarning], [])
 
@@ -147,25 +155,25 @@ class ReadDimensionsTests(unittest.TestCase):
         """A header just above Pillow's warning threshold triggers no warning."""
         side = int(Image.MAX_IMAGE_PIXELS**0.5) + 10
         path = self.write(png_header(side, side))
-        self.assertEqual(sniff.read_dimensions(path, sniff.PNG), (side, side))
+        self.assertEqual(measured(path, sniff.PNG), (side, side))
         categories = [w["category"] for w in self.flushWarnings()]
         self.assertNotIn(Image.DecompressionBombWarning, categories)
 
     def test_huge_webp_canvas(self):
         """A WEBP VP8X header declaring a 16383x16383 canvas is reported as declared."""
         path = self.write(webp_vp8x_header(16383, 16383))
-        self.assertEqual(sniff.read_dimensions(path, sniff.WEBP), (16383, 16383))
+        self.assertEqual(measured(path, sniff.WEBP), (16383, 16383))
 
     def test_png_bad_crc(self):
         """A PNG whose IHDR checksum is wrong has an unreadable header."""
         path = self.write(png_header(10, 10, crc_ok=False))
-        self.assertRaises(errors.BadImage, sniff.read_dimensions, path, sniff.PNG)
+        self.assertRaises(errors.BadImage, sniff.declared_dimensions, path, sniff.PNG)
 
     def test_wrong_format_for_file(self):
         """Reading a PNG as a JPEG fails: Pillow is restricted to the given format."""
         path = self.mktemp()
         Image.new("RGB", (5, 5)).save(path, "PNG")
-        self.assertRaises(errors.BadImage, sniff.read_dimensions, path, sniff.JPEG)
+        self.assertRaises(errors.BadImage, sniff.declared_dimensions, path, sniff.JPEG)
 
 
 class InspectFileTests(unittest.TestCase):

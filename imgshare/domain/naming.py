@@ -172,12 +172,6 @@ class FileRef:
         if (self.name is None) == (self.stem is None):
             raise ValueError("exactly one of name and stem must be set")
 
-    def matches(self, name: str) -> bool:
-        """True when the original called ``name`` is the one referred to."""
-        if self.name is not None:
-            return name == self.name
-        return name_stem(name) == self.stem
-
 
 def parse_file_reference(value: str, account: str) -> FileRef:
     """Parse the ``file`` parameter of ``img_delete``.

@@ -87,18 +87,6 @@ def _looks_like_bmp(head: bytes) -> bool:
     return dib_size in _BMP_DIB_SIZES
 
 
-def read_dimensions(path: str, image_type: ImageType) -> tuple[int, int]:
-    """Return ``(width, height)`` from the header of the image at ``path``.
-
-    Never decodes pixels and never trips Pillow's decompression-bomb check:
-    a header declaring more pixels than ``Image.MAX_IMAGE_PIXELS`` is reported
-    as declared (the caller compares pixel counts itself). Raises
-    :class:`errors.BadImage` when the header is unreadable or truncated.
-    """
-    declared = declared_dimensions(path, image_type)
-    return _library_dimensions(path, image_type, declared)
-
-
 def declared_dimensions(path: str, image_type: ImageType) -> tuple[int, int]:
     """Return the dimensions the header declares, parsed without Pillow.
 
