@@ -1,0 +1,37 @@
+"""Accounts on a real SQLite database: the one-time setup code and the first admin."""
+
+from __future__ import annotations
+
+from twisted.internet.task import Clock
+from twisted.trial import unittest
+
+from imgshare import db
+from imgshare.accounts import SETUP_CODE_SETTING, Accounts
+from imgshare.testing import T0, open_sqlite
+from imgshare.threads import InlineRunner
+
+
+class SetupCodeTests(unittest.TestCase):
+    async def setUp(self):
+        self.database = await open_sqlite(self)
+        clock = Clock()
+        clock.advance(T0)
+        self.accounts = Accounts(self.database, InlineRunner(), clock)
+
+    async def test_code_until_the_first_account(self):
+        """With no account the code is made once and kept (every process logs the same);
+        once an account exists there is none to announce."""
+        code = await self.accounts.setup_code_if_needed()
+        self.assertTrue(code)
+        self.assertEqual(await self.database.run(db.get_setting, SETUP_CODE_SETTING), code)
+        self.assertEqual(await self.accounts.setup_code_if_needed(), code)
+        self.assertTrue(await self.accounts.setup_code_valid(code))
+        await self.accounts.create("kitten", "a long password", False)
+        self.assertIsNone(await self.accounts.setup_code_if_needed())
+
+    async def test_first_account_is_admin_when_asked(self):
+        """With admin_if_first the first account is an admin, later ones only if asked."""
+        first = await self.accounts.create("kitten", "a long password", False, admin_if_first=True)
+        second = await self.accounts.create("bear", "a long password", False, admin_if_first=True)
+        third = await self.accounts.create("fox", "a long password", True, admin_if_first=True)
+        self.assertEqual((first.is_admin, second.is_admin, third.is_admin), (True, False, True))
