@@ -246,6 +246,14 @@ class ImageLibrary:
         image = await self._db(db.get_image_by_stem, account, stem)
         return image if image is not None and image.is_served(self.now()) else None
 
+    async def account_images(self, account: str, offset: int, limit: int) -> list[Image]:
+        """The account's served images, newest first: ``limit`` of them after the first ``offset``."""
+        return await self._db(db.list_images, account, self.now(), offset, limit)
+
+    async def pending_derivations(self, image_ids: list[int]) -> set[int]:
+        """Which of these images still wait for their derived files."""
+        return await self._db(db.pending_images, image_ids)
+
     async def derived_file(self, image: Image, variant: str, wait: float = DERIVED_WAIT_SECONDS) -> Variant:
         """The record of one derived file, waiting up to ``wait`` seconds (its job moved
         to the front) while it is being made.  NotFound if it will never exist,

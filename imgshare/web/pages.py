@@ -21,16 +21,17 @@ from twisted.python.failure import Failure
 from twisted.web.template import tags
 from werkzeug.exceptions import HTTPException
 
-from imgshare import auth, db
+from imgshare import auth
 from imgshare.accounts import Accounts, check_account_name, check_new_password
 from imgshare.config import RateLimit
 from imgshare.domain import errors, output, sharex, words
 from imgshare.domain.records import Account, Image
 from imgshare.library import ImageLibrary
 from imgshare.ratelimit import LoginThrottle
+from imgshare.sessions import Sessions
 from imgshare.web.errors import client_ip, header, query, require_method
 from imgshare.web.forms import Form, read_form
-from imgshare.web.sessions import Sessions, Visitor
+from imgshare.web.sessions import SessionCookies, Visitor
 from imgshare.web.views import (
     AccountBody,
     AccountView,
@@ -137,7 +138,7 @@ class Pages:
     login_per_account_address: RateLimit = LOGIN_PER_ACCOUNT_ADDRESS
     login_per_account: RateLimit = LOGIN_PER_ACCOUNT
     accounts: Accounts = attrs.field(init=False)
-    sessions: Sessions = attrs.field(init=False)
+    sessions: SessionCookies = attrs.field(init=False)
     throttle: LoginThrottle = attrs.field(init=False)
 
     app: ClassVar[Klein] = Klein()
@@ -145,7 +146,7 @@ class Pages:
     def __attrs_post_init__(self) -> None:
         library = self.library
         self.accounts = Accounts(library.database, self.io, library.clock)
-        self.sessions = Sessions(library.database, library.clock, library.config.public_url)
+        self.sessions = SessionCookies(Sessions(library.database, library.clock), library.config.public_url)
         self.throttle = LoginThrottle(self.login_per_address, self.login_per_account_address,
                                       self.login_per_account, library.clock)
 
@@ -366,9 +367,9 @@ class Pages:
         except ValueError:
             page = 1
         now = self.library.now()
-        found = await self._db(db.list_images, visitor.account, now, (page - 1) * PAGE_SIZE, PAGE_SIZE + 1)
+        found = await self.library.account_images(visitor.account, (page - 1) * PAGE_SIZE, PAGE_SIZE + 1)
         shown: list[Image] = found[:PAGE_SIZE]
-        pending = await self._db(db.pending_images, [i.id for i in shown])
+        pending = await self.library.pending_derivations([i.id for i in shown])
         body = ImagesBody(
             visitor.csrf, [self._image_view(i, i.id in pending, now) for i in shown],
             self._upload_lifetimes(), words.tiers_in_words(self.config.tiers),
@@ -660,12 +661,6 @@ class Pages:
                            "Back to your images" if visitor else "Go to the start page")
         title = STATUS_TITLES.get(status, "Something went wrong")
         return await self._page(request, title, body, visitor, status=status, narrow=True)
-
-    async def _db(self, operation: Any, *args: Any) -> Any:
-        try:
-            return await self.library.database.run(operation, *args)
-        except db.DatabaseUnavailable as e:
-            raise errors.StorageUnavailable("the database is unavailable") from e
 
 
 def _sentence(message: str) -> str:
