@@ -19,7 +19,6 @@ from klein import Klein
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.template import tags
-from werkzeug.exceptions import HTTPException
 
 from imgshare import auth
 from imgshare.accounts import Accounts, check_account_name, check_new_password
@@ -29,8 +28,9 @@ from imgshare.domain.records import Account, Image
 from imgshare.library import ImageLibrary
 from imgshare.ratelimit import LoginThrottle
 from imgshare.sessions import Sessions
-from imgshare.web.errors import client_ip, header, query, require_method
+from imgshare.web.errors import describe_failure, require_method, set_error_headers
 from imgshare.web.forms import Form, read_form
+from imgshare.web.http import client_ip, header, query
 from imgshare.web.sessions import SessionCookies, Visitor
 from imgshare.web.views import (
     AccountBody,
@@ -304,7 +304,7 @@ class Pages:
         try:
             account = await self._check_password(request, name[:64], form.get("password") or "")
         except errors.RateLimited as e:
-            request.setHeader(b"Retry-After", str(e.retry_after).encode())
+            set_error_headers(request, e)
             return await self._login_page(request, name, next_path, problem=e.message, status=429)
         if account is None:
             log.info("failed login for {name!r} from {address}", name=name[:64], address=client_ip(request))
@@ -408,7 +408,7 @@ class Pages:
             chosen = [f for f in form.files if f.filename or f.size]
             if not chosen:
                 raise errors.BadRequest("Choose at least one image to upload.")
-            keep_name = (form.get("keep_name") or "").strip().lower() in ("1", "on", "true", "yes")
+            keep_name = output.is_true(form.get("keep_name"))
             results = []
             status = 200
             for uploaded in chosen:
@@ -570,7 +570,7 @@ class Pages:
             account = await self._check_password(request, visitor.account, form.get("current") or "",
                                                  session=True)
         except errors.RateLimited as e:
-            request.setHeader(b"Retry-After", str(e.retry_after).encode())
+            set_error_headers(request, e)
             return await self._account_page(request, visitor, problem=e.message, status=429)
         if account is None:
             return await self._account_page(request, visitor, problem="The current password is wrong.",
@@ -641,19 +641,11 @@ class Pages:
                 return _json(request, 401, output.error_body("your session has ended: log in again"))
             path = request.path.decode("latin-1")
             return _redirect(request, "/login?" + urlencode({"next": path}) if path in NEXT_PAGES else "/login")
-        if isinstance(error, errors.ApiError):
-            status, message = error.status, error.message
-            retry_after = getattr(error, "retry_after", None)
-            if retry_after is not None:
-                request.setHeader(b"Retry-After", str(retry_after).encode())
-            if getattr(error, "allow", None):
-                request.setHeader(b"Allow", error.allow.encode())
-        elif isinstance(error, HTTPException):
-            status = error.code or 400
-            message = "There is no page at this address." if status == 404 else "That does not work here."
-        else:
-            log.failure("unexpected error answering {uri}", failure, uri=request.uri)
-            status, message = 500, "Something went wrong on the server. Please try again."
+        status, message = describe_failure(
+            request, failure,
+            lambda e: "There is no page at this address." if e.code == 404 else "That does not work here.",
+            "Something went wrong on the server. Please try again.",
+        )
         if _wants_json(request):
             return _json(request, status, output.error_body(message))
         visitor = self.sessions.known_visitor(request)

@@ -14,8 +14,8 @@ from twisted.web.resource import Resource
 
 from imgshare import __version__
 from imgshare.web.api import Api
-from imgshare.web.errors import respond
 from imgshare.web.files import Files
+from imgshare.web.http import respond
 from imgshare.web.pages import Pages
 
 
