@@ -15,20 +15,10 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
-from imgshare import backends, db, memory
+from imgshare import backends, compose, db, memory
 from imgshare.accounts import SETUP_CODE_SETTING
 from imgshare.config import Config
-from imgshare.expiry import ExpiryService
-from imgshare.gather import Gatherer
-from imgshare.jobs import Derivations
-from imgshare.library import ImageLibrary
-from imgshare.ratelimit import RateLimiter
 from imgshare.threads import ThreadPoolService
-from imgshare.web.api import Api
-from imgshare.web.files import Files
-from imgshare.web.pages import Pages
-from imgshare.web.request import ImgshareSite
-from imgshare.web.root import Root
 
 log = Logger()
 
@@ -37,18 +27,23 @@ IO_THREADS = 8
 OPEN_FILES_CAP = 65536
 
 
+def configure_process(config: Config) -> None:
+    """The process-wide settings, made once at start-up (when the service is built)."""
+    # IMGSHARE checks pixel counts itself (before decoding); Pillow's own
+    # process-wide guard must not refuse what --max-pixels allows.
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = max(config.max_pixels, Image.MAX_IMAGE_PIXELS or 0)
+    # Large image buffers go back to the system when freed (imgshare.memory).
+    memory.tune()
+
+
 class ImgshareService(MultiService):
     """One IMGSHARE process. ``ready`` fires once it listens; ``ports`` are its listeners."""
 
     def __init__(self, config: Config, reactor: Any):
         super().__init__()
-        # IMGSHARE checks pixel counts itself (before decoding); Pillow's own
-        # process-wide guard must not refuse what --max-pixels allows.
-        from PIL import Image
-
-        Image.MAX_IMAGE_PIXELS = max(config.max_pixels, Image.MAX_IMAGE_PIXELS or 0)
-        # Large image buffers go back to the system when freed (imgshare.memory).
-        memory.tune()
+        configure_process(config)
         self.config = config
         self.reactor = reactor
         self.io_pool = ThreadPoolService(reactor, "imgshare-io", IO_THREADS)
@@ -58,25 +53,11 @@ class ImgshareService(MultiService):
         io = self.io_pool.worker
         self.database = backends.open_database(config.db, reactor, io)
         self.storage = backends.open_storage(config.storage, reactor, io)
-        self.library = ImageLibrary(config, self.database, self.storage, io, reactor)
-        self.pages = Pages(self.library, io)
-        self.root = Root(
-            Api(
-                self.library, io,
-                RateLimiter(config.rate_ip, reactor, "client address"),
-                RateLimiter(config.rate_token, reactor, "token"),
-                Gatherer(reactor, config),
-            ),
-            Files(self.library, self.storage, viewer=self.pages.viewer),
-            self.pages,
-        )
-        self.site = ImgshareSite(
-            self.root.resource(), max_body=config.max_body, reactor=reactor,
-            head_timeout=config.head_timeout, min_body_rate=config.min_body_rate,
-            max_connections_per_address=config.max_connections_per_address,
-        )
-        self.expiry = ExpiryService(self.library, reactor)
-        self.derivations = Derivations(self.library, self.image_pool.worker, config.resize_threads)
+        self.components = compose.build(config, reactor, self.database, self.storage, io, self.image_pool.worker)
+        self.library = self.components.library
+        self.site = self.components.site
+        self.expiry = self.components.expiry
+        self.derivations = self.components.derivations
         self.ports: list[Any] = []
         self.ready: Deferred[None] = Deferred()
 

@@ -22,12 +22,10 @@ from twisted.web.template import tags
 
 from imgshare import auth
 from imgshare.accounts import Accounts, check_account_name, check_new_password
-from imgshare.config import RateLimit
 from imgshare.domain import errors, output, sharex, words
 from imgshare.domain.records import Account, Image
 from imgshare.library import ImageLibrary
 from imgshare.ratelimit import LoginThrottle
-from imgshare.sessions import Sessions
 from imgshare.web.errors import describe_failure, require_method, set_error_headers
 from imgshare.web.forms import Form, read_form
 from imgshare.web.http import client_ip, header, query
@@ -55,15 +53,6 @@ from imgshare.web.views import (
 
 log = Logger()
 
-#: Failed password checks (login and password-change forms) that may be made in
-#: bursts of COUNT, refilling over PERIOD (see ``imgshare.ratelimit.LoginThrottle``):
-#: per client address (an IPv6 one by its /64), whatever the account names, also
-#: spent by every setup and register submission;
-LOGIN_PER_ADDRESS = RateLimit(30, 600.0)
-#: per account and client address (a success from there forgets them);
-LOGIN_PER_ACCOUNT_ADDRESS = RateLimit(10, 600.0)
-#: per account, from addresses that never logged in to it (only those wait).
-LOGIN_PER_ACCOUNT = RateLimit(50, 600.0)
 #: Images per page of the gallery.
 PAGE_SIZE = 24
 #: Files one upload form may carry (the body limit applies to them together).
@@ -133,22 +122,12 @@ class Pages:
     """Routes of the browser pages; mounted by ``imgshare.web.root``."""
 
     library: ImageLibrary
-    io: Any  # Worker: form parsing and scrypt
-    login_per_address: RateLimit = LOGIN_PER_ADDRESS
-    login_per_account_address: RateLimit = LOGIN_PER_ACCOUNT_ADDRESS
-    login_per_account: RateLimit = LOGIN_PER_ACCOUNT
-    accounts: Accounts = attrs.field(init=False)
-    sessions: SessionCookies = attrs.field(init=False)
-    throttle: LoginThrottle = attrs.field(init=False)
+    io: Any  # Worker: form parsing
+    accounts: Accounts
+    sessions: SessionCookies
+    throttle: LoginThrottle
 
     app: ClassVar[Klein] = Klein()
-
-    def __attrs_post_init__(self) -> None:
-        library = self.library
-        self.accounts = Accounts(library.database, self.io, library.clock)
-        self.sessions = SessionCookies(Sessions(library.database, library.clock), library.config.public_url)
-        self.throttle = LoginThrottle(self.login_per_address, self.login_per_account_address,
-                                      self.login_per_account, library.clock)
 
     @property
     def config(self) -> Any:
@@ -157,11 +136,6 @@ class Pages:
     @property
     def registration_open(self) -> bool:
         return self.config.registration == "open"
-
-    async def viewer(self, request: Any) -> str | None:
-        """The account whose browser session makes ``request`` (``Files`` serves
-        ``/thumb/`` to it alone)."""
-        return await self.sessions.account_of(request)
 
     # ---------------------------------------------------------------- helpers
 
