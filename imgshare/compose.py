@@ -29,6 +29,11 @@ from imgshare.sessions import Sessions
 from imgshare.web.api import Api
 from imgshare.web.files import Files
 from imgshare.web.pages import Pages
+from imgshare.web.pages.account import AccountPages
+from imgshare.web.pages.auth import AuthPages
+from imgshare.web.pages.images import ImagePages
+from imgshare.web.pages.static import StaticFiles
+from imgshare.web.pages.tokens import TokenPages
 from imgshare.web.request import ImgshareSite
 from imgshare.web.root import Root
 from imgshare.web.sessions import SessionCookies
@@ -73,7 +78,11 @@ def build(
     sessions = Sessions(database, reactor)
     cookies = SessionCookies(sessions, config.public_url)
     throttle = LoginThrottle(LOGIN_PER_ADDRESS, LOGIN_PER_ACCOUNT_ADDRESS, LOGIN_PER_ACCOUNT, reactor)
-    pages = Pages(library, io, accounts, cookies, throttle)
+    shared = (library, io, accounts, cookies, throttle)
+    pages = Pages(
+        auth=AuthPages(*shared), images=ImagePages(*shared), tokens=TokenPages(*shared),
+        account=AccountPages(*shared), static=StaticFiles(*shared),
+    )
     api = Api(
         library, io,
         RateLimiter(config.rate_ip, reactor, "client address"),

@@ -15,7 +15,7 @@ from imgshare.expiry import expire_once
 from imgshare.ratelimit import LOGIN_PER_ACCOUNT_ADDRESS
 from imgshare.sessions import SESSION_SECONDS
 from imgshare.testing import T0, image_bytes, make_fixture, multipart
-from imgshare.web.pages import PAGE_SIZE
+from imgshare.web.pages.images import PAGE_SIZE
 from imgshare.web.sessions import SESSION_COOKIE
 
 SITE = "http://img.example"

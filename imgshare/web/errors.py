@@ -10,6 +10,7 @@ from typing import Any
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import MethodNotAllowed as RoutingMethodNotAllowed
 
 from imgshare.domain import errors, output
 from imgshare.web.http import respond
@@ -50,9 +51,27 @@ def render_failure(request: Any, failure: Failure) -> bytes:
     return respond(request, status, output.error_body(message))
 
 
+#: The order methods are named in (``Allow: GET, HEAD, POST``).
+METHOD_ORDER = ("GET", "HEAD", "POST")
+
+
+def method_not_allowed(*methods: str) -> errors.MethodNotAllowed:
+    """The 405 naming ``methods`` (in its message and its ``Allow`` header)."""
+    error = errors.MethodNotAllowed(f"use {' or '.join(methods)}")
+    error.allow = ", ".join(methods)
+    return error
+
+
 def require_method(request: Any, *methods: bytes) -> None:
     """Raise 405 (with ``Allow``) unless the request uses one of ``methods``."""
     if request.method not in methods:
-        error = errors.MethodNotAllowed(f"use {' or '.join(m.decode() for m in methods)}")
-        error.allow = ", ".join(m.decode() for m in methods)
-        raise error
+        raise method_not_allowed(*(m.decode() for m in methods))
+
+
+def routing_error(error: Exception) -> Exception:
+    """Klein's routing 405 (a route's ``methods=``) as the 405 ``require_method`` raises:
+    the same message and ``Allow`` header; any other error as it is."""
+    if isinstance(error, RoutingMethodNotAllowed) and error.valid_methods:
+        known = [m for m in METHOD_ORDER if m in error.valid_methods]
+        return method_not_allowed(*known, *sorted(set(error.valid_methods) - set(known)))
+    return error
