@@ -17,7 +17,7 @@ import attrs
 from imgshare import auth, db
 from imgshare.domain import errors, lifetime, naming
 from imgshare.domain.records import Account, Token
-from imgshare.library import run_query
+from imgshare.gateway import run_query
 
 #: The setting holding the one-time setup code (made by ``Accounts.setup_code_if_needed``),
 #: kept as is: every process logs the same link, and whoever can read the

@@ -113,9 +113,6 @@ class Derivations(Service):
     _loops: list[Deferred[None]] = attrs.Factory(list)
     _sleepers: list[Deferred[None]] = attrs.Factory(list)
 
-    def __attrs_post_init__(self) -> None:
-        self.library.on_committed = self.wake
-
     @property
     def clock(self) -> Any:
         return self.library.clock

@@ -20,6 +20,7 @@ from imgshare import auth, db
 from imgshare.config import Config
 from imgshare.domain import errors, lifetime, naming, sniff
 from imgshare.domain.records import DELETED, Image, Token, Variant
+from imgshare.gateway import run_query
 from imgshare.spool import remove_if_present
 from imgshare.storage import StorageUnavailable
 
@@ -44,15 +45,6 @@ KEPT_NAME_ATTEMPTS = 5
 RANDOM_NAME_ATTEMPTS = 10
 
 log = Logger()
-
-
-async def run_query(database: Any, operation: Any, *args: Any) -> Any:
-    """``database.run(operation, *args)`` for a request: an outage of the database is
-    ``errors.Unavailable`` (503).  The one place that translation is made."""
-    try:
-        return await database.run(operation, *args)
-    except db.DatabaseUnavailable as e:
-        raise errors.Unavailable("the database is unavailable") from e
 
 
 def all_keys(image: Image) -> list[str]:
@@ -255,6 +247,14 @@ class ImageLibrary:
             return None
         image = await self._db(db.get_image_by_stem, account, stem)
         return image if image is not None and image.is_served(self.now()) else None
+
+    async def account_images(self, account: str, offset: int, limit: int) -> list[Image]:
+        """The account's served images, newest first: ``limit`` of them after the first ``offset``."""
+        return await self._db(db.list_images, account, self.now(), offset, limit)
+
+    async def pending_derivations(self, image_ids: list[int]) -> set[int]:
+        """Which of these images still wait for their derived files."""
+        return await self._db(db.pending_images, image_ids)
 
     async def derived_file(self, image: Image, variant: str, wait: float = DERIVED_WAIT_SECONDS) -> Variant:
         """The record of one derived file, waiting up to ``wait`` seconds (its job moved

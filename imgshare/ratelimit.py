@@ -16,6 +16,16 @@ KNOWN_FOR = 30 * 86400.0
 #: Known addresses remembered per account (the most recent ones).
 KNOWN_PER_ACCOUNT = 32
 
+#: Failed password checks (login and password-change forms) that may be made in
+#: bursts of COUNT, refilling over PERIOD (see ``LoginThrottle``):
+#: per client address (an IPv6 one by its /64), whatever the account names, also
+#: spent by every setup and register submission;
+LOGIN_PER_ADDRESS = RateLimit(30, 600.0)
+#: per account and client address (a success from there forgets them);
+LOGIN_PER_ACCOUNT_ADDRESS = RateLimit(10, 600.0)
+#: per account, from addresses that never logged in to it (only those wait).
+LOGIN_PER_ACCOUNT = RateLimit(50, 600.0)
+
 
 class RateLimiter:
     """Allows ``limit.count`` requests per ``limit.period`` seconds for each key, in bursts."""

@@ -14,20 +14,9 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
-from imgshare import backends, memory
-from imgshare.accounts import Accounts
+from imgshare import backends, compose, memory
 from imgshare.config import Config
-from imgshare.expiry import ExpiryService
-from imgshare.gather import Gatherer
-from imgshare.jobs import Derivations
-from imgshare.library import ImageLibrary
-from imgshare.ratelimit import RateLimiter
 from imgshare.threads import ThreadPoolService
-from imgshare.web.api import Api
-from imgshare.web.files import Files
-from imgshare.web.pages import Pages
-from imgshare.web.request import ImgshareSite
-from imgshare.web.root import Root
 
 log = Logger()
 
@@ -36,18 +25,23 @@ IO_THREADS = 8
 OPEN_FILES_CAP = 65536
 
 
+def configure_process(config: Config) -> None:
+    """The process-wide settings, made once at start-up (when the service is built)."""
+    # IMGSHARE checks pixel counts itself (before decoding); Pillow's own
+    # process-wide guard must not refuse what --max-pixels allows.
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = max(config.max_pixels, Image.MAX_IMAGE_PIXELS or 0)
+    # Large image buffers go back to the system when freed (imgshare.memory).
+    memory.tune()
+
+
 class ImgshareService(MultiService):
     """One IMGSHARE process. ``ready`` fires once it listens; ``ports`` are its listeners."""
 
     def __init__(self, config: Config, reactor: Any):
         super().__init__()
-        # IMGSHARE checks pixel counts itself (before decoding); Pillow's own
-        # process-wide guard must not refuse what --max-pixels allows.
-        from PIL import Image
-
-        Image.MAX_IMAGE_PIXELS = max(config.max_pixels, Image.MAX_IMAGE_PIXELS or 0)
-        # Large image buffers go back to the system when freed (imgshare.memory).
-        memory.tune()
+        configure_process(config)
         self.config = config
         self.reactor = reactor
         self.io_pool = ThreadPoolService(reactor, "imgshare-io", IO_THREADS)
@@ -57,25 +51,11 @@ class ImgshareService(MultiService):
         io = self.io_pool.runner
         self.database = backends.open_database(config.db, reactor, io)
         self.storage = backends.open_storage(config.storage, reactor, io)
-        self.library = ImageLibrary(config, self.database, self.storage, io, reactor)
-        self.pages = Pages(self.library, io)
-        self.root = Root(
-            Api(
-                self.library, io,
-                RateLimiter(config.rate_ip, reactor, "client address"),
-                RateLimiter(config.rate_token, reactor, "token"),
-                Gatherer(reactor, config),
-            ),
-            Files(self.library, self.storage, viewer=self.pages.viewer),
-            self.pages,
-        )
-        self.site = ImgshareSite(
-            self.root.resource(), max_body=config.max_body, reactor=reactor,
-            head_timeout=config.head_timeout, min_body_rate=config.min_body_rate,
-            max_connections_per_address=config.max_connections_per_address,
-        )
-        self.expiry = ExpiryService(self.database, self.library, reactor)
-        self.derivations = Derivations(self.library, self.database, self.image_pool.runner, config.resize_threads)
+        self.components = compose.build(config, reactor, self.database, self.storage, io, self.image_pool.runner)
+        self.library = self.components.library
+        self.site = self.components.site
+        self.expiry = self.components.expiry
+        self.derivations = self.components.derivations
         self.ports: list[Any] = []
         self.ready: Deferred[None] = Deferred()
 
@@ -107,7 +87,7 @@ class ImgshareService(MultiService):
 
     async def _announce_setup(self) -> None:
         """With no accounts yet, log a one-time link that creates the first (admin) account."""
-        code = await Accounts(self.database, self.io_pool.runner, self.reactor).setup_code_if_needed()
+        code = await self.components.accounts.setup_code_if_needed()
         if code is not None:
             log.warn("No accounts yet. Create the first (admin) account at {url}/setup?code={code} "
                      "(or run: imgshare user add NAME)", url=self.config.public_url, code=code)

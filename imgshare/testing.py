@@ -13,20 +13,14 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock, deferLater
 from zope.interface import implementer
 
-from imgshare import auth, db
+from imgshare import auth, compose, db
 from imgshare.config import Config, RateLimit
 from imgshare.gather import Gatherer
-from imgshare.library import ImageLibrary
 from imgshare.plugins.sqlite import SqliteDatabase
 from imgshare.producers import RangeSender
-from imgshare.ratelimit import RateLimiter
 from imgshare.storage import IStorage, ObjectMissing, StorageUnavailable
 from imgshare.threads import InlineRunner
-from imgshare.web.api import Api
-from imgshare.web.files import Files
-from imgshare.web.pages import Pages
 from imgshare.web.request import ImgshareRequest
-from imgshare.web.root import Root
 
 #: 2026-02-14T09:30:00Z, the moment most tests happen at.
 T0 = 1771061400.0
@@ -137,19 +131,16 @@ class Fixture:
         self.storage = storage
         self.clock = clock
         self.config = config
-        self.library = ImageLibrary(config, database, storage, InlineRunner(), clock)
-        self.api = Api(
-            self.library, InlineRunner(),
-            RateLimiter(config.rate_ip, clock, "client address"),
-            RateLimiter(config.rate_token, clock, "token"),
-            gatherer,
+        #: Every component, built as the server builds them; nothing is started
+        #: (tests run derivation jobs one at a time with ``derivations.run_one``).
+        self.components = compose.build(
+            config, clock, database, storage, InlineRunner(), InlineRunner(), gatherer=gatherer,
         )
-        self.pages = Pages(self.library, InlineRunner())
-        self.root = Root(self.api, Files(self.library, storage, viewer=self.pages.viewer), self.pages)
-        from imgshare.jobs import Derivations
-
-        #: Not started: tests run jobs one at a time with ``run_one``.
-        self.derivations = Derivations(self.library, database, InlineRunner(), 1)
+        self.library = self.components.library
+        self.api = self.components.api
+        self.pages = self.components.pages
+        self.root = self.components.root
+        self.derivations = self.components.derivations
 
     async def account(self, name: str = "kitten", password: str = "correct horse") -> str:
         """Create an account; return its name."""
@@ -167,7 +158,7 @@ class Fixture:
         return secret
 
     def client(self) -> StubClient:
-        return StubClient(self.root.resource())
+        return StubClient(self.components.resource)
 
 
 async def make_fixture(

@@ -381,6 +381,13 @@ class OtherEndpointTests(ApiTestCase):
         response, body = await self.client.request("GET", URL + "limits?format=text")
         self.assertIn(b"max_size=33554432\n", body)
 
+    async def test_limits_txt(self):
+        """limits?format=txt is the text format, flat like format=text (no dict reprs)."""
+        _, text = await self.client.request("GET", URL + "limits?format=text")
+        response, body = await self.client.request("GET", URL + "limits?format=txt")
+        self.assertEqual(body, text)
+        self.assertNotIn(b"{", body)
+
     async def test_unknown_endpoint(self):
         """Unknown API paths answer a JSON 404."""
         response, body = await self.client.request("GET", URL + "nothing.php")

@@ -13,9 +13,15 @@ from twisted.trial import unittest
 from imgshare import auth, db
 from imgshare.config import RateLimit
 from imgshare.domain.errors import RateLimited
-from imgshare.ratelimit import KNOWN_FOR, LoginThrottle, address_group
+from imgshare.ratelimit import (
+    KNOWN_FOR,
+    LOGIN_PER_ACCOUNT,
+    LOGIN_PER_ACCOUNT_ADDRESS,
+    LOGIN_PER_ADDRESS,
+    LoginThrottle,
+    address_group,
+)
 from imgshare.testing import make_fixture
-from imgshare.web.pages import LOGIN_PER_ACCOUNT, LOGIN_PER_ACCOUNT_ADDRESS, LOGIN_PER_ADDRESS
 from imgshare.web.sessions import SESSION_COOKIE
 from tests.test_pages import PASSWORD, Browser, csrf_of, header, location
 

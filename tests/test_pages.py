@@ -12,9 +12,11 @@ from twisted.trial import unittest
 from imgshare import db
 from imgshare.accounts import SETUP_CODE_SETTING
 from imgshare.expiry import expire_once
+from imgshare.ratelimit import LOGIN_PER_ACCOUNT_ADDRESS
+from imgshare.sessions import SESSION_SECONDS
 from imgshare.testing import T0, image_bytes, make_fixture, multipart
-from imgshare.web.pages import LOGIN_PER_ACCOUNT_ADDRESS, PAGE_SIZE
-from imgshare.web.sessions import SESSION_COOKIE, SESSION_SECONDS
+from imgshare.web.pages.images import PAGE_SIZE
+from imgshare.web.sessions import SESSION_COOKIE
 
 SITE = "http://img.example"
 PASSWORD = "correct horse"

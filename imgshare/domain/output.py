@@ -13,6 +13,9 @@ from imgshare.domain import naming, records
 FORMATS = ("json", "text")
 _FORMAT_ALIASES = {"txt": "text"}
 
+#: The values that set a flag parameter.
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+
 JSON_CONTENT_TYPE = "application/json"
 TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
 
@@ -64,6 +67,11 @@ def pick_format(value: str | None) -> str:
     value = value.strip().lower()
     value = _FORMAT_ALIASES.get(value, value)
     return value if value in FORMATS else "json"
+
+
+def is_true(value: str | None) -> bool:
+    """Whether a form or query flag (``keep_name=1``) is set: 1, true, yes or on, in any case."""
+    return (value or "").strip().lower() in TRUE_WORDS
 
 
 def render(data: dict[str, Any], fmt: str) -> tuple[bytes, str]:

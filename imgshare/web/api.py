@@ -13,18 +13,9 @@ from imgshare.domain.records import Token
 from imgshare.gather import Gatherer, discard_spooled
 from imgshare.library import ImageLibrary
 from imgshare.ratelimit import RateLimiter
-from imgshare.web.errors import (
-    client_ip,
-    header,
-    query,
-    render_failure,
-    require_method,
-    respond,
-    set_format,
-)
+from imgshare.web.errors import render_failure, require_method
 from imgshare.web.forms import Form, read_form
-
-TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+from imgshare.web.http import client_ip, header, query, respond, response_format, set_format
 
 
 def header_token(request: Any) -> str | None:
@@ -86,7 +77,7 @@ class Api:
                 raise errors.BadRequest("missing file: send the image as the multipart field 'file'")
             image = await self.library.upload(
                 token.account, form.file.path, form.file.filename,
-                keep_name=(form.get("keep_name") or "").strip().lower() in TRUE_WORDS,
+                keep_name=output.is_true(form.get("keep_name")),
                 name=form.get("name") or None, expire=form.get("expire"),
             )
         finally:
@@ -116,7 +107,7 @@ class Api:
         try:
             image = await self.library.upload(
                 token.account, path, filename,
-                keep_name=(form.get("keep_name") or "").strip().lower() in TRUE_WORDS,
+                keep_name=output.is_true(form.get("keep_name")),
                 name=form.get("name") or None, expire=form.get("expire"),
             )
         except (errors.BadImage, errors.UnsupportedType, errors.TooLarge) as e:
@@ -136,7 +127,7 @@ class Api:
         set_format(request, output.pick_format(query(request, "format")))
         require_method(request, b"GET", b"HEAD")
         self.ip_limiter.check(client_ip(request))
-        return respond(request, 200, limits_record(self.config, query(request, "format") == "text"))
+        return respond(request, 200, limits_record(self.config, response_format(request) == "text"))
 
     @app.route("/", branch=True)
     def unknown(self, request: Any) -> bytes:

@@ -22,7 +22,8 @@ from imgshare.domain import errors, naming
 from imgshare.domain.records import Image, Variant
 from imgshare.library import ImageLibrary
 from imgshare.storage import ObjectMissing
-from imgshare.web.errors import header, render_failure, require_method
+from imgshare.web.errors import render_failure, require_method
+from imgshare.web.http import header
 
 log = Logger()
 

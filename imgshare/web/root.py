@@ -12,10 +12,9 @@ from typing import Any
 import attrs
 from twisted.web.resource import Resource
 
-from imgshare import __version__
 from imgshare.web.api import Api
-from imgshare.web.errors import respond
 from imgshare.web.files import Files
+from imgshare.web.http import respond
 from imgshare.web.pages import Pages
 
 
@@ -29,30 +28,19 @@ class _NotFound(Resource):
         return respond(request, 404, {"status": "error", "error": "no such endpoint"})
 
 
-class _Home(Resource):
-    """Without browser pages: a line of text at / and a JSON 404 elsewhere."""
-
-    isLeaf = True
-
-    def render(self, request: Any) -> bytes:
-        if request.postpath not in ([], [b""]):
-            return respond(request, 404, {"status": "error", "error": "not found"})
-        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
-        request.setHeader(b"X-Content-Type-Options", b"nosniff")
-        return (
-            f"IMGSHARE {__version__}: a self-hosted image host.\n"
-            "Scripts upload with POST /api/v1/img_upload.php; see GET /api/v1/limits.\n"
-        ).encode()
-
-
 class _Mount(Resource):
-    """Dispatch on the first path segment; anything else goes, path intact, to ``rest``."""
+    """Dispatch on the first path segment.
 
-    def __init__(self, children: dict[bytes, Any], rest: Any):
+    ``children`` get the rest of the path (they are mounted there); the
+    resources in ``whole`` and, for any other segment, ``rest`` get the path
+    intact (their routes name whole paths)."""
+
+    def __init__(self, children: dict[bytes, Any], rest: Any, whole: dict[bytes, Any] | None = None):
         super().__init__()
         for name, child in children.items():
             self.putChild(name, child)
         self._rest = rest
+        self._whole = whole or {}
 
     def getChildWithDefault(self, path: bytes, request: Any) -> Any:  # noqa: N802
         if path in self.children and request.postpath[:1] == [b""] and len(request.postpath) > 1:
@@ -62,9 +50,9 @@ class _Mount(Resource):
         return super().getChildWithDefault(path, request)
 
     def getChild(self, path: bytes, request: Any) -> Any:  # noqa: N802
-        # Put the segment back: the catch-all sees the whole path.
+        # Put the segment back: the application sees the whole path.
         request.postpath.insert(0, request.prepath.pop())
-        return self._rest
+        return self._whole.get(path, self._rest)
 
     def render(self, request: Any) -> Any:
         return self._rest.render(request)
@@ -72,26 +60,23 @@ class _Mount(Resource):
 
 @attrs.define
 class Root:
-    """Everything the server answers."""
+    """Everything the server answers: each request goes to exactly one Klein
+    application, chosen by its first path segment."""
 
     api: Api
     files: Files
-    #: The browser pages (everything not under /api/v1/, /img/ or /thumb/).
-    pages: Pages | None = None
+    #: The browser pages (everything not under /api/, /img/ or /thumb/).
+    pages: Pages
 
     def resource(self) -> Any:
-        apps = [self.api.app, self.files.img, self.files.thumb]
-        if self.pages is not None:
-            apps.append(self.pages.app)
-        for app in apps:
+        for app in [self.api.app, self.files.img, self.files.thumb, *self.pages.apps()]:
             # werkzeug would answer a path with "//" by a redirect to the merged
             # path, which Klein sends without a Location: such a path names no
             # file (SPEC section 7) and is simply not found.
             app.url_map.merge_slashes = False
-        rest = self.pages.app.resource() if self.pages is not None else _Home()
+        pages, rest = self.pages.mounts()
         api = _Mount({b"v1": self.api.app.resource()}, _NotFound())
         return _Mount(
             {b"api": api, b"img": self.files.img.resource(), b"thumb": self.files.thumb.resource()},
-            rest,
+            rest, pages,
         )
-

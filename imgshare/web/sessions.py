@@ -1,10 +1,9 @@
-"""Browser sessions and CSRF tokens for the pages (SPEC section 3).
+"""Session cookies and CSRF tokens for the pages (SPEC section 3): the HTTP side
+of ``imgshare.sessions``.
 
-A session is a random id in an ``HttpOnly``, ``SameSite=Lax`` cookie
-(``Secure`` over TLS or when the public URL is https); the database keeps only
-its SHA-256, its account and its expiry.  Sessions last ``SESSION_SECONDS``
-after the last use (extended at most once per ``EXTEND_AFTER`` seconds);
-logout deletes the row and the expiry service removes expired ones.
+A session's id travels in an ``HttpOnly``, ``SameSite=Lax`` cookie (``Secure``
+over TLS or when the public URL is https); ``imgshare.sessions.Sessions`` keeps
+the rows.
 
 Every POST form carries a CSRF token, read from the body only (a token in the
 query string counts for nothing: URLs leak into logs, history and Referer):
@@ -13,8 +12,6 @@ query string counts for nothing: URLs leak into logs, history and Referer):
   worthless without its cookie, and nothing to store;
 - before login (the login, setup and register forms), a signed double submit:
   a random pre-session cookie, and in the form ``HMAC(server secret, cookie)``.
-  The server secret is made once and kept in the settings table, so every
-  process behind a load balancer agrees on it.
 """
 
 from __future__ import annotations
@@ -27,18 +24,13 @@ from typing import Any
 
 import attrs
 
-from imgshare import db
 from imgshare.domain import errors
 from imgshare.domain.records import Session
+from imgshare.sessions import SESSION_SECONDS, Sessions
 from imgshare.web.forms import Form
 
 SESSION_COOKIE = b"imgshare_session"
 PRE_COOKIE = b"imgshare_pre"
-#: A session ends this long after its last use.
-SESSION_SECONDS = 7 * 86400
-#: A session's expiry is pushed back at most this often (one write per hour of use).
-EXTEND_AFTER = 3600
-SECRET_SETTING = "page_secret"
 
 _COOKIE_RE = re.compile(r"^[A-Za-z0-9_-]{20,64}$")
 _VISITOR_KEY = "imgshare_visitor"
@@ -52,10 +44,6 @@ class Visitor:
     is_admin: bool
     csrf: str
     session: Session
-
-
-def _digest(session_id: str) -> str:
-    return hashlib.sha256(session_id.encode("ascii")).hexdigest()
 
 
 def _csrf_for(session_id: str) -> str:
@@ -75,13 +63,11 @@ class CsrfRejected(errors.Forbidden):
 
 
 @attrs.define
-class Sessions:
-    """Session cookies and rows, and CSRF tokens, over an injected database and clock."""
+class SessionCookies:
+    """Session cookies and CSRF tokens over the session service."""
 
-    database: Any  # IDatabase
-    clock: Any  # IReactorTime
+    sessions: Sessions
     public_url: str
-    _secret: bytes | None = None
 
     def _secure(self, request: Any) -> bool:
         return bool(request.isSecure()) or self.public_url.startswith("https://")
@@ -91,12 +77,6 @@ class Sessions:
             name, value.encode("ascii"), path=b"/", httpOnly=True, sameSite="lax",
             secure=self._secure(request), max_age=None if max_age is None else str(max_age),
         )
-
-    async def _db(self, operation: Any, *args: Any) -> Any:
-        try:
-            return await self.database.run(operation, *args)
-        except db.DatabaseUnavailable as e:
-            raise errors.Unavailable("the database is unavailable") from e
 
     # --------------------------------------------------------------- sessions
 
@@ -108,11 +88,10 @@ class Sessions:
         found = None
         session_id = _cookie(request, SESSION_COOKIE)
         if session_id is not None:
-            now = self.clock.seconds()
-            session = await self._db(db.find_session, _digest(session_id), now)
-            if session is not None:
-                if session.expires - now < SESSION_SECONDS - EXTEND_AFTER:
-                    await self._db(db.extend_session, session.digest, now + SESSION_SECONDS)
+            live = await self.sessions.find(session_id)
+            if live is not None:
+                session, extended = live
+                if extended:
                     self._set_cookie(request, SESSION_COOKIE, session_id, SESSION_SECONDS)
                 found = Visitor(session.account, session.is_admin, _csrf_for(session_id), session)
         setattr(request, _VISITOR_KEY, found)
@@ -131,23 +110,21 @@ class Sessions:
     async def begin(self, request: Any, account: str) -> None:
         """Log ``account`` in: a fresh session id (never one the browser brought)."""
         await self.end(request)
-        session_id = secrets.token_urlsafe(32)
-        now = self.clock.seconds()
-        await self._db(db.create_session, _digest(session_id), account, now, now + SESSION_SECONDS)
+        session_id = await self.sessions.create(account)
         self._set_cookie(request, SESSION_COOKIE, session_id, SESSION_SECONDS)
 
     async def end(self, request: Any) -> None:
         """Log out: the session row goes and the cookie is cleared."""
         session_id = _cookie(request, SESSION_COOKIE)
         if session_id is not None:
-            await self._db(db.delete_session, _digest(session_id))
+            await self.sessions.delete(session_id)
             self._set_cookie(request, SESSION_COOKIE, "", 0)
         if hasattr(request, _VISITOR_KEY):
             delattr(request, _VISITOR_KEY)
 
     async def end_others(self, visitor: Visitor) -> None:
         """End every other session of the visitor's account (after a password change)."""
-        await self._db(db.delete_other_sessions, visitor.account, visitor.session.digest)
+        await self.sessions.delete_others(visitor.session)
 
     @staticmethod
     def check_csrf(visitor: Visitor, form: Form) -> None:
@@ -158,12 +135,6 @@ class Sessions:
 
     # ------------------------------------------------------- before logging in
 
-    async def _server_secret(self) -> bytes:
-        if self._secret is None:
-            value = await self._db(db.setting_or_insert, SECRET_SETTING, secrets.token_hex(32))
-            self._secret = value.encode("ascii")
-        return self._secret
-
     async def pre_csrf(self, request: Any) -> str:
         """The CSRF token for a form shown before login (the pre-session cookie is set
         when the browser has none)."""
@@ -171,7 +142,7 @@ class Sessions:
         if value is None:
             value = secrets.token_urlsafe(24)
             self._set_cookie(request, PRE_COOKIE, value, None)
-        secret = await self._server_secret()
+        secret = await self.sessions.server_secret()
         return hmac.new(secret, b"pre " + value.encode("ascii"), hashlib.sha256).hexdigest()
 
     async def check_pre_csrf(self, request: Any, form: Form) -> None:
@@ -183,7 +154,7 @@ class Sessions:
             raise CsrfRejected(
                 "This form has expired, or your browser refuses cookies. Reload the page and try again."
             )
-        secret = await self._server_secret()
+        secret = await self.sessions.server_secret()
         expected = hmac.new(secret, b"pre " + value.encode("ascii"), hashlib.sha256).hexdigest()
         if not hmac.compare_digest(submitted.encode(), expected.encode()):
             raise CsrfRejected("This form has expired. Reload the page and try again.")

@@ -1,0 +1,107 @@
+"""The composition root: every component of one IMGSHARE process, built once.
+
+``build`` is the only place that constructs services and connects them; the
+running server (``imgshare.service``) and the test fixture
+(``imgshare.testing``) both call it, with their own backends and workers.
+Constructors elsewhere receive their collaborators and build none.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from imgshare.accounts import Accounts
+from imgshare.config import Config
+from imgshare.expiry import ExpiryService
+from imgshare.gather import Gatherer
+from imgshare.jobs import Derivations
+from imgshare.library import ImageLibrary
+from imgshare.ratelimit import (
+    LOGIN_PER_ACCOUNT,
+    LOGIN_PER_ACCOUNT_ADDRESS,
+    LOGIN_PER_ADDRESS,
+    LoginThrottle,
+    RateLimiter,
+)
+from imgshare.sessions import Sessions
+from imgshare.web.api import Api
+from imgshare.web.files import Files
+from imgshare.web.pages import Pages
+from imgshare.web.pages.account import AccountPages
+from imgshare.web.pages.auth import AuthPages
+from imgshare.web.pages.images import ImagePages
+from imgshare.web.pages.static import StaticFiles
+from imgshare.web.pages.tokens import TokenPages
+from imgshare.web.request import ImgshareSite
+from imgshare.web.root import Root
+from imgshare.web.sessions import SessionCookies
+
+#: ``build(gatherer=BUILD)``: make the production gatherer from the config.
+BUILD: Any = object()
+
+
+@attrs.frozen
+class Components:
+    """The object graph of one process (nothing started yet)."""
+
+    library: ImageLibrary
+    accounts: Accounts
+    sessions: Sessions
+    cookies: SessionCookies
+    throttle: LoginThrottle
+    pages: Pages
+    api: Api
+    files: Files
+    root: Root
+    resource: Any  # IResource: what the site serves
+    site: ImgshareSite
+    derivations: Derivations
+    expiry: ExpiryService
+
+
+def build(
+    config: Config, reactor: Any, database: Any, storage: Any, io: Any, image_runner: Any, *,
+    gatherer: Gatherer | None = BUILD,
+) -> Components:
+    """Build every component over the given backends.
+
+    ``reactor`` is also the clock (a ``task.Clock`` in tests); ``io`` runs file
+    and password work, ``image_runner`` the derivations.  ``gatherer`` fetches
+    for img_gather.php: by default one over ``reactor``; None answers 501 (a
+    test without network)."""
+    if gatherer is BUILD:
+        gatherer = Gatherer(reactor, config)
+    library = ImageLibrary(config, database, storage, io, reactor)
+    accounts = Accounts(database, io, reactor)
+    sessions = Sessions(database, reactor)
+    cookies = SessionCookies(sessions, config.public_url)
+    throttle = LoginThrottle(LOGIN_PER_ADDRESS, LOGIN_PER_ACCOUNT_ADDRESS, LOGIN_PER_ACCOUNT, reactor)
+    shared = (library, io, accounts, cookies, throttle)
+    pages = Pages(
+        auth=AuthPages(*shared), images=ImagePages(*shared), tokens=TokenPages(*shared),
+        account=AccountPages(*shared), static=StaticFiles(*shared),
+    )
+    api = Api(
+        library, io,
+        RateLimiter(config.rate_ip, reactor, "client address"),
+        RateLimiter(config.rate_token, reactor, "token"),
+        gatherer,
+    )
+    files = Files(library, storage, viewer=cookies.account_of)
+    root = Root(api, files, pages)
+    resource = root.resource()
+    site = ImgshareSite(
+        resource, max_body=config.max_body, reactor=reactor,
+        head_timeout=config.head_timeout, min_body_rate=config.min_body_rate,
+        max_connections_per_address=config.max_connections_per_address,
+    )
+    derivations = Derivations(library, database, image_runner, config.resize_threads)
+    library.on_committed = derivations.wake
+    expiry = ExpiryService(database, library, reactor)
+    return Components(
+        library=library, accounts=accounts, sessions=sessions, cookies=cookies, throttle=throttle,
+        pages=pages, api=api, files=files, root=root, resource=resource, site=site,
+        derivations=derivations, expiry=expiry,
+    )

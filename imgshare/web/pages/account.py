@@ -1,0 +1,114 @@
+"""The account page (SPEC section 9), under ``/account``: the password change,
+and for administrators the list of accounts, new accounts and removal."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import attrs
+from klein import Klein
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from imgshare.accounts import check_new_password
+from imgshare.domain import errors, output, words
+from imgshare.web.errors import set_error_headers
+from imgshare.web.http import query
+from imgshare.web.pages.base import NOTICES, PageArea, redirect
+from imgshare.web.sessions import Visitor
+from imgshare.web.views import AccountBody, AccountView, ConfirmBody
+
+log = Logger()
+
+
+@attrs.define
+class AccountPages(PageArea):
+    """Routes of /account, /account/password, /account/create and /account/remove."""
+
+    app: ClassVar[Klein] = Klein()
+
+    @app.route("/account", methods=["GET"])
+    async def account(self, request: Any) -> bytes:
+        visitor = await self.visitor(request)
+        return await self._account_page(request, visitor, notice=NOTICES.get(query(request, "done")))
+
+    async def _account_page(self, request: Any, visitor: Visitor, *, notice: str | None = None,
+                            problem: str | None = None, status: int = 200, new_name: str = "") -> bytes:
+        now = self.library.now()
+        views = []
+        if visitor.is_admin:
+            views = [
+                AccountView(a.name, "administrator" if a.is_admin else "user",
+                            words.since_in_words(a.created, now), output.iso_time(a.created),
+                            a.name == visitor.account)
+                for a in await self.accounts.every()
+            ]
+        body = AccountBody(visitor.csrf, visitor.account, visitor.is_admin, views, new_name)
+        return await self.page(request, "Account", body, visitor, current="/account", notice=notice,
+                               problem=problem, status=status)
+
+    @app.route("/account/password", methods=["POST"])
+    async def change_password(self, request: Any) -> bytes:
+        visitor, form = await self.post(request)
+        try:
+            account = await self.check_password(request, visitor.account, form.get("current") or "",
+                                                session=True)
+        except errors.RateLimited as e:
+            set_error_headers(request, e)
+            return await self._account_page(request, visitor, problem=e.message, status=429)
+        if account is None:
+            return await self._account_page(request, visitor, problem="The current password is wrong.",
+                                            status=400)
+        password = form.get("password") or ""
+        try:
+            check_new_password(password, form.get("repeat") or "")
+        except errors.BadRequest as e:
+            return await self._account_page(request, visitor, problem=e.message, status=400)
+        await self.accounts.set_password(visitor.account, password)
+        await self.sessions.end_others(visitor)
+        log.info("{account} changed their password", account=visitor.account)
+        return redirect(request, "/account?done=password")
+
+    def _require_admin(self, visitor: Visitor) -> None:
+        if not visitor.is_admin:
+            raise errors.Forbidden("Only administrators can manage accounts.")
+
+    @app.route("/account/create", methods=["POST"])
+    async def create_account(self, request: Any) -> bytes:
+        visitor, form = await self.post(request)
+        self._require_admin(visitor)
+        name, password = (form.get("name") or "").strip(), form.get("password") or ""
+        try:
+            check_new_password(password, form.get("repeat") or "")
+            account = await self.accounts.create(name, password, is_admin=form.get("admin") == "1")
+        except errors.ApiError as e:
+            if e.status not in (400, 409):
+                raise
+            return await self._account_page(request, visitor, problem=e.message, status=400, new_name=name)
+        log.info("{admin} created the account {name}", admin=visitor.account, name=account.name)
+        return redirect(request, "/account?done=account-created")
+
+    @app.route("/account/remove", methods=["POST"])
+    async def remove_account(self, request: Any) -> bytes:
+        visitor, form = await self.post(request)
+        self._require_admin(visitor)
+        name = (form.get("name") or "").strip()
+        if name == visitor.account:
+            raise errors.BadRequest("You cannot remove your own account.")
+        if name not in {a.name for a in await self.accounts.every()}:
+            raise errors.NotFound("No such account.")
+        if form.get("confirm") != "1":
+            body = ConfirmBody(
+                f"Remove the account {name}? Its tokens and sessions stop working at once and "
+                "its images are deleted.",
+                "/account/remove", {"name": name}, visitor.csrf, "Remove", "/account",
+            )
+            return await self.page(request, "Remove this account?", body, visitor, current="/account",
+                                   narrow=True)
+        await self.accounts.remove(name)
+        log.info("{admin} removed the account {name}", admin=visitor.account, name=name)
+        return redirect(request, "/account?done=account-removed")
+
+    @app.handle_errors(Exception)
+    async def failed(self, request: Any, failure: Failure) -> bytes:
+        return await self.render_failure(request, failure)

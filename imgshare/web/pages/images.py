@@ -1,0 +1,145 @@
+"""The gallery, the upload form and image deletion (SPEC section 9), under
+``/images``.  Uploads go through ``ImageLibrary.upload`` exactly as the API's do."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import attrs
+from klein import Klein
+from twisted.python.failure import Failure
+
+from imgshare.domain import errors, output, words
+from imgshare.domain.records import Image
+from imgshare.web.http import query
+from imgshare.web.pages.base import NOTICES, PageArea, json_response, redirect, sentence, wants_json
+from imgshare.web.views import (
+    Choice,
+    ConfirmBody,
+    ImagesBody,
+    ImageView,
+    UploadedBody,
+    UploadResult,
+)
+
+#: Images per page of the gallery.
+PAGE_SIZE = 24
+#: Files one upload form may carry (the body limit applies to them together).
+MAX_FORM_FILES = 50
+
+UPLOAD_LIFETIMES = (
+    ("", "Longest allowed for its size"), ("1h", "1 hour"), ("1d", "1 day"), ("7d", "7 days"),
+    ("30d", "30 days"), ("90d", "90 days"), ("365d", "1 year"),
+)
+VERSION_LABELS = (("original", "Original"), ("xga", "XGA"), ("vga", "VGA"), ("qvga", "QVGA"))
+
+
+@attrs.define
+class ImagePages(PageArea):
+    """Routes of /images, /images/upload and /images/delete."""
+
+    app: ClassVar[Klein] = Klein()
+
+    @app.route("/images", methods=["GET"])
+    async def images(self, request: Any) -> bytes:
+        visitor = await self.visitor(request)
+        try:
+            page = min(max(1, int(query(request, "page") or "1")), 100_000)
+        except ValueError:
+            page = 1
+        now = self.library.now()
+        found = await self.library.account_images(visitor.account, (page - 1) * PAGE_SIZE, PAGE_SIZE + 1)
+        shown: list[Image] = found[:PAGE_SIZE]
+        pending = await self.library.pending_derivations([i.id for i in shown])
+        body = ImagesBody(
+            visitor.csrf, [self._image_view(i, i.id in pending, now) for i in shown],
+            self._upload_lifetimes(), words.tiers_in_words(self.config.tiers),
+            self.config.max_size, page,
+            newer=(f"/images?page={page - 1}" if page > 2 else "/images") if page > 1 else None,
+            older=f"/images?page={page + 1}" if len(found) > PAGE_SIZE else None,
+        )
+        return await self.page(request, "Images", body, visitor, current="/images",
+                               notice=NOTICES.get(query(request, "done")))
+
+    def _upload_lifetimes(self) -> list[Choice]:
+        choices = [Choice(value, label) for value, label in UPLOAD_LIFETIMES]
+        permanent = [t.max_size for t in self.config.tiers if t.permanent]
+        if permanent:
+            choices.append(Choice("never", f"Forever (files up to {words.size_in_words(max(permanent))})"))
+        return choices
+
+    def _image_view(self, image: Image, pending: bool, now: float) -> ImageView:
+        urls = output.image_urls(self.config.public_url, image.account, image.name)
+        return ImageView(
+            name=image.name, thumb=f"/thumb/{image.account}/{image.stem}.jpg", original=urls["original"],
+            versions=tuple((label, urls[key]) for key, label in VERSION_LABELS),
+            type=image.mime.split("/")[-1].upper(), dimensions=f"{image.width} × {image.height}",
+            size=words.size_in_words(image.size), uploaded=words.since_in_words(image.uploaded, now),
+            uploaded_iso=output.iso_time(image.uploaded), expires=words.until_in_words(image.expires, now),
+            expires_iso="" if image.expires is None else output.iso_time(image.expires), pending=pending,
+        )
+
+    @app.route("/images/upload", methods=["POST"])
+    async def upload(self, request: Any) -> bytes:
+        visitor = await self.visitor(request)
+        form = await self.form(request, max_files=MAX_FORM_FILES)
+        try:
+            self.sessions.check_csrf(visitor, form)
+            chosen = [f for f in form.files if f.filename or f.size]
+            if not chosen:
+                raise errors.BadRequest("Choose at least one image to upload.")
+            keep_name = output.is_true(form.get("keep_name"))
+            results = []
+            status = 200
+            for uploaded in chosen:
+                try:
+                    image = await self.library.upload(
+                        visitor.account, uploaded.path, uploaded.filename, keep_name=keep_name,
+                        expire=form.get("expire") or None,
+                    )
+                except errors.ApiError as e:
+                    if status == 200:
+                        status = e.status
+                    results.append(UploadResult(uploaded.filename, False, sentence(e.message)))
+                    continue
+                url = output.image_urls(self.config.public_url, image.account, image.name)["original"]
+                results.append(UploadResult(uploaded.filename, True, "stored as", image.name, url))
+        finally:
+            form.discard()
+        if wants_json(request):
+            return json_response(request, status, {
+                "status": "ok" if status == 200 else "error",
+                "error": next((r.message for r in results if not r.ok), None),
+                "results": [
+                    {"file": r.client, "ok": r.ok, "name": r.name or None, "url": r.url or None,
+                     "error": None if r.ok else r.message}
+                    for r in results
+                ],
+            })
+        stored = sum(r.ok for r in results)
+        title = f"Uploaded {stored} of {len(results)}" if stored < len(results) else (
+            "Uploaded" if stored == 1 else f"Uploaded {stored} images")
+        return await self.page(request, title, UploadedBody(results), visitor, current="/images",
+                               status=status)
+
+    @app.route("/images/delete", methods=["POST"])
+    async def delete(self, request: Any) -> bytes:
+        visitor, form = await self.post(request)
+        name = (form.get("name") or "").strip()
+        image = await self.library.served_image(visitor.account, name)
+        if image is None:
+            raise errors.NotFound("You have no image of that name (it may be deleted already).")
+        if form.get("confirm") != "1":
+            body = ConfirmBody(
+                f"Delete {image.name}? Its address and every resized copy stop working at once.",
+                "/images/delete", {"name": image.name}, visitor.csrf, "Delete", "/images",
+                thumb=f"/thumb/{image.account}/{image.stem}.jpg",
+            )
+            return await self.page(request, "Delete this image?", body, visitor, current="/images",
+                                   narrow=True)
+        await self.library.delete(visitor.account, image.name)
+        return redirect(request, "/images?done=deleted")
+
+    @app.handle_errors(Exception)
+    async def failed(self, request: Any, failure: Failure) -> bytes:
+        return await self.render_failure(request, failure)
