@@ -44,6 +44,8 @@ UNIQUE_VIOLATION = "23505"
 #: ``pg_advisory_xact_lock`` key held while migrating ("imgsha" in ASCII), so
 #: processes starting at once migrate one after the other.
 MIGRATION_LOCK = 0x696D67736861
+#: The first key of the advisory locks of ``_PgTx.lock`` (the second is the hashed text key).
+XACT_LOCK_SPACE = 0x696D67
 DEFAULT_POOL_SIZE = 8
 #: Seconds a connection attempt may take before it is given up (libpq's own
 #: ``connect_timeout`` does not apply to asynchronous connections).
@@ -144,12 +146,24 @@ def redact(url: str) -> str:
 
 
 class _PgTx:
-    """One transaction on a txpostgres cursor."""
+    """One transaction (a ``db.Tx``) on a txpostgres cursor."""
 
     dialect = "postgresql"
+    share_lock = " FOR SHARE"
+    skip_locked = " FOR UPDATE SKIP LOCKED"
+    least = "LEAST"
+    byte_order = ' COLLATE "C"'
 
     def __init__(self, cursor: Any):
         self._cursor = cursor
+
+    @staticmethod
+    def positive_number(expr: str) -> str:
+        return f"{expr} ~ '^[1-9][0-9]*$'"
+
+    async def lock(self, key: str) -> None:
+        """A transaction advisory lock on ``key``: later holders queue until commit."""
+        await self.execute("SELECT pg_advisory_xact_lock(?, hashtext(?))", (XACT_LOCK_SPACE, key))
 
     async def execute(self, sql: str, params: Any = ()) -> list[tuple]:
         try:

@@ -78,10 +78,25 @@ def drive(coro: Any) -> Any:
 
 
 class _SqliteTx:
+    """A ``db.Tx`` on a SQLite cursor.  No row locks (writers hold the database's one
+    write lock from ``BEGIN IMMEDIATE`` on), so the locking clauses are empty and
+    ``lock`` has nothing to do."""
+
     dialect = "sqlite"
+    share_lock = ""
+    skip_locked = ""
+    least = "MIN"
+    byte_order = ""  # SQLite compares text byte by byte (BINARY) unless told otherwise
 
     def __init__(self, cursor: Any):
         self._cursor = cursor
+
+    @staticmethod
+    def positive_number(expr: str) -> str:
+        return f"{expr} GLOB '[1-9]*' AND {expr} NOT GLOB '*[^0-9]*'"
+
+    async def lock(self, key: str) -> None:
+        pass
 
     async def execute(self, sql: str, params: Any = ()) -> list[tuple]:
         try:
