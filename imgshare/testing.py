@@ -52,8 +52,8 @@ class MemoryStorage:
     def start(self) -> Deferred[None]:
         return succeed(None)
 
-    def stop(self) -> None:
-        pass
+    def stop(self) -> Deferred[None]:
+        return succeed(None)
 
     def put(self, key: str, path: str, content_type: str) -> Deferred[None]:
         try:

@@ -38,7 +38,7 @@ class SqliteTests(unittest.TestCase):
         first = SqliteDatabase(f"sqlite://{path}", reactor)
         await first.start()
         await first.run(db.create_account, "kitten", "h", False, 1.0)
-        first.stop()
+        await first.stop()
         second = await open_sqlite(self, path)
         self.assertEqual((await second.run(db.get_account, "kitten")).name, "kitten")
 

@@ -15,7 +15,7 @@ import tempfile
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
@@ -56,8 +56,8 @@ class LocalStorage:
     def start(self) -> Deferred[None]:
         return self._worker.run(os.makedirs, self.root, exist_ok=True)
 
-    def stop(self) -> None:
-        pass
+    def stop(self) -> Deferred[None]:
+        return succeed(None)
 
     def put(self, key: str, path: str, content_type: str) -> Deferred[None]:
         return self._worker.run(self._put, self._path(key), path)

@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg2
-from twisted.internet.defer import Deferred, fail, maybeDeferred
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
@@ -360,15 +360,18 @@ class PostgresDatabase:
         try:
             version = await self.run(migrate_locked, db.schema_files(self.dialect))
         except BaseException:
-            self.stop()
+            await self.stop()
             raise
         log.info("PostgreSQL ready at {url}: schema version {version}, {size} connections",
                  url=redact(self.url), version=version, size=self.pool_size)
 
-    def stop(self) -> None:
+    def stop(self) -> Deferred[None]:
+        """Close every connection and stop reconnecting (closing a psycopg2
+        connection is immediate)."""
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shut()
+        return succeed(None)
 
     def run(self, operation: Any, *args: Any) -> Deferred[Any]:
         """Run ``operation(tx, *args)`` in one transaction on a pooled connection."""
