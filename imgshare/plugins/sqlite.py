@@ -9,6 +9,10 @@ write waiting for another process's lock (``busy_timeout``) never holds up
 ``/img/``.
 WAL mode also lets the admin command read and write while the server runs.
 
+``SyncSqliteDatabase`` is the same database on one connection used in the
+caller's thread, for unit tests: no threads, and every ``run`` has already
+fired when it returns.
+
 Every failure of the database itself (locked past ``busy_timeout``, full disk,
 I/O error, unreadable or read-only file) is ``db.DatabaseUnavailable`` (503);
 only mistakes in the SQL stay what they are (500).
@@ -121,6 +125,14 @@ def _prepare(connection: sqlite3.Connection, busy_timeout: float, reader: bool) 
         connection.execute(pragma)
 
 
+def _begin(operation: Any) -> str | None:
+    """How a transaction for ``operation`` begins: ``BEGIN IMMEDIATE`` (take the write
+    lock at once), ``BEGIN`` for one that only reads, nothing for a single read."""
+    if getattr(operation, "single_statement", False):
+        return None
+    return "BEGIN" if getattr(operation, "readonly", False) else "BEGIN IMMEDIATE"
+
+
 def path_from_url(url: str) -> str:
     """``sqlite:///abs/path.sqlite3`` -> ``/abs/path.sqlite3``; ``sqlite:rel.db`` -> ``rel.db``."""
     parts = urlsplit(url)
@@ -189,10 +201,8 @@ class SqliteDatabase:
         runs without the extra round trips (the hot path of /img/)."""
         if self._pool is None:
             return fail(db.DatabaseUnavailable("the database is not open"))
+        begin = _begin(operation)
         readonly = getattr(operation, "readonly", False)
-        begin = "BEGIN" if readonly else "BEGIN IMMEDIATE"
-        if getattr(operation, "single_statement", False):
-            begin = None
         pool = self._read_pool if readonly and self._read_pool is not None else self._pool
 
         def interaction(cursor: Any) -> Any:
@@ -201,6 +211,72 @@ class SqliteDatabase:
             return drive(operation(_SqliteTx(cursor), *args))
 
         return pool.runInteraction(interaction).addErrback(_translate)
+
+
+@implementer(db.IDatabase)
+class SyncSqliteDatabase:
+    """An IDatabase on one SQLite connection used in the calling thread, for unit tests.
+
+    The same schema, operations, transactions (``BEGIN IMMEDIATE``, ``BEGIN`` or
+    none, as ``SqliteDatabase`` chooses) and error translation, but no threads and
+    no pools: ``run`` does the whole transaction before it returns an
+    already-fired Deferred, so a test's only clock can be a fake one.  It blocks
+    its caller for every transaction: never use it in a server.
+    """
+
+    dialect = "sqlite"
+
+    def __init__(self, url: str, busy_timeout: float = BUSY_TIMEOUT):
+        self.url = url
+        self.path = path_from_url(url)
+        self.busy_timeout = busy_timeout
+        self._connection: sqlite3.Connection | None = None
+
+    def start(self) -> Deferred[None]:
+        if self.path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        connection = None
+        try:
+            connection = sqlite3.connect(self.path)
+            _prepare(connection, self.busy_timeout, reader=False)
+        except Exception:
+            failure = Failure()
+            if connection is not None:
+                connection.close()
+            return fail(failure).addErrback(_translate)
+        self._connection = connection
+        return self.run(db.migrate, db.schema_files(self.dialect)).addCallback(lambda _: None)
+
+    def stop(self) -> Deferred[None]:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
+        return succeed(None)
+
+    def run(self, operation: Any, *args: Any) -> Deferred[Any]:
+        """Run ``operation(tx, *args)`` in one transaction, now; commit, or roll back
+        if it raised."""
+        connection = self._connection
+        if connection is None:
+            return fail(db.DatabaseUnavailable("the database is not open"))
+        begin = _begin(operation)
+        cursor = connection.cursor()
+        try:
+            if begin:
+                cursor.execute(begin)
+            result = drive(operation(_SqliteTx(cursor), *args))
+            connection.commit()
+        except Exception:
+            failure = Failure()
+            if connection.in_transaction:
+                try:
+                    connection.rollback()
+                except sqlite3.Error:
+                    pass
+            return fail(failure).addErrback(_translate)
+        finally:
+            cursor.close()
+        return succeed(result)
 
 
 @implementer(IPlugin, db.IDatabaseFactory)
