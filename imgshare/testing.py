@@ -76,14 +76,6 @@ class MemoryStorage:
             return fail()
         return succeed(None)
 
-    def head(self, key: str) -> Deferred[int | None]:
-        try:
-            self._check("head", key)
-        except Exception:
-            return fail()
-        data = self.objects.get(key)
-        return succeed(None if data is None else len(data))
-
     def delete(self, key: str) -> Deferred[None]:
         try:
             self._check("delete", key)

@@ -9,8 +9,9 @@ from twisted.internet.defer import Deferred
 from twisted.trial import unittest
 
 from imgshare import backends
-from imgshare.plugins.localfiles import LocalStorage, check_key
+from imgshare.plugins.localfiles import LocalStorage
 from imgshare.plugins.sqlite import SqliteDatabase, path_from_url
+from imgshare.storage import check_key
 from imgshare.testing import MemoryStorage, open_sqlite, open_sqlite_sync
 from imgshare.threads import InlineWorker
 from tests.db_contract import DatabaseContract

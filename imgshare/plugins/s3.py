@@ -6,8 +6,8 @@ come from the URL: boto3's standard chain finds them (``AWS_ACCESS_KEY_ID``/
 ``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE`` and ``~/.aws``, container or instance roles).
 
 Deadlines: a put that has not succeeded within ``put_timeout`` seconds (default
-30) fails with StorageUnavailable (the upload answers 503); a head or delete
-within ``read_timeout``; a read (``fetch``, ``stream``) must begin within
+30) fails with StorageUnavailable (the upload answers 503); a delete (and the
+bucket check at start-up) within ``read_timeout``; a read (``fetch``, ``stream``) must begin within
 ``read_timeout`` (default 30 s) and may then stay silent that long between body
 bytes while we read (default 60 s); a client that stops reading is never cut.
 A boto3 call cannot be interrupted: its thread ends by itself (boto3's own
@@ -15,7 +15,7 @@ connect and read timeouts follow these values), and until it has, the key of a
 put or delete given up on is neither written nor deleted again (a late put
 could otherwise bring an object back after its purge, or overwrite a newer one).
 
-Writes, heads, deletes and fetches are boto3 calls on one shared client, in
+Writes, deletes and fetches are boto3 calls on one shared client, in
 this backend's own thread pool (never on the reactor, and never starving the
 server's other file work).  Uploads carry a SHA-256 checksum that S3 verifies
 before it stores the object; standard retry mode retries throttling and
@@ -50,8 +50,7 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
-from imgshare.plugins.localfiles import check_key
-from imgshare.storage import IStorage, IStorageFactory, ObjectMissing, StorageUnavailable
+from imgshare.storage import IStorage, IStorageFactory, ObjectMissing, StorageUnavailable, check_key
 from imgshare.threads import PoolWorker
 
 log = Logger()
@@ -91,7 +90,7 @@ class Location:
 
     @property
     def first_byte_timeout(self) -> float:
-        """Seconds a head, delete or the start of a read may take."""
+        """Seconds a delete, the bucket check or the start of a read may take."""
         return self.read_timeout or HEADERS_TIMEOUT
 
     @classmethod
@@ -319,18 +318,6 @@ class S3Storage:
             except OSError:
                 pass
             raise StorageUnavailable(f"cannot read {key}: {_describe(e)}") from e
-
-    def head(self, key: str) -> Deferred[int | None]:
-        key = self._key(key)
-        return self._call(self.location.first_byte_timeout, f"looking up {key}", self._head, key)
-
-    def _head(self, key: str) -> int | None:
-        try:
-            return self.client.head_object(Bucket=self.location.bucket, Key=key)["ContentLength"]
-        except Exception as e:
-            if _is_missing(e):
-                return None
-            raise StorageUnavailable(f"cannot look up {key}: {_describe(e)}") from e
 
     def delete(self, key: str) -> Deferred[None]:
         key = self._key(key)
