@@ -16,7 +16,9 @@ from imgshare.storage import ObjectMissing
 
 @implementer(IConsumer)
 class CollectingConsumer:
-    """A consumer that pulls from a pull producer and keeps what it gets."""
+    """A consumer that keeps what it gets, from a pull producer (it pulls in a loop) or
+    a push producer (it takes every write), as twisted.web's request takes both;
+    ``stop_after`` bytes it stops the producer (a client going away)."""
 
     def __init__(self, stop_after: int | None = None):
         self.data = bytearray()
@@ -40,6 +42,8 @@ class CollectingConsumer:
 
     def write(self, data):
         self.data += data
+        if self.streaming and self.stop_after is not None and len(self.data) >= self.stop_after:
+            self.producer.stopProducing()
 
 
 async def stored_size(testcase, storage, key):

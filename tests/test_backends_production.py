@@ -353,32 +353,33 @@ def http_response(status: str, body: bytes, content_length: int | None = None, *
 
 
 class GatedConsumer:
-    """A pull consumer that takes nothing until ``release``; then it drains like the contract's."""
+    """A push consumer (like twisted.web's request over a full socket) that pauses its
+    producer at once and delivers nothing until ``release``: what it is written
+    meanwhile waits in its buffer, as in a transport's."""
 
     def __init__(self):
         self.data = bytearray()
+        self.buffered = bytearray()
         self.producer = None
         self.open = False
 
     def registerProducer(self, producer, streaming):
-        assert not streaming
+        assert streaming
         self.producer = producer
-        if self.open:
-            self._drain()
+        if not self.open:
+            producer.pauseProducing()
 
     def unregisterProducer(self):
         self.producer = None
 
     def write(self, data):
-        self.data += data
+        (self.data if self.open else self.buffered).extend(data)
 
     def release(self):
         self.open = True
+        self.data += self.buffered
+        self.buffered.clear()
         if self.producer is not None:
-            self._drain()
-
-    def _drain(self):
-        while self.producer is not None:
             self.producer.resumeProducing()
 
 
