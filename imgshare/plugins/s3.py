@@ -24,8 +24,9 @@ transient errors.
 Reads for ``/img/`` are streamed with treq (``unbuffered=True``) from a
 presigned GET URL asking for exactly the byte range the response needs; the
 upstream body's transport is paused and resumed by the client's flow control
-(``imgshare.producers.BodyRelay``, our push producer).  Nothing from the upstream response reaches the client
-but body bytes: the web layer sets every header from the database row.
+(``imgshare.producers.BodyRelay``, the request's push producer).  Nothing from
+the upstream response reaches the client but body bytes: the web layer sets
+every header from the database row.
 """
 
 from __future__ import annotations
