@@ -45,7 +45,6 @@ class Tx(Protocol):
     true when ``expr`` is a number without a leading zero, and ``lock(key)`` holds
     a lock on a text key until the transaction ends."""
 
-    dialect: str  # "sqlite" or "postgresql": for schema files and messages only
     share_lock: str
     skip_locked: str
     least: str

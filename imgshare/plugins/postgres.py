@@ -148,7 +148,6 @@ def redact(url: str) -> str:
 class _PgTx:
     """One transaction (a ``db.Tx``) on a txpostgres cursor."""
 
-    dialect = "postgresql"
     share_lock = " FOR SHARE"
     skip_locked = " FOR UPDATE SKIP LOCKED"
     least = "LEAST"

@@ -86,7 +86,6 @@ class _SqliteTx:
     write lock from ``BEGIN IMMEDIATE`` on), so the locking clauses are empty and
     ``lock`` has nothing to do."""
 
-    dialect = "sqlite"
     share_lock = ""
     skip_locked = ""
     least = "MIN"
