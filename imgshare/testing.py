@@ -17,7 +17,7 @@ from imgshare import auth, db
 from imgshare.config import Config, RateLimit
 from imgshare.gather import Gatherer
 from imgshare.library import ImageLibrary
-from imgshare.plugins.sqlite import SqliteDatabase, SyncSqliteDatabase
+from imgshare.plugins.sqlite import SqliteDatabase
 from imgshare.producers import RangeSender
 from imgshare.ratelimit import RateLimiter
 from imgshare.storage import IStorage, ObjectMissing, StorageUnavailable
@@ -238,10 +238,12 @@ def image_bytes(fmt: str = "JPEG", size: tuple[int, int] = (64, 48), color: Any 
     return out.getvalue()
 
 
-async def open_sqlite_sync(testcase: Any, path: str | None = None) -> SyncSqliteDatabase:
+async def open_sqlite_sync(testcase: Any, path: str | None = None) -> db.IDatabase:
     """A started synchronous SQLite database (``SyncSqliteDatabase``: no threads, every
     ``run`` already fired when it returns), in memory unless ``path`` names a file;
     closed at cleanup.  For unit tests whose only clock is a ``task.Clock``."""
+    from imgshare.plugins.sqlite import SyncSqliteDatabase
+
     url = f"sqlite://{os.path.abspath(path)}" if path else "sqlite:///:memory:"
     database = SyncSqliteDatabase(url)
     await database.start()
