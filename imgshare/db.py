@@ -13,7 +13,7 @@ from __future__ import annotations
 import hmac
 import importlib.resources
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from zope.interface import Attribute, Interface
@@ -22,6 +22,8 @@ from imgshare.domain import naming
 from imgshare.domain.records import (
     DELETED,
     LIVE,
+    PENDING,
+    RUNNING,
     UPLOADING,
     Account,
     Image,
@@ -31,9 +33,30 @@ from imgshare.domain.records import (
     Variant,
 )
 
-#: Job states.
-PENDING = "pending"
-RUNNING = "running"
+# PENDING and RUNNING (job states, now in records) stay importable from here.
+
+
+class Tx(Protocol):
+    """One transaction.  The few dialect differences are its attributes, so the SQL
+    below is written once: ``share_lock`` and ``skip_locked`` are the row-locking
+    clauses ending a SELECT (empty where writers are serialized anyway, as on
+    SQLite), ``least`` is the SQL name of the smaller of two values, ``byte_order``
+    the collation comparing text byte by byte, ``positive_number(expr)`` a condition
+    true when ``expr`` is a number without a leading zero, and ``lock(key)`` holds
+    a lock on a text key until the transaction ends."""
+
+    share_lock: str
+    skip_locked: str
+    least: str
+    byte_order: str
+
+    def positive_number(self, expr: str) -> str: ...
+
+    async def lock(self, key: str) -> None: ...
+
+    async def execute(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
+        """Run one statement; return its rows (empty for statements without)."""
+        ...
 
 
 class Conflict(Exception):
@@ -53,26 +76,12 @@ class LostClaim(Exception):
     and another worker claimed the job (or the job is gone)."""
 
 
-async def _lock_account(tx: Tx, account: str) -> None:
-    """AccountGone unless ``account`` exists; on PostgreSQL its row stays locked
-    against removal until the transaction ends."""
-    lock = " FOR SHARE" if tx.dialect == "postgresql" else ""
-    if not await tx.execute(f"SELECT 1 FROM accounts WHERE name = ?{lock}", (account,)):
-        raise AccountGone(account)
-
-
-class Tx(Protocol):
-    """One transaction. ``dialect`` is "sqlite" or "postgresql"."""
-
-    dialect: str
-
-    async def execute(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
-        """Run one statement; return its rows (empty for statements without)."""
-        ...
-
-
 class IDatabase(Interface):
-    """Everything IMGSHARE keeps in its database. Every method returns a Deferred."""
+    """Everything IMGSHARE keeps in its database. Every method returns a Deferred.
+
+    Operations fail with the exceptions above: ``Conflict``, ``AccountGone`` and
+    ``LostClaim`` from the operations that name them, ``DatabaseUnavailable`` when
+    the database itself cannot serve (503)."""
 
     url = Attribute("The URL this database was opened from.")
 
@@ -80,7 +89,7 @@ class IDatabase(Interface):
         """Connect and apply pending migrations."""
 
     def stop():
-        """Close every connection."""
+        """Close every connection; fires once they are closed."""
 
     def run(operation, *args):
         """Run ``await operation(tx, *args)`` in one transaction."""
@@ -106,6 +115,36 @@ def single_read(operation: Any) -> Any:
     operation.readonly = True
     operation.single_statement = True
     return operation
+
+
+# ------------------------------------------------------------- rows -> records
+
+
+def named(columns: Sequence[str], row: Sequence[Any]) -> dict[str, Any]:
+    """A row as a dict keyed by the names of the selected ``columns``, in order
+    (``table.column`` counts as ``column``); independent of the driver's cursor."""
+    return {c.rsplit(".", 1)[-1]: value for c, value in zip(columns, row, strict=True)}
+
+
+class Columns:
+    """The columns selected for one record type: ``str()`` is the SELECT list, and
+    ``record(row)`` maps a row selected with it to the record, by column name.
+    ``flags`` are columns stored as integers on SQLite and read as booleans."""
+
+    def __init__(self, record: type, columns: Sequence[str], flags: Sequence[str] = ()):
+        self.type = record
+        self.columns = tuple(columns)
+        self.flags = tuple(flags)
+        self._sql = ", ".join(self.columns)
+
+    def __str__(self) -> str:
+        return self._sql
+
+    def record(self, row: Sequence[Any]) -> Any:
+        values = named(self.columns, row)
+        for flag in self.flags:
+            values[flag] = bool(values[flag])
+        return self.type(**values)
 
 
 # ---------------------------------------------------------------- migrations
@@ -149,11 +188,14 @@ async def migrate(tx: Tx, files: list[tuple[int, str]]) -> int:
 
 # ------------------------------------------------------------------ accounts
 
-_ACCOUNT = "id, name, is_admin, created"
+_ACCOUNT = Columns(Account, ("id", "name", "is_admin", "created"), flags=("is_admin",))
 
 
-def _account(row: tuple) -> Account:
-    return Account(id=row[0], name=row[1], is_admin=bool(row[2]), created=row[3])
+async def _lock_account(tx: Tx, account: str) -> None:
+    """AccountGone unless ``account`` exists; where rows can be locked (PostgreSQL) its
+    row stays locked against removal until the transaction ends."""
+    if not await tx.execute(f"SELECT 1 FROM accounts WHERE name = ?{tx.share_lock}", (account,)):
+        raise AccountGone(account)
 
 
 @single_read
@@ -172,13 +214,13 @@ async def create_account(tx: Tx, name: str, password_hash: str, is_admin: bool, 
         f"INSERT INTO accounts (name, password_hash, is_admin, created) VALUES (?, ?, ?, ?) RETURNING {_ACCOUNT}",
         (name, password_hash, is_admin, now),
     )
-    return _account(rows[0])
+    return _ACCOUNT.record(rows[0])
 
 
 @single_read
 async def get_account(tx: Tx, name: str) -> Account | None:
     rows = await tx.execute(f"SELECT {_ACCOUNT} FROM accounts WHERE name = ?", (name,))
-    return _account(rows[0]) if rows else None
+    return _ACCOUNT.record(rows[0]) if rows else None
 
 
 @readonly
@@ -196,7 +238,7 @@ async def set_password_hash(tx: Tx, name: str, password_hash: str) -> bool:
 
 @readonly
 async def list_accounts(tx: Tx) -> list[Account]:
-    return [_account(r) for r in await tx.execute(f"SELECT {_ACCOUNT} FROM accounts ORDER BY name")]
+    return [_ACCOUNT.record(r) for r in await tx.execute(f"SELECT {_ACCOUNT} FROM accounts ORDER BY name")]
 
 
 async def delete_account(tx: Tx, name: str, now: float) -> bool:
@@ -215,11 +257,7 @@ async def delete_account(tx: Tx, name: str, now: float) -> bool:
 
 # -------------------------------------------------------------------- tokens
 
-_TOKEN = "id, account, label, created, expires, last_used"
-
-
-def _token(row: tuple) -> Token:
-    return Token(id=row[0], account=row[1], label=row[2], created=row[3], expires=row[4], last_used=row[5])
+_TOKEN = Columns(Token, ("id", "account", "label", "created", "expires", "last_used"))
 
 
 async def create_token(
@@ -230,7 +268,7 @@ async def create_token(
         f"RETURNING {_TOKEN}",
         (account, digest, label, now, expires),
     )
-    return _token(rows[0])
+    return _TOKEN.record(rows[0])
 
 
 async def find_token(tx: Tx, digest: str, now: float) -> Token | None:
@@ -241,7 +279,7 @@ async def find_token(tx: Tx, digest: str, now: float) -> Token | None:
     )
     if not rows:
         return None
-    token = _token(rows[0])
+    token = _TOKEN.record(rows[0])
     if token.last_used is None or token.last_used < now - 60:
         await tx.execute("UPDATE tokens SET last_used = ? WHERE id = ?", (now, token.id))
     return token
@@ -254,7 +292,7 @@ async def list_tokens(tx: Tx, account: str, now: float) -> list[Token]:
         "ORDER BY created DESC, id DESC",
         (account, now),
     )
-    return [_token(r) for r in rows]
+    return [_TOKEN.record(r) for r in rows]
 
 
 async def delete_token(tx: Tx, account: str, token_id: int) -> bool:
@@ -271,14 +309,8 @@ async def delete_expired_tokens(tx: Tx, now: float) -> int:
 
 # -------------------------------------------------------------------- images
 
-_IMAGE = "id, account, name, mime, size, width, height, sha256, uploaded, expires, state"
-
-
-def _image(row: tuple) -> Image:
-    return Image(
-        id=row[0], account=row[1], name=row[2], mime=row[3], size=row[4], width=row[5],
-        height=row[6], sha256=row[7], uploaded=row[8], expires=row[9], state=row[10],
-    )
+_IMAGE = Columns(Image, ("id", "account", "name", "mime", "size", "width", "height", "sha256", "uploaded",
+                          "expires", "state"))
 
 
 async def reserve_image(
@@ -305,11 +337,7 @@ async def reserve_image(
         f"expires, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_IMAGE}",
         (account, name, stem, mime, size, width, height, sha256, now, expires, UPLOADING),
     )
-    return _image(rows[0])
-
-
-#: The first key of PostgreSQL advisory locks serializing reservations of one kept name.
-_NAME_LOCK = 0x696D67
+    return _IMAGE.record(rows[0])
 
 
 async def _next_free_name(tx: Tx, account: str, name: str, stem: str) -> tuple[str, str]:
@@ -320,19 +348,15 @@ async def _next_free_name(tx: Tx, account: str, name: str, stem: str) -> tuple[s
     ``<stem>`` and a backtick (the character after ``_``), filtered to digits; the
     highest is the longest, then the greatest.  A base that itself ends in ``_3``
     is just a longer stem."""
-    if tx.dialect == "postgresql":
-        # Same-name reservations queue here (until commit) instead of colliding.
-        await tx.execute("SELECT pg_advisory_xact_lock(?, hashtext(?))", (_NAME_LOCK, f"{account}/{stem}"))
-        c, digits = ' COLLATE "C"', "substr(stem, ?) ~ '^[1-9][0-9]*$'"
-        digit_args: tuple = (len(stem) + 2,)
-    else:
-        c, digits = "", "substr(stem, ?) GLOB '[1-9]*' AND substr(stem, ?) NOT GLOB '*[^0-9]*'"
-        digit_args = (len(stem) + 2, len(stem) + 2)
+    # Same-name reservations queue here (until commit) instead of colliding.
+    await tx.lock(f"{account}/{stem}")
+    c = tx.byte_order
+    digits = tx.positive_number(f"substr(stem, {len(stem) + 2:d})")
     rows = await tx.execute(
         "SELECT EXISTS (SELECT 1 FROM images WHERE account = ? AND stem = ?), "
         f"(SELECT stem FROM images WHERE account = ? AND stem{c} > ? AND stem{c} < ? AND {digits}"
         f" ORDER BY length(stem) DESC, stem{c} DESC LIMIT 1)",
-        (account, stem, account, stem + "_", stem + "`", *digit_args),
+        (account, stem, account, stem + "_", stem + "`"),
     )
     taken, highest = rows[0]
     if not taken:
@@ -353,12 +377,13 @@ async def commit_image(tx: Tx, image_id: int, now: float) -> Image:
     )
     if not rows:
         raise Conflict(f"image {image_id} is no longer reserved")
-    await _lock_account(tx, rows[0][1])
+    image = _IMAGE.record(rows[0])
+    await _lock_account(tx, image.account)
     await tx.execute(
         "INSERT INTO jobs (image_id, state, available_at, created) VALUES (?, ?, ?, ?)",
         (image_id, PENDING, now, now),
     )
-    return _image(rows[0])
+    return image
 
 
 async def discard_image(tx: Tx, image_id: int) -> None:
@@ -383,13 +408,13 @@ async def abandon_upload(tx: Tx, image_id: int, now: float) -> str | None:
 @single_read
 async def get_image(tx: Tx, account: str, name: str) -> Image | None:
     rows = await tx.execute(f"SELECT {_IMAGE} FROM images WHERE account = ? AND name = ?", (account, name))
-    return _image(rows[0]) if rows else None
+    return _IMAGE.record(rows[0]) if rows else None
 
 
 @single_read
 async def get_image_by_stem(tx: Tx, account: str, stem: str) -> Image | None:
     rows = await tx.execute(f"SELECT {_IMAGE} FROM images WHERE account = ? AND stem = ?", (account, stem))
-    return _image(rows[0]) if rows else None
+    return _IMAGE.record(rows[0]) if rows else None
 
 
 async def mark_deleted(tx: Tx, image_id: int, now: float) -> bool:
@@ -411,7 +436,21 @@ async def list_images(tx: Tx, account: str, now: float, offset: int, limit: int)
         "AND (expires IS NULL OR expires > ?) ORDER BY uploaded DESC, id DESC LIMIT ? OFFSET ?",
         (account, LIVE, now, limit, offset),
     )
-    return [_image(r) for r in rows]
+    return [_IMAGE.record(r) for r in rows]
+
+
+def _purgeable(now: float, stale_before: float) -> tuple[str, tuple]:
+    """The condition (SQL and its arguments) on an ``images`` row whose objects must
+    go now: deleted, expired, or an upload abandoned (still ``uploading`` from before
+    ``stale_before``); not waiting for the ``retry_at`` of a failed removal or held by
+    another purge's claim; and no derived-file worker at its job."""
+    return (
+        "(retry_at IS NULL OR retry_at <= ?) AND ("
+        " state = ? OR (state = ? AND expires IS NOT NULL AND expires <= ?)"
+        " OR (state = ? AND uploaded < ?))"
+        " AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.image_id = images.id AND jobs.state = ?)",
+        (now, DELETED, LIVE, now, UPLOADING, stale_before, RUNNING),
+    )
 
 
 async def purgeable_images(
@@ -422,15 +461,17 @@ async def purgeable_images(
 
     Rows whose last removal attempt failed wait until their ``retry_at``.
     """
+    purgeable, args = _purgeable(now, stale_before)
+    columns = (*_IMAGE.columns, "attempts")
     rows = await tx.execute(
-        f"SELECT {_IMAGE}, attempts FROM images WHERE (retry_at IS NULL OR retry_at <= ?) AND ("
-        " state = ? OR (state = ? AND expires IS NOT NULL AND expires <= ?)"
-        " OR (state = ? AND uploaded < ?))"
-        " AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.image_id = images.id AND jobs.state = ?)"
-        " ORDER BY id LIMIT ?",
-        (now, DELETED, LIVE, now, UPLOADING, stale_before, RUNNING, limit),
+        f"SELECT {', '.join(columns)} FROM images WHERE {purgeable} ORDER BY id LIMIT ?", (*args, limit)
     )
-    return [(_image(r[:-1]), r[-1]) for r in rows]
+    found = []
+    for row in rows:
+        values = named(columns, row)
+        attempts = values.pop("attempts")
+        found.append((Image(**values), attempts))
+    return found
 
 
 async def claim_purge(tx: Tx, image_id: int, now: float, stale_before: float, lease: float) -> bool:
@@ -440,13 +481,10 @@ async def claim_purge(tx: Tx, image_id: int, now: float, stale_before: float, le
     worker is still at it: two purges never overlap, so a purge can never delete
     the objects of a newer image that reused the name after the first one ended.
     """
+    purgeable, args = _purgeable(now, stale_before)
     rows = await tx.execute(
-        "UPDATE images SET retry_at = ? WHERE id = ? AND (retry_at IS NULL OR retry_at <= ?) AND ("
-        " state = ? OR (state = ? AND expires IS NOT NULL AND expires <= ?)"
-        " OR (state = ? AND uploaded < ?))"
-        " AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.image_id = images.id AND jobs.state = ?)"
-        " RETURNING id",
-        (now + lease, image_id, now, DELETED, LIVE, now, UPLOADING, stale_before, RUNNING),
+        f"UPDATE images SET retry_at = ? WHERE id = ? AND {purgeable} RETURNING id",
+        (now + lease, image_id, *args),
     )
     return bool(rows)
 
@@ -467,12 +505,7 @@ async def remove_image(tx: Tx, image_id: int) -> None:
 
 # ------------------------------------------------------------- derived files
 
-_VARIANT = "image_id, variant, size, width, height, sha256, created"
-
-
-def _variant(row: tuple) -> Variant:
-    return Variant(image_id=row[0], variant=row[1], size=row[2], width=row[3], height=row[4],
-                   sha256=row[5], created=row[6])
+_VARIANT = Columns(Variant, ("image_id", "variant", "size", "width", "height", "sha256", "created"))
 
 
 async def claim_job(tx: Tx, worker: str, now: float, lease_until: float) -> Job | None:
@@ -486,11 +519,10 @@ async def claim_job(tx: Tx, worker: str, now: float, lease_until: float) -> Job 
     A running row without a lease (claimed before migration 004, or by a process
     of the older version during an upgrade) keeps the old rule: free 120 s after
     its claim."""
-    lock = " FOR UPDATE SKIP LOCKED" if tx.dialect == "postgresql" else ""
     rows = await tx.execute(
         "SELECT image_id FROM jobs WHERE (state = ? AND available_at <= ?)"
         " OR (state = ? AND COALESCE(lease_until, claimed_at + 120) <= ?)"
-        f" ORDER BY priority DESC, available_at, image_id LIMIT 1{lock}",
+        f" ORDER BY priority DESC, available_at, image_id LIMIT 1{tx.skip_locked}",
         (PENDING, now, RUNNING, now),
     )
     if not rows:
@@ -501,8 +533,9 @@ async def claim_job(tx: Tx, worker: str, now: float, lease_until: float) -> Job 
         "attempts = attempts + 1 WHERE image_id = ? RETURNING attempts, outages",
         (RUNNING, now, worker, lease_until, image_id),
     )
+    counts = named(("attempts", "outages"), claimed[0])
     image_rows = await tx.execute(f"SELECT {_IMAGE} FROM images WHERE id = ?", (image_id,))
-    return Job(image=_image(image_rows[0]), attempts=claimed[0][0], worker=worker, outages=claimed[0][1])
+    return Job(image=_IMAGE.record(image_rows[0]), worker=worker, **counts)
 
 
 #: The job row while one claim still holds it.  A claim is known by its worker and
@@ -561,9 +594,7 @@ async def retry_job(tx: Tx, job: Job, available_at: float, outage: bool = False)
 async def prioritize_job(tx: Tx, image_id: int) -> bool:
     """Move an image's job to the front of the queue; False if it has none."""
     rows = await tx.execute(
-        "UPDATE jobs SET priority = 1, available_at = MIN(available_at, created) "
-        "WHERE image_id = ? RETURNING image_id" if tx.dialect == "sqlite" else
-        "UPDATE jobs SET priority = 1, available_at = LEAST(available_at, created) "
+        f"UPDATE jobs SET priority = 1, available_at = {tx.least}(available_at, created) "
         "WHERE image_id = ? RETURNING image_id",
         (image_id,),
     )
@@ -596,7 +627,7 @@ async def get_variant(tx: Tx, image_id: int, variant: str) -> Variant | None:
     rows = await tx.execute(
         f"SELECT {_VARIANT} FROM variants WHERE image_id = ? AND variant = ?", (image_id, variant)
     )
-    return _variant(rows[0]) if rows else None
+    return _VARIANT.record(rows[0]) if rows else None
 
 
 @single_read
@@ -621,18 +652,6 @@ async def pending_images(tx: Tx, image_ids: list[int]) -> set[int]:
 async def get_setting(tx: Tx, key: str) -> str | None:
     rows = await tx.execute("SELECT value FROM settings WHERE key = ?", (key,))
     return rows[0][0] if rows else None
-
-
-async def set_setting(tx: Tx, key: str, value: str | None) -> None:
-    """Store (or, with None, remove) a setting; concurrent writers never conflict."""
-    if value is None:
-        await tx.execute("DELETE FROM settings WHERE key = ?", (key,))
-        return
-    await tx.execute(
-        "INSERT INTO settings (key, value) VALUES (?, ?) "
-        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        (key, value),
-    )
 
 
 async def setting_or_insert(tx: Tx, key: str, value: str) -> str:
@@ -664,11 +683,8 @@ async def create_first_account(
 
 # ------------------------------------------------------------------ sessions
 
-_SESSION = "sessions.digest, sessions.account, accounts.is_admin, sessions.created, sessions.expires"
-
-
-def _session(row: tuple) -> Session:
-    return Session(digest=row[0], account=row[1], is_admin=bool(row[2]), created=row[3], expires=row[4])
+_SESSION = Columns(Session, ("sessions.digest", "sessions.account", "accounts.is_admin", "sessions.created",
+                             "sessions.expires"), flags=("is_admin",))
 
 
 async def create_session(tx: Tx, digest: str, account: str, now: float, expires: float) -> None:
@@ -686,7 +702,7 @@ async def find_session(tx: Tx, digest: str, now: float) -> Session | None:
         "WHERE sessions.digest = ? AND sessions.expires > ?",
         (digest, now),
     )
-    return _session(rows[0]) if rows else None
+    return _SESSION.record(rows[0]) if rows else None
 
 
 async def extend_session(tx: Tx, digest: str, expires: float) -> None:

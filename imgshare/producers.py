@@ -1,12 +1,20 @@
-"""Pull producers that copy a byte range of an open file into a consumer."""
+"""Producers that copy a byte range into a consumer (a twisted.web request):
+``RangeSender`` pulls it from an open file, ``BodyRelay`` pushes it on from an
+upstream HTTP response body."""
 
 from __future__ import annotations
 
 from typing import IO, Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPullProducer
+from twisted.internet.interfaces import IPullProducer, IPushProducer
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone
+from twisted.web.http import PotentialDataLoss
 from zope.interface import implementer
+
+from imgshare.storage import StorageUnavailable
 
 CHUNK = 128 * 1024
 
@@ -69,3 +77,180 @@ class RangeSender:
                 self.done.callback(None)
             else:
                 self.done.errback(error)
+
+
+@implementer(IPushProducer)
+class BodyRelay(Protocol):
+    """Copies ``length`` bytes of an upstream HTTP response body into ``consumer`` (a
+    twisted.web request), with flow control both ways.
+
+    Given to ``Response.deliverBody``, the relay registers itself as the consumer's
+    streaming (push) producer and is a thin proxy for the upstream body's
+    transport: bytes are written as they arrive, after skipping the first ``skip``
+    and cut to ``length`` (a store that ignored the range sends more);
+    ``pauseProducing``/``resumeProducing`` pause and resume the reading of the
+    upstream socket, so when the client's socket buffer fills, twisted.web pauses
+    us and TCP pushes back on the upstream; ``stopProducing`` (the client went
+    away) closes the upstream connection.  At most one socket read (64 KiB) is
+    ever written past the point where the consumer asked us to pause.
+
+    ``done`` fires once every byte was written and the upstream response has ended
+    (its connection then serves the next read); it fails with ``ConnectionError``
+    when the consumer stopped, and with ``StorageUnavailable`` when the upstream
+    failed, ended early or stalled for ``idle_timeout`` seconds while we were
+    reading (the web layer then aborts the client connection: never a short 200).
+    While the consumer holds us paused, no timeout runs: a slow client is never
+    cut.  ``source`` names the upstream in those errors.
+    """
+
+    def __init__(self, consumer: Any, length: int, skip: int, reactor: Any, idle_timeout: float,
+                 upstream_length: int | None = None, source: str = "upstream"):
+        self.consumer = consumer
+        self.idle_timeout = idle_timeout
+        self.remaining = length
+        self.skip = skip
+        #: Body bytes upstream has still to send (None: unknown).
+        self.upstream_left = upstream_length
+        self.reactor = reactor
+        self.source = source
+        self.done: Deferred[None] = Deferred()
+        #: Body bytes taken from upstream so far (after skipping), for tests and benchmarks.
+        self.received = 0
+        self.upstream_paused = False
+        self.upstream_aborted = False
+        self._registered = False
+        self._upstream_ended = False
+        self._idle: Any = None
+        notify = getattr(consumer, "notifyFinish", None)
+        if notify is not None:  # a twisted.web request: hear of a client leaving at once
+            notify().addErrback(lambda _: self.abort(ConnectionError("the client went away")))
+
+    # upstream side (IProtocol)
+
+    def connectionMade(self) -> None:
+        self._arm_idle()
+        self._register()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.done.called:
+            return
+        if self.upstream_left is not None:
+            self.upstream_left -= len(data)
+        if self.skip:
+            dropped = min(self.skip, len(data))
+            self.skip -= dropped
+            data = data[dropped:]
+        if len(data) > self.remaining:  # a store that ignored the range: the rest is not ours
+            data = data[:self.remaining]
+        self.received += len(data)
+        if data:
+            self.remaining -= len(data)
+            self.consumer.write(data)  # may pause us at once
+        if self.remaining == 0:
+            self._complete()
+        elif not self.upstream_paused:
+            self._arm_idle()
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._upstream_ended = True
+        self._cancel_idle()
+        if self.done.called:
+            return
+        if not reason.check(ResponseDone, PotentialDataLoss):
+            self._finish(StorageUnavailable(f"the {self.source} body failed midway: {reason.getErrorMessage()}"))
+        elif self.remaining == 0:
+            self._finish(None)
+        else:
+            self._finish(StorageUnavailable(f"the {self.source} body ended {self.remaining} bytes early"))
+
+    def settle(self) -> None:
+        """Re-apply our pause after ``Response.deliverBody``, which resumes the transport."""
+        if self.upstream_paused and self.transport is not None:
+            self.transport.pauseProducing()
+
+    # consumer side (IPushProducer)
+
+    def pauseProducing(self) -> None:
+        self._pause_upstream()
+
+    def resumeProducing(self) -> None:
+        if not self.done.called:
+            self._resume_upstream()
+
+    def stopProducing(self) -> None:
+        self.abort(ConnectionError("the client went away"))
+
+    def abort(self, error: Exception) -> None:
+        """Stop at once: close the upstream connection and fail ``done``."""
+        self._finish(error)
+
+    # helpers
+
+    def _complete(self) -> None:
+        """Every byte is written: finish now, or once the upstream response has ended."""
+        if self._upstream_ended or self.upstream_left != 0:
+            self._finish(None)
+        else:  # the response's end is in the same socket read: it follows at once
+            self._unregister()
+            self._arm_idle()
+
+    def _register(self) -> None:
+        if self._registered or self.done.called:
+            return
+        self._registered = True
+        try:
+            self.consumer.registerProducer(self, True)
+        except Exception:  # the request is gone (twisted.web drops its channel)
+            self._registered = False
+            self._finish(ConnectionError("the client went away"))
+
+    def _unregister(self) -> None:
+        if self._registered:
+            self._registered = False
+            try:
+                self.consumer.unregisterProducer()
+            except Exception:
+                pass
+
+    def _pause_upstream(self) -> None:
+        self._cancel_idle()
+        if not self.upstream_paused and not self._upstream_ended and self.transport is not None:
+            self.upstream_paused = True
+            self.transport.pauseProducing()
+
+    def _resume_upstream(self) -> None:
+        if self.upstream_paused and not self._upstream_ended and self.transport is not None:
+            self.upstream_paused = False
+            self.transport.resumeProducing()
+        if not self._upstream_ended:
+            self._arm_idle()
+
+    def _arm_idle(self) -> None:
+        if self._idle is not None and self._idle.active():
+            self._idle.reset(self.idle_timeout)
+        elif not self.done.called:
+            self._idle = self.reactor.callLater(self.idle_timeout, self._stalled)
+
+    def _cancel_idle(self) -> None:
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        self._idle = None
+
+    def _stalled(self) -> None:
+        self._idle = None
+        self._finish(StorageUnavailable(f"{self.source} sent nothing for {self.idle_timeout:g} s"))
+
+    def _finish(self, error: Exception | None) -> None:
+        if self.done.called:
+            return
+        self._cancel_idle()
+        self._unregister()
+        if not self._upstream_ended and self.upstream_left != 0 and self.transport is not None:
+            # Closing the socket with unread data resets the connection: upstream stops sending.
+            # (A body read to its end instead goes back to the pool for the next read.)
+            self.upstream_aborted = True
+            self.transport.stopProducing()
+        if error is None:
+            self.done.callback(None)
+        else:
+            self.done.errback(error)

@@ -101,8 +101,8 @@ class ImgshareService(MultiService):
             if self.derivations.running:
                 await self.derivations.stopService()
             await self.library.drain()
-            self.database.stop()
-            self.storage.stop()
+            await self.database.stop()
+            await self.storage.stop()
             await super(ImgshareService, self).stopService()
 
         return Deferred.fromCoroutine(stop())

@@ -7,7 +7,20 @@ the reactor.
 
 from __future__ import annotations
 
+import re
+
 from zope.interface import Attribute, Interface
+
+_SEGMENT = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
+
+
+def check_key(key: str) -> list[str]:
+    """The path segments of a storage key; ValueError for anything that could escape
+    a folder (every backend checks its keys with this, whatever it maps them to)."""
+    segments = key.split("/")
+    if not key or any(not _SEGMENT.match(s) or ".." in s for s in segments):
+        raise ValueError(f"invalid storage key {key!r}")
+    return segments
 
 
 class StorageUnavailable(Exception):
@@ -25,7 +38,7 @@ class IStorage(Interface):
         """Prepare the backend (create folders, clients)."""
 
     def stop():
-        """Release resources."""
+        """Release resources; fires once they are released."""
 
     def put(key, path, content_type):
         """Store the file at ``path`` under ``key``; fires once it is durable.
@@ -36,9 +49,6 @@ class IStorage(Interface):
         """Copy the object under ``key`` into the local file ``path``.
 
         Fails with ObjectMissing or StorageUnavailable."""
-
-    def head(key):
-        """Fire with the object's size, or None when there is none."""
 
     def delete(key):
         """Remove ``key``; removing a missing key succeeds. Fails with StorageUnavailable."""

@@ -46,8 +46,8 @@ class MemoryStorage:
     def start(self) -> Deferred[None]:
         return succeed(None)
 
-    def stop(self) -> None:
-        pass
+    def stop(self) -> Deferred[None]:
+        return succeed(None)
 
     def put(self, key: str, path: str, content_type: str) -> Deferred[None]:
         try:
@@ -69,14 +69,6 @@ class MemoryStorage:
         except Exception:
             return fail()
         return succeed(None)
-
-    def head(self, key: str) -> Deferred[int | None]:
-        try:
-            self._check("head", key)
-        except Exception:
-            return fail()
-        data = self.objects.get(key)
-        return succeed(None if data is None else len(data))
 
     def delete(self, key: str) -> Deferred[None]:
         try:
@@ -235,3 +227,16 @@ def image_bytes(fmt: str = "JPEG", size: tuple[int, int] = (64, 48), color: Any 
     out = io.BytesIO()
     Image.new(mode, size, color).save(out, fmt, **save)
     return out.getvalue()
+
+
+async def open_sqlite_sync(testcase: Any, path: str | None = None) -> db.IDatabase:
+    """A started synchronous SQLite database (``SyncSqliteDatabase``: no threads, every
+    ``run`` already fired when it returns), in memory unless ``path`` names a file;
+    closed at cleanup.  For unit tests whose only clock is a ``task.Clock``."""
+    from imgshare.plugins.sqlite import SyncSqliteDatabase
+
+    url = f"sqlite://{os.path.abspath(path)}" if path else "sqlite:///:memory:"
+    database = SyncSqliteDatabase(url)
+    await database.start()
+    testcase.addCleanup(database.stop)
+    return database

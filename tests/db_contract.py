@@ -93,7 +93,7 @@ class DatabaseContract:
     async def test_setup_code_used_once(self):
         """The one-time setup code creates one admin; used again it does nothing."""
         await self._db()
-        await self.q(db.set_setting, "setup", "code")
+        await self.q(db.setting_or_insert, "setup", "code")
         self.assertIsNone(await self.q(db.create_first_account, "setup", "wrong", "a", "h", T))
         first = await self.q(db.create_first_account, "setup", "code", "a", "h", T)
         self.assertTrue(first.is_admin)
@@ -295,13 +295,14 @@ class DatabaseContract:
         self.assertIsNone(await self.q(db.get_image, "kitten", deleted.name))
 
     async def test_settings(self):
-        """Settings are stored, replaced and removed by key."""
+        """Settings are stored by key, the first value kept, and removed by the
+        operation that uses them up (the setup code)."""
         await self._db()
         self.assertIsNone(await self.q(db.get_setting, "k"))
-        await self.q(db.set_setting, "k", "v1")
-        await self.q(db.set_setting, "k", "v2")
-        self.assertEqual(await self.q(db.get_setting, "k"), "v2")
-        await self.q(db.set_setting, "k", None)
+        self.assertEqual(await self.q(db.setting_or_insert, "k", "v1"), "v1")
+        self.assertEqual(await self.q(db.setting_or_insert, "k", "v2"), "v1")
+        self.assertEqual(await self.q(db.get_setting, "k"), "v1")
+        await self.q(db.create_first_account, "k", "v1", "boss", "h", T)
         self.assertIsNone(await self.q(db.get_setting, "k"))
 
     async def test_failed_operation_rolls_back(self):
@@ -508,12 +509,12 @@ class DatabaseContract:
     async def test_first_account_and_settings(self):
         """The setup code makes the first admin once; setting_or_insert keeps the first value."""
         await self._db()
-        await self.q(db.set_setting, "code", "digest")
+        await self.q(db.setting_or_insert, "code", "digest")
         self.assertIsNone(await self.q(db.create_first_account, "code", "wrong", "boss", "h", T))
         account = await self.q(db.create_first_account, "code", "digest", "boss", "h", T)
         self.assertTrue(account.is_admin)
         self.assertIsNone(await self.q(db.get_setting, "code"))
-        await self.q(db.set_setting, "code", "digest")
+        await self.q(db.setting_or_insert, "code", "digest")
         self.assertIsNone(await self.q(db.create_first_account, "code", "digest", "other", "h", T),
                           "not once an account exists")
         self.assertEqual(await self.q(db.setting_or_insert, "secret", "first"), "first")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.trial import unittest
 
 from imgshare import backends
-from imgshare.plugins.localfiles import LocalStorage, check_key
+from imgshare.plugins.localfiles import LocalStorage
 from imgshare.plugins.sqlite import SqliteDatabase, path_from_url
-from imgshare.testing import MemoryStorage, open_sqlite
+from imgshare.storage import check_key
+from imgshare.testing import MemoryStorage, open_sqlite, open_sqlite_sync
 from imgshare.threads import InlineRunner
 from tests.db_contract import DatabaseContract
 from tests.storage_contract import StorageContract
@@ -19,6 +21,48 @@ from tests.storage_contract import StorageContract
 class SqliteContractTests(DatabaseContract, unittest.TestCase):
     async def make_database(self):
         return await open_sqlite(self)
+
+
+class SyncSqliteContractTests(DatabaseContract, unittest.TestCase):
+    """The synchronous SQLite database of the unit tests, on a file like the threaded one."""
+
+    async def make_database(self):
+        return await open_sqlite_sync(self, os.path.join(self.mktemp(), "imgshare.sqlite3"))
+
+
+class SyncSqliteMemoryContractTests(DatabaseContract, unittest.TestCase):
+    """The synchronous SQLite database in memory, as unit tests use it by default."""
+
+    async def make_database(self):
+        return await open_sqlite_sync(self)
+
+
+class SyncSqliteTests(unittest.TestCase):
+    def test_run_has_fired(self):
+        """Every operation of the synchronous database has its result when run returns:
+        no thread, no reactor turn."""
+        from imgshare import db
+
+        database = self.successResultOf(Deferred.fromCoroutine(open_sqlite_sync(self)))
+        account = self.successResultOf(database.run(db.create_account, "kitten", "h", False, 1.0))
+        self.assertEqual(self.successResultOf(database.run(db.get_account, "kitten")), account)
+        self.failureResultOf(database.run(db.create_account, "kitten", "h", False, 1.0), db.Conflict)
+        self.assertEqual(self.successResultOf(database.run(db.count_accounts)), 1)
+
+    def test_unavailable_when_unreadable(self):
+        """A file that is not a database is DatabaseUnavailable (503 material), as on the
+        threaded backend; so is every operation of a stopped database."""
+        from imgshare import db
+        from imgshare.plugins.sqlite import SyncSqliteDatabase
+
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"not a database, " * 512)
+        database = SyncSqliteDatabase(f"sqlite://{os.path.abspath(path)}")
+        self.failureResultOf(database.start(), db.DatabaseUnavailable)
+        database = self.successResultOf(Deferred.fromCoroutine(open_sqlite_sync(self)))
+        self.successResultOf(database.stop())
+        self.failureResultOf(database.run(db.count_accounts), db.DatabaseUnavailable)
 
 
 class SqliteTests(unittest.TestCase):
@@ -38,7 +82,7 @@ class SqliteTests(unittest.TestCase):
         first = SqliteDatabase(f"sqlite://{path}", reactor)
         await first.start()
         await first.run(db.create_account, "kitten", "h", False, 1.0)
-        first.stop()
+        await first.stop()
         second = await open_sqlite(self, path)
         self.assertEqual((await second.run(db.get_account, "kitten")).name, "kitten")
 
@@ -97,6 +141,4 @@ class SetupCodeTests(unittest.TestCase):
             database.run(db.setting_or_insert, SETUP_CODE_SETTING, "code-two"),
         ])
         self.assertEqual(first, second)
-        await database.run(db.set_setting, "k", "a")
-        await database.run(db.set_setting, "k", "b")
-        self.assertEqual(await database.run(db.get_setting, "k"), "b")
+        self.assertEqual(await database.run(db.get_setting, SETUP_CODE_SETTING), first)

@@ -32,7 +32,7 @@ from imgshare.storage import ObjectMissing, StorageUnavailable
 from imgshare.testing import T0, Fixture, MemoryStorage, image_bytes, multipart, test_config
 from tests import backends
 from tests.db_contract import DatabaseContract, T
-from tests.storage_contract import CollectingConsumer, StorageContract
+from tests.storage_contract import CollectingConsumer, StorageContract, stored_size
 
 MiB = 1024 * 1024
 
@@ -353,32 +353,33 @@ def http_response(status: str, body: bytes, content_length: int | None = None, *
 
 
 class GatedConsumer:
-    """A pull consumer that takes nothing until ``release``; then it drains like the contract's."""
+    """A push consumer (like twisted.web's request over a full socket) that pauses its
+    producer at once and delivers nothing until ``release``: what it is written
+    meanwhile waits in its buffer, as in a transport's."""
 
     def __init__(self):
         self.data = bytearray()
+        self.buffered = bytearray()
         self.producer = None
         self.open = False
 
     def registerProducer(self, producer, streaming):
-        assert not streaming
+        assert streaming
         self.producer = producer
-        if self.open:
-            self._drain()
+        if not self.open:
+            producer.pauseProducing()
 
     def unregisterProducer(self):
         self.producer = None
 
     def write(self, data):
-        self.data += data
+        (self.data if self.open else self.buffered).extend(data)
 
     def release(self):
         self.open = True
+        self.data += self.buffered
+        self.buffered.clear()
         if self.producer is not None:
-            self._drain()
-
-    def _drain(self):
-        while self.producer is not None:
             self.producer.resumeProducing()
 
 
@@ -485,7 +486,7 @@ class S3Tests(unittest.TestCase):
         await self._stored(storage, b"abc", "kitten/20260214_a.jpg")
         listing = await storage.worker.run(storage.client.list_objects_v2, Bucket=bucket)
         self.assertEqual([o["Key"] for o in listing["Contents"]], ["site-a/kitten/20260214_a.jpg"])
-        self.assertEqual(await storage.head("kitten/20260214_a.jpg"), 3)
+        self.assertEqual(await stored_size(self, storage, "kitten/20260214_a.jpg"), 3)
 
     async def test_paused_consumer_pauses_upstream(self):
         """A consumer that takes nothing makes the relay pause the upstream read after a

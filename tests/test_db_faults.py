@@ -95,7 +95,7 @@ class ReadsWhileLockedTests(LockedDatabaseTestCase):
         code, record = await self.upload()
         self.assertEqual(code, 200, record)
         self.lock.take()
-        writer = self.database.run(db.set_setting, "k", "v")  # waits on busy_timeout
+        writer = self.database.run(db.setting_or_insert, "k", "v")  # waits on busy_timeout
         await sleep(0.3)
         self.assertFalse(writer.called, "the writer is waiting for the lock")
         started = time.monotonic()
@@ -137,7 +137,7 @@ class LockedWritesTests(LockedDatabaseTestCase):
         code, record = await self.upload()
         self.assertEqual(code, 503, record)
         with self.assertRaises(db.DatabaseUnavailable):
-            await self.database.run(db.set_setting, "k", "v")
+            await self.database.run(db.setting_or_insert, "k", "v")
 
     async def test_mistakes_in_sql_stay_errors(self):
         """A wrong statement is a bug (500), not an outage."""

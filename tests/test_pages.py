@@ -124,7 +124,7 @@ class SetupTests(PagesTestCase):
     async def setUp(self):
         self.f = await make_fixture(self)
         self.browser = Browser(self.f)
-        await self.f.database.run(db.set_setting, SETUP_CODE_SETTING, "the-code")
+        await self.f.database.run(db.setting_or_insert, SETUP_CODE_SETTING, "the-code")
 
     async def submit(self, browser, code="the-code", name="boss", password="a long password", repeat=None):
         token = await browser.csrf("/setup?code=the-code") or "no-form"

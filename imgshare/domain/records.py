@@ -56,6 +56,11 @@ UPLOADING = "uploading"
 LIVE = "live"
 DELETED = "deleted"
 
+# Derived-file job states: "pending" while it waits for a worker (due at its
+# ``available_at``); "running" while a worker's claim holds it (until ``lease_until``).
+PENDING = "pending"
+RUNNING = "running"
+
 
 @attrs.frozen
 class Image:

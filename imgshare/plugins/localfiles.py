@@ -9,28 +9,17 @@ outside the root.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from imgshare.producers import RangeSender
-from imgshare.storage import IStorage, IStorageFactory, ObjectMissing, StorageUnavailable
-
-_SEGMENT = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
-
-
-def check_key(key: str) -> list[str]:
-    """The path segments of a storage key; ValueError for anything that could escape."""
-    segments = key.split("/")
-    if not key or any(not _SEGMENT.match(s) or ".." in s for s in segments):
-        raise ValueError(f"invalid storage key {key!r}")
-    return segments
+from imgshare.storage import IStorage, IStorageFactory, ObjectMissing, StorageUnavailable, check_key
 
 
 def _fsync_dir(path: str) -> None:
@@ -56,8 +45,8 @@ class LocalStorage:
     def start(self) -> Deferred[None]:
         return self._worker.run(os.makedirs, self.root, exist_ok=True)
 
-    def stop(self) -> None:
-        pass
+    def stop(self) -> Deferred[None]:
+        return succeed(None)
 
     def put(self, key: str, path: str, content_type: str) -> Deferred[None]:
         return self._worker.run(self._put, self._path(key), path)
@@ -88,18 +77,6 @@ class LocalStorage:
             shutil.copyfile(source, target)
         except FileNotFoundError as e:
             raise ObjectMissing(source) from e
-        except OSError as e:
-            raise StorageUnavailable(str(e)) from e
-
-    def head(self, key: str) -> Deferred[int | None]:
-        return self._worker.run(self._head, self._path(key))
-
-    @staticmethod
-    def _head(path: str) -> int | None:
-        try:
-            return os.stat(path).st_size
-        except FileNotFoundError:
-            return None
         except OSError as e:
             raise StorageUnavailable(str(e)) from e
 

@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg2
-from twisted.internet.defer import Deferred, fail, maybeDeferred
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
@@ -44,6 +44,8 @@ UNIQUE_VIOLATION = "23505"
 #: ``pg_advisory_xact_lock`` key held while migrating ("imgsha" in ASCII), so
 #: processes starting at once migrate one after the other.
 MIGRATION_LOCK = 0x696D67736861
+#: The first key of the advisory locks of ``_PgTx.lock`` (the second is the hashed text key).
+XACT_LOCK_SPACE = 0x696D67
 DEFAULT_POOL_SIZE = 8
 #: Seconds a connection attempt may take before it is given up (libpq's own
 #: ``connect_timeout`` does not apply to asynchronous connections).
@@ -144,12 +146,23 @@ def redact(url: str) -> str:
 
 
 class _PgTx:
-    """One transaction on a txpostgres cursor."""
+    """One transaction (a ``db.Tx``) on a txpostgres cursor."""
 
-    dialect = "postgresql"
+    share_lock = " FOR SHARE"
+    skip_locked = " FOR UPDATE SKIP LOCKED"
+    least = "LEAST"
+    byte_order = ' COLLATE "C"'
 
     def __init__(self, cursor: Any):
         self._cursor = cursor
+
+    @staticmethod
+    def positive_number(expr: str) -> str:
+        return f"{expr} ~ '^[1-9][0-9]*$'"
+
+    async def lock(self, key: str) -> None:
+        """A transaction advisory lock on ``key``: later holders queue until commit."""
+        await self.execute("SELECT pg_advisory_xact_lock(?, hashtext(?))", (XACT_LOCK_SPACE, key))
 
     async def execute(self, sql: str, params: Any = ()) -> list[tuple]:
         try:
@@ -346,15 +359,18 @@ class PostgresDatabase:
         try:
             version = await self.run(migrate_locked, db.schema_files(self.dialect))
         except BaseException:
-            self.stop()
+            await self.stop()
             raise
         log.info("PostgreSQL ready at {url}: schema version {version}, {size} connections",
                  url=redact(self.url), version=version, size=self.pool_size)
 
-    def stop(self) -> None:
+    def stop(self) -> Deferred[None]:
+        """Close every connection and stop reconnecting (closing a psycopg2
+        connection is immediate)."""
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shut()
+        return succeed(None)
 
     def run(self, operation: Any, *args: Any) -> Deferred[Any]:
         """Run ``operation(tx, *args)`` in one transaction on a pooled connection."""

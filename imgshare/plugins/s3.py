@@ -6,8 +6,8 @@ come from the URL: boto3's standard chain finds them (``AWS_ACCESS_KEY_ID``/
 ``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE`` and ``~/.aws``, container or instance roles).
 
 Deadlines: a put that has not succeeded within ``put_timeout`` seconds (default
-30) fails with StorageUnavailable (the upload answers 503); a head or delete
-within ``read_timeout``; a read (``fetch``, ``stream``) must begin within
+30) fails with StorageUnavailable (the upload answers 503); a delete (and the
+bucket check at start-up) within ``read_timeout``; a read (``fetch``, ``stream``) must begin within
 ``read_timeout`` (default 30 s) and may then stay silent that long between body
 bytes while we read (default 60 s); a client that stops reading is never cut.
 A boto3 call cannot be interrupted: its thread ends by itself (boto3's own
@@ -15,7 +15,7 @@ connect and read timeouts follow these values), and until it has, the key of a
 put or delete given up on is neither written nor deleted again (a late put
 could otherwise bring an object back after its purge, or overwrite a newer one).
 
-Writes, heads, deletes and fetches are boto3 calls on one shared client, in
+Writes, deletes and fetches are boto3 calls on one shared client, in
 this backend's own thread pool (never on the reactor, and never starving the
 server's other file work).  Uploads carry a SHA-256 checksum that S3 verifies
 before it stores the object; standard retry mode retries throttling and
@@ -24,8 +24,9 @@ transient errors.
 Reads for ``/img/`` are streamed with treq (``unbuffered=True``) from a
 presigned GET URL asking for exactly the byte range the response needs; the
 upstream body's transport is paused and resumed by the client's flow control
-(see ``BodyRelay``).  Nothing from the upstream response reaches the client
-but body bytes: the web layer sets every header from the database row.
+(``imgshare.producers.BodyRelay``, the request's push producer).  Nothing from
+the upstream response reaches the client but body bytes: the web layer sets
+every header from the database row.
 """
 
 from __future__ import annotations
@@ -39,19 +40,16 @@ from urllib.parse import parse_qs, urlsplit
 
 import attrs
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.interfaces import IPullProducer, IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, _HTTP11ClientFactory
-from twisted.web.http import PotentialDataLoss
-from twisted.web.iweb import IRequest
+from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
 from zope.interface import implementer
 
-from imgshare.plugins.localfiles import check_key
-from imgshare.storage import IStorage, IStorageFactory, ObjectMissing, StorageUnavailable
+from imgshare.producers import BodyRelay
+from imgshare.storage import IStorage, IStorageFactory, ObjectMissing, StorageUnavailable, check_key
 from imgshare.threads import PoolWorker
 
 log = Logger()
@@ -60,8 +58,7 @@ log = Logger()
 DEFAULT_THREADS = 10
 #: How long a presigned URL is valid; it is used at once, so a short life suffices.
 PRESIGN_SECONDS = 300
-#: Upstream bytes held for a consumer that has not asked for them yet; past
-#: this the upstream connection is paused.
+#: An unwanted (error) body longer than this closes its connection instead of being read.
 HIGH_WATER = 64 * 1024
 #: Seconds to wait for S3's response headers, and for body bytes while reading
 #: (both ``read_timeout`` when the URL gives one).
@@ -91,7 +88,7 @@ class Location:
 
     @property
     def first_byte_timeout(self) -> float:
-        """Seconds a head, delete or the start of a read may take."""
+        """Seconds a delete, the bucket check or the start of a read may take."""
         return self.read_timeout or HEADERS_TIMEOUT
 
     @classmethod
@@ -320,18 +317,6 @@ class S3Storage:
                 pass
             raise StorageUnavailable(f"cannot read {key}: {_describe(e)}") from e
 
-    def head(self, key: str) -> Deferred[int | None]:
-        key = self._key(key)
-        return self._call(self.location.first_byte_timeout, f"looking up {key}", self._head, key)
-
-    def _head(self, key: str) -> int | None:
-        try:
-            return self.client.head_object(Bucket=self.location.bucket, Key=key)["ContentLength"]
-        except Exception as e:
-            if _is_missing(e):
-                return None
-            raise StorageUnavailable(f"cannot look up {key}: {_describe(e)}") from e
-
     def delete(self, key: str) -> Deferred[None]:
         key = self._key(key)
         return self._write(key, self.location.first_byte_timeout, f"deleting {key}", self._delete, key)
@@ -388,8 +373,8 @@ class S3Storage:
             await discard.done
             raise skip
         total = response.length if isinstance(response.length, int) else None
-        relay = BodyRelay(consumer, length, skip, self._reactor, total, push=IRequest.providedBy(consumer),
-                          idle_timeout=self.location.read_timeout)
+        relay = BodyRelay(consumer, length, skip, self._reactor, self.location.read_timeout or IDLE_TIMEOUT,
+                          total, source="S3")
         self.streams.add(relay)
         try:
             response.deliverBody(relay)
@@ -445,225 +430,6 @@ class _Discard(Protocol):
 
     def connectionLost(self, reason: Failure) -> None:
         self.done.callback(None)
-
-
-@implementer(IPushProducer, IPullProducer)
-class BodyRelay(Protocol):
-    """Copies ``length`` bytes of an upstream response body into ``consumer``,
-    with flow control both ways.
-
-    With a twisted.web request (``push``), the relay is registered as the
-    request's streaming producer and is a thin proxy for the upstream body's
-    transport: bytes are written as they arrive (cut to the range asked for);
-    ``pauseProducing``/``resumeProducing`` pause and resume the reading of the
-    upstream socket, so when the client's socket buffer fills, twisted.web
-    pauses us and TCP pushes back on S3; ``stopProducing`` (the client went
-    away) closes the upstream connection.  At most one socket read (64 KiB) is
-    ever written past the point where twisted.web asked us to pause.
-
-    Any other consumer (the Storage contract's, say) is met as a *pull*
-    producer: the relay holds at most ``HIGH_WATER`` bytes (plus one read) and
-    pauses the upstream read past that; bytes reach the consumer only when it
-    asks (``resumeProducing``).  It stays registered only while it holds bytes:
-    asked for bytes it does not have, it unregisters and resumes the upstream
-    read, and registers again when bytes arrive, so a consumer that loops on
-    ``resumeProducing`` never spins while S3 is slow.
-
-    ``done`` fires once every byte was written and the upstream response has
-    ended (its connection then serves the next read); it fails with
-    ``ConnectionError`` when the consumer stopped, and with
-    ``StorageUnavailable`` when the upstream failed, ended early or stalled for
-    ``idle_timeout`` (default ``IDLE_TIMEOUT``) while we were reading (the web
-    layer then aborts the client connection: never a short 200).  While the
-    consumer holds us paused, no timeout runs: a slow client is never cut.
-    """
-
-    def __init__(self, consumer: Any, length: int, skip: int, reactor: Any,
-                 upstream_length: int | None = None, push: bool = False,
-                 idle_timeout: float | None = None):
-        self.consumer = consumer
-        self.idle_timeout = idle_timeout
-        self.remaining = length
-        self.skip = skip
-        #: Body bytes upstream has still to send (None: unknown).
-        self.upstream_left = upstream_length
-        self.reactor = reactor
-        self.push = push
-        self.done: Deferred[None] = Deferred()
-        #: Body bytes taken from upstream so far (after skipping), for tests and benchmarks.
-        self.received = 0
-        self.upstream_paused = False
-        self.upstream_aborted = False
-        self._buffer: list[bytes] = []
-        self._buffered = 0
-        self._registered = False
-        self._upstream_ended = False
-        self._idle: Any = None
-        notify = getattr(consumer, "notifyFinish", None)
-        if notify is not None:  # a twisted.web request: hear of a client leaving at once
-            notify().addErrback(lambda _: self.abort(ConnectionError("the client went away")))
-
-    # upstream side (IProtocol)
-
-    def connectionMade(self) -> None:
-        self._arm_idle()
-        if self.push:
-            self._register(streaming=True)
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.done.called:
-            return
-        if self.upstream_left is not None:
-            self.upstream_left -= len(data)
-        if self.skip:
-            dropped = min(self.skip, len(data))
-            self.skip -= dropped
-            data = data[dropped:]
-        wanted = self.remaining - self._buffered
-        if len(data) > wanted:  # a store that ignored the range: the rest is not ours
-            data = data[:wanted]
-        self.received += len(data)
-        if self.push:
-            if data:
-                self.remaining -= len(data)
-                self.consumer.write(data)  # may pause us at once
-            if self.remaining == 0:
-                self._complete()
-            elif not self.upstream_paused:
-                self._arm_idle()
-            return
-        if data:
-            self._buffer.append(data)
-            self._buffered += len(data)
-        if self.upstream_left != 0 and (self._buffered >= HIGH_WATER or self._buffered == self.remaining):
-            self._pause_upstream()
-        else:
-            self._arm_idle()
-        if self._buffer:
-            self._register(streaming=False)
-
-    def connectionLost(self, reason: Failure) -> None:
-        self._upstream_ended = True
-        self._cancel_idle()
-        if self.done.called:
-            return
-        if not reason.check(ResponseDone, PotentialDataLoss):
-            self._finish(StorageUnavailable(f"the S3 body failed midway: {reason.getErrorMessage()}"))
-        elif self.remaining == 0:
-            self._finish(None)
-        elif self._buffered < self.remaining:
-            self._finish(StorageUnavailable(f"the S3 body ended {self.remaining - self._buffered} bytes early"))
-
-    def settle(self) -> None:
-        """Re-apply our pause after ``Response.deliverBody``, which resumes the transport."""
-        if self.upstream_paused and self.transport is not None:
-            self.transport.pauseProducing()
-
-    # consumer side (IPushProducer, IPullProducer)
-
-    def pauseProducing(self) -> None:
-        self._pause_upstream()
-
-    def resumeProducing(self) -> None:
-        if self.done.called:
-            return
-        if self.push:
-            self._resume_upstream()
-            return
-        if not self._buffer:
-            self._unregister()
-            self._resume_upstream()
-            return
-        data = b"".join(self._buffer)
-        self._buffer.clear()
-        self._buffered = 0
-        self.remaining -= len(data)
-        self.consumer.write(data)
-        if self.remaining > 0:
-            self._resume_upstream()
-        else:
-            self._complete()
-
-    def stopProducing(self) -> None:
-        self.abort(ConnectionError("the client went away"))
-
-    def abort(self, error: Exception) -> None:
-        """Stop at once: close the upstream connection and fail ``done``."""
-        self._finish(error)
-
-    # helpers
-
-    def _complete(self) -> None:
-        """Every byte is written: finish now, or once the upstream response has ended."""
-        if self._upstream_ended or self.upstream_left != 0:
-            self._finish(None)
-        else:  # the response's end is in the same socket read: it follows at once
-            self._unregister()
-            self._arm_idle()
-
-    def _register(self, streaming: bool) -> None:
-        if self._registered or self.done.called:
-            return
-        self._registered = True
-        try:
-            self.consumer.registerProducer(self, streaming)
-        except Exception:  # the request is gone (twisted.web drops its channel)
-            self._registered = False
-            self._finish(ConnectionError("the client went away"))
-
-    def _unregister(self) -> None:
-        if self._registered:
-            self._registered = False
-            try:
-                self.consumer.unregisterProducer()
-            except Exception:
-                pass
-
-    def _pause_upstream(self) -> None:
-        self._cancel_idle()
-        if not self.upstream_paused and not self._upstream_ended and self.transport is not None:
-            self.upstream_paused = True
-            self.transport.pauseProducing()
-
-    def _resume_upstream(self) -> None:
-        if self.upstream_paused and not self._upstream_ended and self.transport is not None:
-            self.upstream_paused = False
-            self.transport.resumeProducing()
-        if not self._upstream_ended:
-            self._arm_idle()
-
-    def _idle_seconds(self) -> float:
-        return self.idle_timeout or IDLE_TIMEOUT
-
-    def _arm_idle(self) -> None:
-        if self._idle is not None and self._idle.active():
-            self._idle.reset(self._idle_seconds())
-        elif not self.done.called:
-            self._idle = self.reactor.callLater(self._idle_seconds(), self._stalled)
-
-    def _cancel_idle(self) -> None:
-        if self._idle is not None and self._idle.active():
-            self._idle.cancel()
-        self._idle = None
-
-    def _stalled(self) -> None:
-        self._idle = None
-        self._finish(StorageUnavailable(f"S3 sent nothing for {self._idle_seconds():g} s"))
-
-    def _finish(self, error: Exception | None) -> None:
-        if self.done.called:
-            return
-        self._cancel_idle()
-        self._unregister()
-        if not self._upstream_ended and self.upstream_left != 0 and self.transport is not None:
-            # Closing the socket with unread data resets the connection: S3 stops sending.
-            # (A body read to its end instead goes back to the pool for the next read.)
-            self.upstream_aborted = True
-            self.transport.stopProducing()
-        if error is None:
-            self.done.callback(None)
-        else:
-            self.done.errback(error)
 
 
 @implementer(IPlugin, IStorageFactory)

@@ -9,6 +9,10 @@ write waiting for another process's lock (``busy_timeout``) never holds up
 ``/img/``.
 WAL mode also lets the admin command read and write while the server runs.
 
+``SyncSqliteDatabase`` is the same database on one connection used in the
+caller's thread, for unit tests: no threads, and every ``run`` has already
+fired when it returns.
+
 Every failure of the database itself (locked past ``busy_timeout``, full disk,
 I/O error, unreadable or read-only file) is ``db.DatabaseUnavailable`` (503);
 only mistakes in the SQL stay what they are (500).
@@ -23,7 +27,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from twisted.enterprise import adbapi
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -78,10 +82,24 @@ def drive(coro: Any) -> Any:
 
 
 class _SqliteTx:
-    dialect = "sqlite"
+    """A ``db.Tx`` on a SQLite cursor.  No row locks (writers hold the database's one
+    write lock from ``BEGIN IMMEDIATE`` on), so the locking clauses are empty and
+    ``lock`` has nothing to do."""
+
+    share_lock = ""
+    skip_locked = ""
+    least = "MIN"
+    byte_order = ""  # SQLite compares text byte by byte (BINARY) unless told otherwise
 
     def __init__(self, cursor: Any):
         self._cursor = cursor
+
+    @staticmethod
+    def positive_number(expr: str) -> str:
+        return f"{expr} GLOB '[1-9]*' AND {expr} NOT GLOB '*[^0-9]*'"
+
+    async def lock(self, key: str) -> None:
+        pass
 
     async def execute(self, sql: str, params: Any = ()) -> list[tuple]:
         try:
@@ -104,6 +122,14 @@ def _prepare(connection: sqlite3.Connection, busy_timeout: float, reader: bool) 
         pragmas += ["PRAGMA journal_mode = WAL", "PRAGMA synchronous = FULL"]
     for pragma in pragmas:
         connection.execute(pragma)
+
+
+def _begin(operation: Any) -> str | None:
+    """How a transaction for ``operation`` begins: ``BEGIN IMMEDIATE`` (take the write
+    lock at once), ``BEGIN`` for one that only reads, nothing for a single read."""
+    if getattr(operation, "single_statement", False):
+        return None
+    return "BEGIN" if getattr(operation, "readonly", False) else "BEGIN IMMEDIATE"
 
 
 def path_from_url(url: str) -> str:
@@ -158,11 +184,13 @@ class SqliteDatabase:
             self._read_pool = self._make_pool(self.readers, reader=True)
             self._read_pool.start()
 
-    def stop(self) -> None:
+    def stop(self) -> Deferred[None]:
+        """Close both pools (their threads end at once: nothing runs after a stop)."""
         for pool in (self._read_pool, self._pool):
             if pool is not None:
                 pool.close()
         self._pool = self._read_pool = None
+        return succeed(None)
 
     def run(self, operation: Any, *args: Any) -> Deferred[Any]:
         """Run ``operation(tx, *args)`` in one transaction: ``BEGIN IMMEDIATE`` on the
@@ -172,10 +200,8 @@ class SqliteDatabase:
         runs without the extra round trips (the hot path of /img/)."""
         if self._pool is None:
             return fail(db.DatabaseUnavailable("the database is not open"))
+        begin = _begin(operation)
         readonly = getattr(operation, "readonly", False)
-        begin = "BEGIN" if readonly else "BEGIN IMMEDIATE"
-        if getattr(operation, "single_statement", False):
-            begin = None
         pool = self._read_pool if readonly and self._read_pool is not None else self._pool
 
         def interaction(cursor: Any) -> Any:
@@ -184,6 +210,72 @@ class SqliteDatabase:
             return drive(operation(_SqliteTx(cursor), *args))
 
         return pool.runInteraction(interaction).addErrback(_translate)
+
+
+@implementer(db.IDatabase)
+class SyncSqliteDatabase:
+    """An IDatabase on one SQLite connection used in the calling thread, for unit tests.
+
+    The same schema, operations, transactions (``BEGIN IMMEDIATE``, ``BEGIN`` or
+    none, as ``SqliteDatabase`` chooses) and error translation, but no threads and
+    no pools: ``run`` does the whole transaction before it returns an
+    already-fired Deferred, so a test's only clock can be a fake one.  It blocks
+    its caller for every transaction: never use it in a server.
+    """
+
+    dialect = "sqlite"
+
+    def __init__(self, url: str, busy_timeout: float = BUSY_TIMEOUT):
+        self.url = url
+        self.path = path_from_url(url)
+        self.busy_timeout = busy_timeout
+        self._connection: sqlite3.Connection | None = None
+
+    def start(self) -> Deferred[None]:
+        if self.path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        connection = None
+        try:
+            connection = sqlite3.connect(self.path)
+            _prepare(connection, self.busy_timeout, reader=False)
+        except Exception:
+            failure = Failure()
+            if connection is not None:
+                connection.close()
+            return fail(failure).addErrback(_translate)
+        self._connection = connection
+        return self.run(db.migrate, db.schema_files(self.dialect)).addCallback(lambda _: None)
+
+    def stop(self) -> Deferred[None]:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
+        return succeed(None)
+
+    def run(self, operation: Any, *args: Any) -> Deferred[Any]:
+        """Run ``operation(tx, *args)`` in one transaction, now; commit, or roll back
+        if it raised."""
+        connection = self._connection
+        if connection is None:
+            return fail(db.DatabaseUnavailable("the database is not open"))
+        begin = _begin(operation)
+        cursor = connection.cursor()
+        try:
+            if begin:
+                cursor.execute(begin)
+            result = drive(operation(_SqliteTx(cursor), *args))
+            connection.commit()
+        except Exception:
+            failure = Failure()
+            if connection.in_transaction:
+                try:
+                    connection.rollback()
+                except sqlite3.Error:
+                    pass
+            return fail(failure).addErrback(_translate)
+        finally:
+            cursor.close()
+        return succeed(result)
 
 
 @implementer(IPlugin, db.IDatabaseFactory)
