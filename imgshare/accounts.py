@@ -54,7 +54,7 @@ def check_account_name(name: str) -> None:
 
 @attrs.define
 class Accounts:
-    """Account and token operations over an injected database, io worker and clock."""
+    """Account and token operations over an injected database, io runner and clock."""
 
     database: Any  # IDatabase
     io: Any  # Runner for scrypt

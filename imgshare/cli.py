@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
         try:
             await run_command(args, database, reactor, sys.stdout, sys.stdin)
         finally:
-            database.stop()
+            await database.stop()
 
     def react_main(reactor: Any) -> Any:
         d = defer.Deferred.fromCoroutine(body(reactor))

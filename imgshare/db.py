@@ -100,7 +100,7 @@ class IDatabaseFactory(Interface):
 
     schemes = Attribute("URL schemes handled, e.g. ('sqlite',).")
 
-    def open(url, reactor, worker):
+    def open(url, reactor, runner):
         """Return an IDatabase for ``url`` (not started yet)."""
 
 
@@ -508,7 +508,7 @@ async def remove_image(tx: Tx, image_id: int) -> None:
 _VARIANT = Columns(Variant, ("image_id", "variant", "size", "width", "height", "sha256", "created"))
 
 
-async def claim_job(tx: Tx, worker: str, now: float, lease_until: float) -> Job | None:
+async def claim_job(tx: Tx, claimant: str, now: float, lease_until: float) -> Job | None:
     """Take the most urgent job that is due, or one whose lease ran out (its worker
     died, or hung without renewing), and hold it until ``lease_until``; None when
     there is none.  The claim counts as an attempt at once, so a job that takes
@@ -531,11 +531,11 @@ async def claim_job(tx: Tx, worker: str, now: float, lease_until: float) -> Job 
     claimed = await tx.execute(
         "UPDATE jobs SET state = ?, claimed_at = ?, claimed_by = ?, lease_until = ?, "
         "attempts = attempts + 1 WHERE image_id = ? RETURNING attempts, outages",
-        (RUNNING, now, worker, lease_until, image_id),
+        (RUNNING, now, claimant, lease_until, image_id),
     )
     counts = named(("attempts", "outages"), claimed[0])
     image_rows = await tx.execute(f"SELECT {_IMAGE} FROM images WHERE id = ?", (image_id,))
-    return Job(image=_IMAGE.record(image_rows[0]), worker=worker, **counts)
+    return Job(image=_IMAGE.record(image_rows[0]), claimant=claimant, **counts)
 
 
 #: The job row while one claim still holds it.  A claim is known by its worker and
@@ -544,7 +544,7 @@ _HELD = "image_id = ? AND state = ? AND claimed_by = ? AND attempts = ?"
 
 
 def _held(job: Job) -> tuple:
-    return (job.image.id, RUNNING, job.worker, job.attempts)
+    return (job.image.id, RUNNING, job.claimant, job.attempts)
 
 
 async def renew_lease(tx: Tx, job: Job, lease_until: float) -> bool:
@@ -601,22 +601,22 @@ async def prioritize_job(tx: Tx, image_id: int) -> bool:
     return bool(rows)
 
 
-async def release_jobs_of(tx: Tx, workers: list[str]) -> int:
+async def release_jobs_of(tx: Tx, claimants: list[str]) -> int:
     """Make jobs claimed by workers known to be dead due again at once, without
     waiting for their leases to run out (the attempt still counts)."""
     released = 0
-    for worker in workers:
+    for claimant in claimants:
         rows = await tx.execute(
             "UPDATE jobs SET state = ?, claimed_at = NULL, claimed_by = NULL, lease_until = NULL "
             "WHERE state = ? AND claimed_by = ? RETURNING image_id",
-            (PENDING, RUNNING, worker),
+            (PENDING, RUNNING, claimant),
         )
         released += len(rows)
     return released
 
 
 @readonly
-async def running_workers(tx: Tx) -> list[str]:
+async def running_claimants(tx: Tx) -> list[str]:
     """The workers holding running jobs."""
     rows = await tx.execute("SELECT DISTINCT claimed_by FROM jobs WHERE state = ?", (RUNNING,))
     return [r[0] for r in rows if r[0]]

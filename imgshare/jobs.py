@@ -139,7 +139,7 @@ class Derivations(Service):
     async def release_dead_claimants(self) -> int:
         """Make jobs held by dead processes on this host due again at once (called at
         start-up); the jobs of any other dead holder are free when their leases end."""
-        dead = [c for c in await self.database.run(db.running_workers) if is_dead_local_claimant(c)]
+        dead = [c for c in await self.database.run(db.running_claimants) if is_dead_local_claimant(c)]
         released = await self.database.run(db.release_jobs_of, dead) if dead else 0
         if released:
             log.info("resuming {count} derived-file job(s) interrupted by a restart", count=released)

@@ -89,19 +89,25 @@ class RateLimiter:
             self._buckets.clear()
 
 
-def address_group(host: str) -> str:
-    """The key a client address is throttled under: an IPv4 address as it is, an
-    IPv6 address by its /64 (one host usually holds a whole /64), an IPv4-mapped
-    IPv6 address as its IPv4 address; anything else (a UNIX socket) as given."""
+def ip_group(host: str) -> str | None:
+    """The key a client IP is counted under: an IPv4 address as it is, an IPv6
+    address by its /64 (one host usually holds a whole /64), an IPv4-mapped IPv6
+    address as its IPv4 address; None when ``host`` is not an IP address."""
     try:
         ip = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
-        return host
+        return None
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:
             return str(ip.ipv4_mapped)
         return str(ipaddress.IPv6Network((ip, 64), strict=False))
     return str(ip)
+
+
+def address_group(host: str) -> str:
+    """The key a client address is throttled under: its ``ip_group``, or the
+    address as given when it is not an IP (a UNIX socket)."""
+    return ip_group(host) or host
 
 
 class LoginAttempt:

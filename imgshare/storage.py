@@ -65,5 +65,5 @@ class IStorageFactory(Interface):
 
     schemes = Attribute("URL schemes handled, e.g. ('file',).")
 
-    def open(url, reactor, worker):
+    def open(url, reactor, runner):
         """Return an IStorage for ``url`` (not started yet)."""

@@ -36,9 +36,6 @@ class PoolRunner:
         return deferToThreadPool(self.reactor, self.pool, f, *args, **kwargs)
 
 
-#: The old name, still imported by plugins/s3.py (owned elsewhere): remove with that import.
-PoolWorker = PoolRunner
-
 
 class InlineRunner:
     """Runs callables at once in the calling thread (tests only)."""

@@ -342,7 +342,7 @@ class DatabaseContract:
         second = await self.q(db.claim_job, "w2", T + 5, T + 35)
         third = await self.q(db.claim_job, "w1", T + 5, T + 35)
         self.assertEqual([j.image.id for j in (first, second, third)], [c.id, a.id, b.id])
-        self.assertEqual((first.attempts, first.worker, first.outages), (1, "w1", 0))
+        self.assertEqual((first.attempts, first.claimant, first.outages), (1, "w1", 0))
         self.assertIsNone(await self.q(db.claim_job, "w3", T + 5, T + 35))
 
     async def test_jobs_not_due_wait(self):
@@ -375,7 +375,7 @@ class DatabaseContract:
         await self.q(db.claim_job, "dead", T, T + 30)
         self.assertIsNone(await self.q(db.claim_job, "w2", T + 29.5, T + 59.5))
         job = await self.q(db.claim_job, "w2", T + 30, T + 60)
-        self.assertEqual((job.worker, job.attempts), ("w2", 2))
+        self.assertEqual((job.claimant, job.attempts), ("w2", 2))
         self.assertIsNone(await self.q(db.claim_job, "w3", T + 59, T + 89), "the new claim has its own lease")
 
     async def test_lost_claim_changes_nothing(self):
@@ -441,14 +441,14 @@ class DatabaseContract:
         self.assertIsNone(await self.q(db.claim_job, "w2", T + 119, T + 149))
         self.assertIsNotNone(await self.q(db.claim_job, "w2", T + 120, T + 150))
 
-    async def test_release_jobs_of_dead_workers(self):
+    async def test_release_jobs_of_dead_claimants(self):
         """Jobs held by a worker known to be dead are due again at once, lease or not."""
         await self._db()
         await self._image()
         await self.q(db.claim_job, "host:123:x", T, T + 30)
-        self.assertEqual(await self.q(db.running_workers), ["host:123:x"])
+        self.assertEqual(await self.q(db.running_claimants), ["host:123:x"])
         self.assertEqual(await self.q(db.release_jobs_of, ["host:123:x"]), 1)
-        self.assertEqual(await self.q(db.running_workers), [])
+        self.assertEqual(await self.q(db.running_claimants), [])
         self.assertIsNotNone(await self.q(db.claim_job, "w2", T, T + 30))
 
     async def test_finish_job_records_variants(self):

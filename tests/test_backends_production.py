@@ -434,6 +434,21 @@ class SlowReader(Protocol):
         self.closed.callback(None)
 
 
+async def read_to_the_end(client, site, size: int, tries: int) -> bytes:
+    """Let a paused ``SlowReader`` read on until ``size`` body bytes arrived and the
+    site's stream ended ("done"); close it and return the body it got."""
+    client.transport.resumeProducing()
+    for _ in range(tries):
+        if site.outcomes and b"\r\n\r\n" in client.data:
+            if len(client.data.split(b"\r\n\r\n", 1)[1]) >= size:
+                break
+        await sleep(0.05)
+    assert site.outcomes == ["done"], site.outcomes
+    client.transport.loseConnection()
+    await client.closed
+    return client.data.split(b"\r\n\r\n", 1)[1]
+
+
 async def settled_relay(storage, timeout: float = 30.0):
     """The storage's one read in progress, once it has paused its upstream and taken
     nothing more for half a second."""
@@ -472,7 +487,7 @@ class S3Tests(unittest.TestCase):
         storage = await open_s3(self)
         data = os.urandom(200_000)
         key = await self._stored(storage, data, "kitten/20260214_c.png")
-        head = await storage.worker.run(storage.client.head_object, Bucket=storage.location.bucket,
+        head = await storage.runner.run(storage.client.head_object, Bucket=storage.location.bucket,
                                         Key=key, ChecksumMode="ENABLED")
         self.assertEqual(head["ChecksumSHA256"], base64.b64encode(hashlib.sha256(data).digest()).decode())
         self.assertEqual(head["ContentType"], "image/jpeg")
@@ -484,7 +499,7 @@ class S3Tests(unittest.TestCase):
         await storage.start()
         self.addCleanup(storage.stop)
         await self._stored(storage, b"abc", "kitten/20260214_a.jpg")
-        listing = await storage.worker.run(storage.client.list_objects_v2, Bucket=bucket)
+        listing = await storage.runner.run(storage.client.list_objects_v2, Bucket=bucket)
         self.assertEqual([o["Key"] for o in listing["Contents"]], ["site-a/kitten/20260214_a.jpg"])
         self.assertEqual(await stored_size(self, storage, "kitten/20260214_a.jpg"), 3)
 
@@ -518,16 +533,7 @@ class S3Tests(unittest.TestCase):
         relay = await settled_relay(storage)
         self.assertTrue(relay.upstream_paused, "the upstream read stopped")
         self.assertLess(relay.received, 8 * MiB, "server-side buffering stays bounded")
-        client.transport.resumeProducing()
-        for _ in range(300):
-            if site.outcomes and b"\r\n\r\n" in client.data:
-                if len(client.data.split(b"\r\n\r\n", 1)[1]) >= len(data):
-                    break
-            await sleep(0.05)
-        self.assertEqual(site.outcomes, ["done"])
-        client.transport.loseConnection()
-        await client.closed
-        self.assertEqual(client.data.split(b"\r\n\r\n", 1)[1], data)
+        self.assertEqual(await read_to_the_end(client, site, len(data), tries=300), data)
 
     async def test_client_disconnect_aborts_upstream(self):
         """A client that goes away mid-body makes the stream fail with ConnectionError and

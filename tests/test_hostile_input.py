@@ -22,14 +22,19 @@ from tests import hostile
 URL = "http://img.example/api/v1/"
 
 
+def written(testcase: unittest.TestCase, data: bytes) -> str:
+    """A file in the test's temp folder holding ``data``."""
+    path = testcase.mktemp()
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
 class ScanBombTests(unittest.TestCase):
     """A JPEG repeating a scan thousands of times is refused before decoding."""
 
     def write(self, data: bytes) -> str:
-        path = self.mktemp()
-        with open(path, "wb") as f:
-            f.write(data)
-        return path
+        return written(self, data)
 
     def test_scans_counted(self):
         """An ordinary progressive JPEG has a handful of scans, a baseline one has one."""
@@ -80,10 +85,7 @@ class SideLimitTests(unittest.TestCase):
     """A side over 65 535 pixels is refused (413) from the header."""
 
     def write(self, data: bytes) -> str:
-        path = self.mktemp()
-        with open(path, "wb") as f:
-            f.write(data)
-        return path
+        return written(self, data)
 
     def test_tall_bmp_and_png_refused(self):
         """1 x 100 000 000 BMP and 1 x 50 000 000 PNG pass the pixel limit but not the side limit."""

@@ -102,12 +102,12 @@ class Variant:
 @attrs.frozen
 class Job:
     """A claimed derived-file job: the image to derive, how many times it was claimed
-    (this claim included), by which worker, and how many earlier claims ended in an
+    (this claim included), by which claimant, and how many earlier claims ended in an
     outage of storage or the database (those do not count against the attempts cap)."""
 
     image: Image
     attempts: int
-    worker: str
+    claimant: str
     outages: int = 0
 
 

@@ -34,22 +34,22 @@ def _fsync_dir(path: str) -> None:
 class LocalStorage:
     """Objects as files under ``root``."""
 
-    def __init__(self, url: str, root: str, worker: Any):
+    def __init__(self, url: str, root: str, runner: Any):
         self.url = url
         self.root = os.path.abspath(root)
-        self._worker = worker
+        self._runner = runner
 
     def _path(self, key: str) -> str:
         return os.path.join(self.root, *check_key(key))
 
     def start(self) -> Deferred[None]:
-        return self._worker.run(os.makedirs, self.root, exist_ok=True)
+        return self._runner.run(os.makedirs, self.root, exist_ok=True)
 
     def stop(self) -> Deferred[None]:
         return succeed(None)
 
     def put(self, key: str, path: str, content_type: str) -> Deferred[None]:
-        return self._worker.run(self._put, self._path(key), path)
+        return self._runner.run(self._put, self._path(key), path)
 
     def _put(self, target: str, source: str) -> None:
         folder = os.path.dirname(target)
@@ -70,7 +70,7 @@ class LocalStorage:
             raise StorageUnavailable(f"cannot write {target}: {e.strerror or e}") from e
 
     def fetch(self, key: str, path: str) -> Deferred[None]:
-        return self._worker.run(self._fetch, self._path(key), path)
+        return self._runner.run(self._fetch, self._path(key), path)
 
     def _fetch(self, source: str, target: str) -> None:
         try:
@@ -81,7 +81,7 @@ class LocalStorage:
             raise StorageUnavailable(str(e)) from e
 
     def delete(self, key: str) -> Deferred[None]:
-        return self._worker.run(self._delete, self._path(key))
+        return self._runner.run(self._delete, self._path(key))
 
     @staticmethod
     def _delete(path: str) -> None:
@@ -109,12 +109,12 @@ class LocalStorage:
 class LocalStorageFactory:
     schemes = ("file",)
 
-    def open(self, url: str, reactor: Any, worker: Any) -> LocalStorage:
+    def open(self, url: str, reactor: Any, runner: Any) -> LocalStorage:
         parts = urlsplit(url)
         root = unquote(parts.netloc + parts.path)
         if not root:
             raise ValueError("a file URL needs a folder, e.g. file:///var/lib/imgshare/storage")
-        return LocalStorage(url, root, worker)
+        return LocalStorage(url, root, runner)
 
 
 local_files_backend = LocalStorageFactory()

@@ -312,22 +312,22 @@ class PostgresDatabase:
 
     dialect = "postgresql"
 
-    def __init__(self, url: str, reactor: Any, worker: Any = None):
+    def __init__(self, url: str, reactor: Any, runner: Any = None):
         self.url = url
         self.dsn, self.pool_size = parse_url(url)
         self._reactor = reactor
-        self._worker = worker
+        self._runner = runner
         self._pool: _Pool | None = None
 
     async def _pin_address(self) -> None:
-        """Look the server's name up once, in the worker, and connect by address from
+        """Look the server's name up once, in the runner, and connect by address from
         then on: libpq would otherwise resolve it on the reactor at every (re)connect.
         A server that moves to another address needs a restart."""
         target = needs_lookup(self.dsn)
-        if target is None or self._worker is None:
+        if target is None or self._runner is None:
             return
         try:
-            found = await self._worker.run(socket.getaddrinfo, *target, type=socket.SOCK_STREAM)
+            found = await self._runner.run(socket.getaddrinfo, *target, type=socket.SOCK_STREAM)
         except OSError:
             return  # libpq reports the failure in its own words
         self.dsn = with_hostaddr(self.dsn, found[0][4][0])
@@ -399,13 +399,13 @@ async def migrate_locked(tx: db.Tx, files: list[tuple[int, str]]) -> int:
 
 @implementer(IPlugin, db.IDatabaseFactory)
 class PostgresFactory:
-    """Opens ``postgresql://`` (and ``postgres://``) URLs; the worker looks the server's
+    """Opens ``postgresql://`` (and ``postgres://``) URLs; the runner looks the server's
     name up (libpq would do it on the reactor thread)."""
 
     schemes = ("postgresql", "postgres")
 
-    def open(self, url: str, reactor: Any, worker: Any) -> PostgresDatabase:
-        return PostgresDatabase(url, reactor, worker)
+    def open(self, url: str, reactor: Any, runner: Any) -> PostgresDatabase:
+        return PostgresDatabase(url, reactor, runner)
 
 
 postgres_backend = PostgresFactory()

@@ -50,7 +50,7 @@ from zope.interface import implementer
 
 from imgshare.producers import BodyRelay
 from imgshare.storage import IStorage, IStorageFactory, ObjectMissing, StorageUnavailable, check_key
-from imgshare.threads import PoolWorker
+from imgshare.threads import PoolRunner
 
 log = Logger()
 
@@ -160,7 +160,7 @@ class S3Storage:
         self._reactor = reactor
         self._threads = threads
         self.pool = ThreadPool(minthreads=0, maxthreads=threads, name="imgshare-s3")
-        self.worker = PoolWorker(reactor, self.pool)
+        self.runner = PoolRunner(reactor, self.pool)
         self.client: Any = None
         self._http_pool = HTTPConnectionPool(reactor, persistent=True)
         self._http_pool._factory = _QuietClientFactory  # no log lines per S3 connection
@@ -185,7 +185,7 @@ class S3Storage:
         self.pool.start()
         connect = min(CONNECT_TIMEOUT, self.location.first_byte_timeout)
         self._http = HTTPClient(Agent(self._reactor, pool=self._http_pool, connectTimeout=connect))
-        self.client = await self.worker.run(self._make_client)
+        self.client = await self.runner.run(self._make_client)
         try:
             await self._call(self.location.first_byte_timeout, "looking up the bucket",
                              self.client.head_bucket, Bucket=self.location.bucket)
@@ -260,7 +260,7 @@ class S3Storage:
 
         if key is not None:
             self.writing.add(key)
-        self.worker.run(unless_late).addBoth(ended)
+        self.runner.run(unless_late).addBoth(ended)
         answer.addTimeout(seconds, self._reactor, onTimeoutCancel=timed_out)
         return answer
 
@@ -292,10 +292,10 @@ class S3Storage:
         as S3 keeps sending (a silent socket fails after the same deadline)."""
         response = await self._call(self.location.first_byte_timeout, f"reading {key}", self._get, key,
                                     on_late=self._close_body)
-        await self.worker.run(self._save, key, response, path)
+        await self.runner.run(self._save, key, response, path)
 
     def _close_body(self, response: Any) -> None:
-        self.worker.run(response["Body"].close).addErrback(lambda _: None)
+        self.runner.run(response["Body"].close).addErrback(lambda _: None)
 
     def _get(self, key: str) -> Any:
         try:
@@ -434,12 +434,12 @@ class _Discard(Protocol):
 
 @implementer(IPlugin, IStorageFactory)
 class S3StorageFactory:
-    """Opens ``s3://`` URLs.  The shared worker is not used: boto3 calls get their own
+    """Opens ``s3://`` URLs.  The shared runner is not used: boto3 calls get their own
     pool, so a slow S3 never holds up the server's local file work."""
 
     schemes = ("s3",)
 
-    def open(self, url: str, reactor: Any, worker: Any) -> S3Storage:
+    def open(self, url: str, reactor: Any, runner: Any) -> S3Storage:
         return S3Storage(url, reactor)
 
 

@@ -282,7 +282,7 @@ class SyncSqliteDatabase:
 class SqliteFactory:
     schemes = ("sqlite",)
 
-    def open(self, url: str, reactor: Any, worker: Any) -> SqliteDatabase:
+    def open(self, url: str, reactor: Any, runner: Any) -> SqliteDatabase:
         return SqliteDatabase(url, reactor)
 
 

@@ -35,7 +35,7 @@ class Api:
     """Routes of ``/api/v1/``; mounted by ``imgshare.web.root``."""
 
     library: ImageLibrary
-    io: Any  # Worker that parses bodies
+    io: Any  # Runner that parses bodies
     ip_limiter: RateLimiter
     token_limiter: RateLimiter
     #: Fetches for img_gather.php; None answers 501 (a test fixture without network).

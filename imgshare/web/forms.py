@@ -1,4 +1,4 @@
-"""Form bodies parsed in a worker thread, never on the reactor.
+"""Form bodies parsed in a thread of the io pool, never on the reactor.
 
 Multipart bodies are parsed with python-multipart's streaming parser from the
 request's spooled body: file parts go straight to a temporary file in the spool
@@ -197,7 +197,7 @@ def parse_body(
     body: IO[bytes], content_type: bytes | None, spool_dir: str, max_file: int,
     file_field: str = "file", max_files: int = 1,
 ) -> Form:
-    """Parse a request body (blocking: run it in a worker thread).
+    """Parse a request body (blocking: run it in a thread of the io pool).
 
     ``multipart/form-data`` and ``application/x-www-form-urlencoded`` are read;
     any other body gives an empty form.  Up to ``max_files`` parts named
@@ -247,13 +247,13 @@ def parse_body(
 
 
 async def read_form(
-    request: Any, worker: Any, spool_dir: str, max_file: int, max_files: int = 1
+    request: Any, runner: Any, spool_dir: str, max_file: int, max_files: int = 1
 ) -> Form:
-    """The request's form: body fields (parsed by ``worker``) over query fields."""
+    """The request's form: body fields (parsed by ``runner``) over query fields."""
     form = Form()
     if request.method == b"POST" and request.content is not None:
         ctype = request.requestHeaders.getRawHeaders(b"content-type", [None])[0]
-        form = await worker.run(
+        form = await runner.run(
             parse_body, request.content, ctype, spool_dir, max_file, max_files=max_files
         )
     for key, values in (request.args or {}).items():

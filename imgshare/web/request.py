@@ -32,7 +32,6 @@ whose query may hold a token).
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from typing import Any
 
@@ -43,6 +42,7 @@ from twisted.web.iweb import IAccessLogFormatter
 from zope.interface import provider
 
 from imgshare.config import HEAD_TIMEOUT, MAX_CONNECTIONS_PER_ADDRESS, MIN_BODY_RATE, RateLimit
+from imgshare.ratelimit import ip_group
 
 try:  # PROXY-protocol connections learn their real client address from the first bytes
     from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper
@@ -85,15 +85,7 @@ def address_key(address: Any) -> str | None:
     """What the per-address cap counts: an IPv4 address, an IPv6 /64; None for other transports."""
     if not isinstance(address, IPv4Address | IPv6Address):
         return None
-    try:
-        ip = ipaddress.ip_address(address.host.split("%", 1)[0])
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, 64), strict=False))
-    return str(ip)
+    return ip_group(address.host)
 
 
 def _client(address: Any) -> str:

@@ -111,7 +111,7 @@ async def render(request: Any, page: Layout, status: int = 200) -> bytes:
     return b"<!DOCTYPE html>\n" + await flattenString(request, page)
 
 
-def _when(condition: Any, tag: Tag) -> Tag | str:
+def _shown_if(condition: Any, tag: Tag) -> Tag | str:
     return tag if condition else ""
 
 
@@ -202,11 +202,11 @@ class LoginBody(Element):
 
     @renderer
     def when_no_accounts(self, request: Any, tag: Tag) -> Tag | str:
-        return _when(self.no_accounts, tag)
+        return _shown_if(self.no_accounts, tag)
 
     @renderer
     def when_registration(self, request: Any, tag: Tag) -> Tag | str:
-        return _when(self.registration, tag)
+        return _shown_if(self.registration, tag)
 
 
 class NewAccountBody(Element):
@@ -261,7 +261,7 @@ class ConfirmBody(Element):
 
     @renderer
     def when_thumb(self, request: Any, tag: Tag) -> Tag | str:
-        return _when(self.thumb, tag)
+        return _shown_if(self.thumb, tag)
 
     @renderer
     def fields(self, request: Any, tag: Tag) -> Iterator[Tag]:
@@ -340,7 +340,7 @@ class ImagesBody(Element):
 
     @renderer
     def when_empty(self, request: Any, tag: Tag) -> Tag | str:
-        return _when(not self.image_views and self.page == 1, tag)
+        return _shown_if(not self.image_views and self.page == 1, tag)
 
     @renderer
     def images(self, request: Any, tag: Tag) -> Iterator[Element]:
@@ -355,11 +355,11 @@ class ImagesBody(Element):
 
     @renderer
     def when_newer(self, request: Any, tag: Tag) -> Tag | str:
-        return _when(self.newer, tag)
+        return _shown_if(self.newer, tag)
 
     @renderer
     def when_older(self, request: Any, tag: Tag) -> Tag | str:
-        return _when(self.older, tag)
+        return _shown_if(self.older, tag)
 
 
 class ImageItem(Element):
@@ -376,11 +376,11 @@ class ImageItem(Element):
 
     @renderer
     def when_ready(self, request: Any, tag: Tag) -> Tag | str:
-        return _when(not self.image.pending, tag)
+        return _shown_if(not self.image.pending, tag)
 
     @renderer
     def when_pending(self, request: Any, tag: Tag) -> Tag | str:
-        return _when(self.image.pending, tag)
+        return _shown_if(self.image.pending, tag)
 
     @renderer
     def versions(self, request: Any, tag: Tag) -> Iterator[Tag]:
@@ -467,11 +467,11 @@ class TokensBody(Element):
 
     @renderer
     def when_empty(self, request: Any, tag: Tag) -> Tag | str:
-        return _when(not self.token_views, tag)
+        return _shown_if(not self.token_views, tag)
 
     @renderer
     def when_any(self, request: Any, tag: Tag) -> Tag | str:
-        return _when(self.token_views, tag)
+        return _shown_if(self.token_views, tag)
 
     @renderer
     def tokens(self, request: Any, tag: Tag) -> Iterator[Tag]:
@@ -510,7 +510,7 @@ class AccountBody(Element):
 
     @renderer
     def admin(self, request: Any, tag: Tag) -> Tag | str:
-        return _when(self.is_admin, tag)
+        return _shown_if(self.is_admin, tag)
 
     @renderer
     def accounts(self, request: Any, tag: Tag) -> Iterator[Element]:
@@ -529,8 +529,8 @@ class AccountRow(Element):
 
     @renderer
     def when_removable(self, request: Any, tag: Tag) -> Tag | str:
-        return _when(not self.view.is_self, tag)
+        return _shown_if(not self.view.is_self, tag)
 
     @renderer
     def when_self(self, request: Any, tag: Tag) -> Tag | str:
-        return _when(self.view.is_self, tag)
+        return _shown_if(self.view.is_self, tag)

@@ -90,7 +90,7 @@ class PageArea:
     """One area of the browser pages over its injected collaborators."""
 
     library: ImageLibrary
-    io: Any  # Worker: form parsing
+    io: Any  # Runner: form parsing
     accounts: Accounts
     sessions: SessionCookies
     throttle: LoginThrottle
