@@ -16,6 +16,7 @@ import attrs
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from imgshare.domain.errors import BadRequest, TooLarge
+from imgshare.spool import remove_if_present
 
 MAX_FIELDS = 64
 #: Parts of any kind (fields, kept and skipped file parts) beyond the fields and
@@ -63,10 +64,7 @@ class Form:
         if self.file is not None:
             paths.add(self.file.path)
         for path in paths:
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+            remove_if_present(path)
 
 
 def _text(raw: bytes) -> str:
@@ -188,7 +186,7 @@ class _MultipartCollector:
         """Remove whatever was spooled after a failure."""
         if self._out is not None:
             self._out.close()
-            os.unlink(self._out_path)
+            remove_if_present(self._out_path)
             self._out = None
         self.form.discard()
 
