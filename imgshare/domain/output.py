@@ -38,6 +38,16 @@ def image_urls(public_url: str, account: str, name: str) -> dict[str, str]:
     return urls
 
 
+def viewer_url(public_url: str, account: str, name: str) -> str:
+    """The image's public viewer page (SPEC section 9)."""
+    return f"{public_url.rstrip('/')}/i/{account}/{name}"
+
+
+def delete_url(public_url: str, account: str, name: str, secret: str) -> str:
+    """The image's secret delete link (PEERS section 3)."""
+    return f"{public_url.rstrip('/')}/delete/{account}/{name}/{secret}"
+
+
 def image_record(image: records.Image, public_url: str) -> dict[str, Any]:
     """The API's image record for ``image``, keys in the documented order."""
     return {

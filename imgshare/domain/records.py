@@ -75,6 +75,11 @@ class Image:
     uploaded: float
     expires: float | None  # None: permanent
     state: str
+    #: The client's own file name at upload ("" when unknown or not kept).
+    original_name: str = ""
+    #: The secret of the image's delete link: set only on the record an upload
+    #: returns (the database keeps only its SHA-256), else None.
+    delete_secret: str | None = None
 
     @property
     def stem(self) -> str:
