@@ -14,7 +14,6 @@ file, so two threads deriving two images run in parallel.
 from __future__ import annotations
 
 import io
-import math
 import os
 import struct
 import tempfile
@@ -24,7 +23,7 @@ from PIL import ExifTags, Image, ImageCms
 from PIL.JpegImagePlugin import JpegImageFile
 
 from imgshare.domain import sniff
-from imgshare.domain.naming import VARIANT_BOXES
+from imgshare.domain.naming import VARIANT_BOXES, fit_size
 from imgshare.spool import remove_if_present
 
 __all__ = [
@@ -98,31 +97,6 @@ class Derived:
     width: int
     height: int
     size: int
-
-
-def fit_size(size: tuple[int, int], box: tuple[int, int]) -> tuple[int, int]:
-    """The size ``size`` shrinks to so it fits in ``box``, keeping its aspect.
-
-    Never larger than ``size`` (no upscaling), at least 1 px per side, and
-    rounded like ``Image.thumbnail``: to whichever neighbouring integer keeps
-    the aspect ratio closer.
-    """
-    width, height = size
-    box_w, box_h = box
-    if width <= box_w and height <= box_h:
-        return width, height
-    aspect = width / height
-    if box_w / box_h >= aspect:  # height-bound
-        exact = box_h * aspect
-        new_w = min(math.floor(exact), math.ceil(exact), key=lambda n: abs(aspect - n / box_h))
-        return max(new_w, 1), box_h
-    exact = box_w / aspect
-    new_h = min(
-        math.floor(exact),
-        math.ceil(exact),
-        key=lambda n: 0 if n == 0 else abs(aspect - box_w / n),
-    )
-    return box_w, max(new_h, 1)
 
 
 def derive_variants(src_path: str, out_dir: str, stem: str, max_pixels: int) -> list[Derived]:

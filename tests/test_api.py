@@ -58,8 +58,12 @@ class UploadTests(ApiTestCase):
         record = json.loads(body)
         self.assertEqual(
             list(record),
-            ["status", "user", "file", "mime", "size", "width", "height", "sha256", "uploaded", "expires", "urls"],
+            ["status", "user", "file", "mime", "size", "width", "height", "sha256", "uploaded", "expires", "urls",
+             "id", "viewer", *(["delete_url"] if "delete_url" in record else [])],
         )
+        self.assertEqual(record["id"], f"kitten~{record['file']}")
+        self.assertEqual(record["viewer"], f"https://img.example/i/kitten/{record['file']}")
+        self.assertEqual(response.headers.getRawHeaders("imgshare-expires"), ["never"])
         self.assertEqual(record["user"], "kitten")
         self.assertRegex(record["file"], r"^20260214_[a-z0-9]{8}\.jpg$")
         self.assertEqual((record["mime"], record["size"], record["width"], record["height"]),
@@ -83,8 +87,11 @@ class UploadTests(ApiTestCase):
         lines = dict(line.split("=", 1) for line in body.decode().strip().split("\n"))
         self.assertEqual(list(lines), ["status", "user", "file", "mime", "size", "width", "height",
                                        "sha256", "uploaded", "expires", "url_original", "url_xga",
-                                       "url_vga", "url_qvga"])
+                                       "url_vga", "url_qvga", "id", "url_viewer",
+                                       *(["delete_url"] if "delete_url" in lines else [])])
         self.assertEqual(lines["expires"], "never")
+        self.assertEqual(lines["id"], "kitten~20260214_photo.jpg")
+        self.assertEqual(lines["url_viewer"], "https://img.example/i/kitten/20260214_photo.jpg")
         self.assertEqual(lines["file"], "20260214_photo.jpg")
         self.assertEqual(lines["url_vga"], "https://img.example/img/kitten/vga/20260214_photo.jpg")
 
@@ -146,6 +153,7 @@ class UploadTests(ApiTestCase):
             response, body = await self.upload(expire=expire)
             got = json.loads(body)["expires"]
             self.assertEqual(got, None if expected is None else iso_time(expected), expire)
+            self.assertEqual(response.headers.getRawHeaders("imgshare-expires"), [got or "never"])
 
     async def test_size_tiers(self):
         """A file over 2 MiB cannot be permanent: it gets its tier's default (90 days)."""

@@ -770,6 +770,7 @@ class GatherRouteTests(unittest.TestCase):
             token=self.token, url=self.source.url("/img.jpg"), name="fountain", expire="3600"
         )
         self.assertEqual((record["file"], record["expires"]), ("20260214_fountain.jpg", "2026-02-14T10:30:00Z"))
+        self.assertEqual(response.headers.getRawHeaders("imgshare-expires"), ["2026-02-14T10:30:00Z"])
 
     async def test_text_format(self):
         """format=text answers Key=Value lines, like an upload."""

@@ -61,6 +61,8 @@ class ImageRecordTests(unittest.TestCase):
                 "uploaded",
                 "expires",
                 "urls",
+                "id",
+                "viewer",
             ],
         )
         self.assertEqual(record["status"], "ok")
@@ -71,6 +73,23 @@ class ImageRecordTests(unittest.TestCase):
         self.assertEqual(record["sha256"], "ab" * 32)
         self.assertEqual(record["uploaded"], "2026-02-14T09:30:00Z")
         self.assertIsNone(record["expires"])
+        self.assertEqual(record["id"], "kitten~20260214_fountain.jpg")
+        self.assertEqual(record["viewer"], "https://img.example.com/i/kitten/20260214_fountain.jpg")
+        self.assertNotIn("delete_url", record)  # only an upload's record knows the secret
+
+    def test_delete_url_with_a_secret(self):
+        """The record an upload returns carries the secret delete link, last."""
+        record = output.image_record(make_image(delete_secret="0f" * 16), "https://img.example.com/")
+        self.assertEqual(list(record)[-3:], ["id", "viewer", "delete_url"])
+        self.assertEqual(
+            record["delete_url"],
+            "https://img.example.com/delete/kitten/20260214_fountain.jpg/" + "0f" * 16,
+        )
+
+    def test_expires_header(self):
+        """Imgshare-Expires is the ISO expiry, or never."""
+        self.assertEqual(output.expires_header(make_image()), "never")
+        self.assertEqual(output.expires_header(make_image(expires=UPLOADED + 3600)), "2026-02-14T10:30:00Z")
 
     def test_urls(self):
         """The four URLs follow the documented layout under the public URL."""
@@ -136,8 +155,14 @@ class RenderTests(unittest.TestCase):
             "url_original=http://h/img/kitten/20260214_fountain.jpg\n"
             "url_xga=http://h/img/kitten/xga/20260214_fountain.jpg\n"
             "url_vga=http://h/img/kitten/vga/20260214_fountain.jpg\n"
-            "url_qvga=http://h/img/kitten/qvga/20260214_fountain.jpg\n",
+            "url_qvga=http://h/img/kitten/qvga/20260214_fountain.jpg\n"
+            "id=kitten~20260214_fountain.jpg\n"
+            "url_viewer=http://h/i/kitten/20260214_fountain.jpg\n",
         )
+        with_secret = output.image_record(make_image(delete_secret="0f" * 16), "http://h")
+        body, _ = output.render(with_secret, "text")
+        self.assertTrue(body.endswith(
+            b"\ndelete_url=http://h/delete/kitten/20260214_fountain.jpg/" + b"0f" * 16 + b"\n"))
 
     def test_text_expiry(self):
         """An ephemeral image's expiry is written as its ISO time."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import itertools
+import math
 import re
 import secrets
 from collections.abc import Callable, Iterator, Sequence
@@ -38,6 +39,38 @@ VARIANTS = ("xga", "vga", "qvga")
 #: order derive.py makes them (a cascade: each from the one before).
 VARIANT_BOXES: dict[str, tuple[int, int]] = {"xga": (1024, 768), "vga": (640, 480), "qvga": (320, 240), "thumb": (160, 160)}
 THUMB = "thumb"
+
+
+def fit_size(size: tuple[int, int], box: tuple[int, int]) -> tuple[int, int]:
+    """The size ``size`` shrinks to so it fits in ``box``, keeping its aspect.
+
+    Never larger than ``size`` (no upscaling), at least 1 px per side, and
+    rounded like ``Image.thumbnail``: to whichever neighbouring integer keeps
+    the aspect ratio closer.
+    """
+    width, height = size
+    box_w, box_h = box
+    if width <= box_w and height <= box_h:
+        return width, height
+    aspect = width / height
+    if box_w / box_h >= aspect:  # height-bound
+        exact = box_h * aspect
+        new_w = min(math.floor(exact), math.ceil(exact), key=lambda n: abs(aspect - n / box_h))
+        return max(new_w, 1), box_h
+    exact = box_w / aspect
+    new_h = min(
+        math.floor(exact),
+        math.ceil(exact),
+        key=lambda n: 0 if n == 0 else abs(aspect - box_w / n),
+    )
+    return box_w, max(new_h, 1)
+
+
+def variant_size(width: int, height: int, variant: str) -> tuple[int, int]:
+    """The size of an original's derived file ``variant``, known before it is made
+    (the original's header size fitted in the variant's box, never upscaled)."""
+    return fit_size((width, height), VARIANT_BOXES[variant])
+
 
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 _DOT_RUNS = re.compile(r"\.{2,}")

@@ -8,7 +8,7 @@ import math
 import re
 from typing import Any
 
-from imgshare.domain import naming, records
+from imgshare.domain import ids, naming, records
 
 FORMATS = ("json", "text")
 _FORMAT_ALIASES = {"txt": "text"}
@@ -20,6 +20,9 @@ JSON_CONTENT_TYPE = "application/json"
 TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
 
 # Everything str.splitlines() treats as a line boundary.
+#: Keys the text format names differently (a page URL reads like the other URLs).
+_TEXT_KEYS = {"viewer": "url_viewer"}
+
 _LINE_BREAKS = re.compile(r"[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 
 
@@ -49,8 +52,9 @@ def delete_url(public_url: str, account: str, name: str, secret: str) -> str:
 
 
 def image_record(image: records.Image, public_url: str) -> dict[str, Any]:
-    """The API's image record for ``image``, keys in the documented order."""
-    return {
+    """The API's image record for ``image``, keys in the documented order;
+    ``delete_url`` only on the record an upload returns (the only one with the secret)."""
+    record: dict[str, Any] = {
         "status": "ok",
         "user": image.account,
         "file": image.name,
@@ -62,7 +66,18 @@ def image_record(image: records.Image, public_url: str) -> dict[str, Any]:
         "uploaded": iso_time(image.uploaded),
         "expires": None if image.expires is None else iso_time(image.expires),
         "urls": image_urls(public_url, image.account, image.name),
+        "id": ids.public_id(image.account, image.name),
+        "viewer": viewer_url(public_url, image.account, image.name),
     }
+    if image.delete_secret:
+        record["delete_url"] = delete_url(public_url, image.account, image.name, image.delete_secret)
+    return record
+
+
+def expires_header(image: records.Image) -> str:
+    """The ``Imgshare-Expires`` value of an upload answer: the effective expiry
+    (ISO 8601 UTC) or ``never``."""
+    return "never" if image.expires is None else iso_time(image.expires)
 
 
 def error_body(message: str) -> dict[str, str]:
@@ -106,7 +121,8 @@ def _text_items(data: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]
     """
     items: list[tuple[str, str]] = []
     for key, value in data.items():
-        full_key = _one_line(prefix + str(key))
+        name = str(key) if prefix else _TEXT_KEYS.get(str(key), str(key))
+        full_key = _one_line(prefix + name)
         if isinstance(value, dict):
             items.extend(_text_items(value, full_key.removesuffix("s") + "_"))
         else:

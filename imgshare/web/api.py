@@ -82,7 +82,7 @@ class Api:
             )
         finally:
             form.discard()
-        return respond(request, 200, output.image_record(image, self.config.public_url))
+        return self.uploaded(request, image)
 
     @app.route("/img_delete.php")
     async def delete(self, request: Any) -> bytes:
@@ -115,6 +115,11 @@ class Api:
             raise
         finally:
             await self.io.run(discard_spooled, path)
+        return self.uploaded(request, image)
+
+    def uploaded(self, request: Any, image: Any) -> bytes:
+        """The answer to an upload or a gather: the record, and the effective expiry in a header."""
+        request.setHeader(b"Imgshare-Expires", output.expires_header(image).encode())
         return respond(request, 200, output.image_record(image, self.config.public_url))
 
     @app.route("/universe_delete.php")
