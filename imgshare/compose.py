@@ -27,6 +27,8 @@ from imgshare.ratelimit import (
 )
 from imgshare.sessions import Sessions
 from imgshare.web.api import Api
+from imgshare.web.chevereto import PREFIXES as CHEVERETO_PREFIXES
+from imgshare.web.chevereto import Chevereto
 from imgshare.web.files import Files
 from imgshare.web.pages import Pages
 from imgshare.web.pages.account import AccountPages
@@ -53,12 +55,18 @@ class Components:
     throttle: LoginThrottle
     pages: Pages
     api: Api
+    chevereto: Chevereto
     files: Files
     root: Root
     resource: Any  # IResource: what the site serves
     site: ImgshareSite
     derivations: Derivations
     expiry: ExpiryService
+
+
+def base64_body_limits(config: Config) -> dict[bytes, int]:
+    """The path prefixes whose bodies may carry an image in base64, and their limit."""
+    return {prefix: config.max_encoded_body for prefix in CHEVERETO_PREFIXES}
 
 
 def build(
@@ -83,25 +91,25 @@ def build(
         auth=AuthPages(*shared), images=ImagePages(*shared), tokens=TokenPages(*shared),
         account=AccountPages(*shared), static=StaticFiles(*shared),
     )
-    api = Api(
-        library, io,
-        RateLimiter(config.rate_ip, reactor, "client address"),
-        RateLimiter(config.rate_token, reactor, "token"),
-        gatherer,
-    )
+    # One pair of buckets for every API family: a client's requests count once.
+    ip_limiter = RateLimiter(config.rate_ip, reactor, "client address")
+    token_limiter = RateLimiter(config.rate_token, reactor, "token")
+    api = Api(library, io, ip_limiter, token_limiter, gatherer)
+    chevereto = Chevereto(library, io, ip_limiter, token_limiter, gatherer)
     files = Files(library, storage, viewer=cookies.account_of)
-    root = Root(api, files, pages)
+    root = Root(api, files, pages, chevereto)
     resource = root.resource()
     site = ImgshareSite(
         resource, max_body=config.max_body, reactor=reactor,
         head_timeout=config.head_timeout, min_body_rate=config.min_body_rate,
         max_connections_per_address=config.max_connections_per_address,
+        body_limits=base64_body_limits(config),
     )
     derivations = Derivations(library, database, image_runner, config.resize_threads)
     library.on_committed = derivations.wake
     expiry = ExpiryService(database, library, reactor)
     return Components(
         library=library, accounts=accounts, sessions=sessions, cookies=cookies, throttle=throttle,
-        pages=pages, api=api, files=files, root=root, resource=resource, site=site,
+        pages=pages, api=api, chevereto=chevereto, files=files, root=root, resource=resource, site=site,
         derivations=derivations, expiry=expiry,
     )

@@ -115,3 +115,9 @@ class Config:
     def max_body(self) -> int:
         """The largest request body accepted: a maximal file plus form overhead."""
         return self.max_size + 64 * 1024
+
+    @property
+    def max_encoded_body(self) -> int:
+        """The largest body that may carry a maximal file in base64 (PEERS section 0.6):
+        ceil(4/3 * max_size) plus form overhead."""
+        return -(-4 * self.max_size // 3) + 64 * 1024

@@ -13,21 +13,10 @@ from imgshare.domain.records import Token
 from imgshare.gather import Gatherer, discard_spooled
 from imgshare.library import ImageLibrary
 from imgshare.ratelimit import RateLimiter
+from imgshare.web.credentials import header_credential
 from imgshare.web.errors import render_failure, require_method
 from imgshare.web.forms import Form, read_form
-from imgshare.web.http import client_ip, header, query, respond, response_format, set_format
-
-
-def header_token(request: Any) -> str | None:
-    """The token from ``X-API-Key`` or ``Authorization: Bearer``, if any."""
-    key = header(request, b"x-api-key")
-    if key and key.strip():
-        return key.strip()
-    authorization = header(request, b"authorization") or ""
-    scheme, _, value = authorization.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    return None
+from imgshare.web.http import client_ip, query, respond, response_format, set_format
 
 
 @attrs.define
@@ -55,7 +44,7 @@ class Api:
         token = None
         # A token outside the body (a header, else the query string) is checked
         # before a possibly large body is parsed: a bad one costs no parsing.
-        outside = header_token(request) or query(request, "token")
+        outside = header_credential(request) or query(request, "token")
         if outside:
             token = await self.library.authenticate(outside)
         form = await read_form(request, self.io, self.config.spool_dir, self.config.max_size)

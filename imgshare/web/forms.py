@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 from typing import IO, Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_plus, unquote_to_bytes
 
 import attrs
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -30,11 +30,13 @@ CHUNK = 256 * 1024
 
 @attrs.frozen
 class UploadedFile:
-    """A file part spooled to ``path``; ``filename`` is what the client called it."""
+    """A file part spooled to ``path``; ``filename`` is what the client called it,
+    ``field`` the form field it came in."""
 
     path: str
     filename: str
     size: int
+    field: str = ""
 
 
 @attrs.define
@@ -50,6 +52,9 @@ class Form:
     files: list[UploadedFile] = attrs.Factory(list)
     #: Names of the fields that came from the query string, not the body.
     from_query: set[str] = attrs.Factory(set)
+    #: Text fields of the body that may be large (a base64 image), spooled to files
+    #: (their values, decoded from the form's encoding) instead of kept in ``fields``.
+    spooled: dict[str, UploadedFile] = attrs.Factory(dict)
 
     def get(self, name: str) -> str | None:
         return self.fields.get(name)
@@ -60,7 +65,7 @@ class Form:
 
     def discard(self) -> None:
         """Remove the spooled files that are still there."""
-        paths = {f.path for f in self.files}
+        paths = {f.path for f in self.files} | {f.path for f in self.spooled.values()}
         if self.file is not None:
             paths.add(self.file.path)
         for path in paths:
@@ -74,12 +79,17 @@ def _text(raw: bytes) -> str:
 class _MultipartCollector:
     """python-multipart callbacks that build a ``Form``."""
 
-    def __init__(self, spool_dir: str, max_file: int, file_field: str, max_files: int = 1):
+    def __init__(
+        self, spool_dir: str, max_file: int, file_field: str | tuple[str, ...], max_files: int = 1,
+        spooled_fields: tuple[str, ...] = (), max_spooled: int = 0,
+    ):
         self.form = Form()
         self._spool_dir = spool_dir
         self._max_file = max_file
-        self._file_field = file_field
+        self._file_fields = (file_field,) if isinstance(file_field, str) else file_field
         self._max_files = max_files
+        self._spooled_fields = spooled_fields
+        self._max_spooled = max_spooled
         self._fields = 0
         self._parts = 0
         self._max_parts = MAX_FIELDS + max_files + EXTRA_PARTS
@@ -97,7 +107,9 @@ class _MultipartCollector:
         self._out_path = ""
         self._filename: str | None = None
         self._size = 0
+        self._limit = 0
         self._skip = False
+        self._spooling = False
 
     def callbacks(self) -> dict[str, Any]:
         return {
@@ -140,17 +152,27 @@ class _MultipartCollector:
             raise BadRequest("malformed multipart body: a part has no form-data name")
         self._name = _text(options[b"name"])
         if b"filename" in options:
-            if self._name != self._file_field or len(self.form.files) >= self._max_files:
+            if self._name not in self._file_fields or len(self.form.files) >= self._max_files:
                 self._skip = True  # extra file parts are read past, not kept
                 return
             self._filename = _text(options[b"filename"])
-            os.makedirs(self._spool_dir, exist_ok=True)
-            fd, self._out_path = tempfile.mkstemp(dir=self._spool_dir, prefix="upload-")
-            self._out = os.fdopen(fd, "wb")
+            self._open_spool(self._max_file)
+        elif self._name in self._spooled_fields:
+            if self._name in self.form.spooled:
+                self._skip = True  # the first one counts, as for any field
+                return
+            self._spooling = True
+            self._open_spool(self._max_spooled)
         else:
             self._fields += 1
             if self._fields > MAX_FIELDS:
                 raise BadRequest(f"too many form fields (at most {MAX_FIELDS})")
+
+    def _open_spool(self, limit: int) -> None:
+        os.makedirs(self._spool_dir, exist_ok=True)
+        fd, self._out_path = tempfile.mkstemp(dir=self._spool_dir, prefix="upload-")
+        self._out = os.fdopen(fd, "wb")
+        self._limit = limit
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self._skip:
@@ -158,8 +180,9 @@ class _MultipartCollector:
         n = end - start
         if self._out is not None:
             self._size += n
-            if self._size > self._max_file:
-                raise TooLarge(f"file too large: the limit is {self._max_file} bytes")
+            if self._size > self._limit:
+                what = f"form field {self._name!r}" if self._spooling else "file"
+                raise TooLarge(f"{what} too large: the limit is {self._limit} bytes")
             self._out.write(data[start:end])
         else:
             if len(self._value) + n > MAX_FIELD_BYTES:
@@ -172,7 +195,10 @@ class _MultipartCollector:
         if self._out is not None:
             self._out.close()
             self._out = None
-            uploaded = UploadedFile(self._out_path, self._filename or "", self._size)
+            uploaded = UploadedFile(self._out_path, self._filename or "", self._size, self._name)
+            if self._spooling:
+                self.form.spooled[self._name] = uploaded
+                return
             self.form.files.append(uploaded)
             if self.form.file is None:
                 self.form.file = uploaded
@@ -193,14 +219,17 @@ class _MultipartCollector:
 
 def parse_body(
     body: IO[bytes], content_type: bytes | None, spool_dir: str, max_file: int,
-    file_field: str = "file", max_files: int = 1,
+    file_field: str | tuple[str, ...] = "file", max_files: int = 1,
+    spooled_fields: tuple[str, ...] = (), max_spooled: int = 0,
 ) -> Form:
     """Parse a request body (blocking: run it in a thread of the io pool).
 
     ``multipart/form-data`` and ``application/x-www-form-urlencoded`` are read;
     any other body gives an empty form.  Up to ``max_files`` parts named
-    ``file_field`` are spooled, each at most ``max_file`` bytes; other file
-    parts are read past.  Raises BadRequest or TooLarge.
+    ``file_field`` (a name or several) are spooled, each at most ``max_file``
+    bytes; other file parts are read past.  Text fields named in
+    ``spooled_fields`` (a base64 image may come in one) are spooled too, each at
+    most ``max_spooled`` bytes, into ``Form.spooled``.  Raises BadRequest or TooLarge.
     """
     ctype, options = parse_options_header(content_type or b"")
     body.seek(0)
@@ -208,7 +237,8 @@ def parse_body(
         boundary = options.get(b"boundary")
         if not boundary or len(boundary) > 200:
             raise BadRequest("malformed multipart body: no boundary")
-        collector = _MultipartCollector(spool_dir, max_file, file_field, max_files)
+        collector = _MultipartCollector(
+            spool_dir, max_file, file_field, max_files, spooled_fields, max_spooled)
         parser = MultipartParser(boundary, collector.callbacks())
         try:
             while chunk := body.read(CHUNK):
@@ -226,6 +256,15 @@ def parse_body(
             collector.abandon()
             raise BadRequest(f"malformed multipart body: {e}") from e
         return collector.form
+    if ctype == b"application/x-www-form-urlencoded" and spooled_fields:
+        urlencoded = _UrlencodedSpooler(spool_dir, spooled_fields, max_spooled)
+        try:
+            while chunk := body.read(CHUNK):
+                urlencoded.feed(chunk)
+            return urlencoded.finish()
+        except BaseException:
+            urlencoded.abandon()
+            raise
     if ctype == b"application/x-www-form-urlencoded":
         raw = body.read(MAX_URLENCODED_BYTES + 1)
         if len(raw) > MAX_URLENCODED_BYTES:
@@ -244,15 +283,127 @@ def parse_body(
     return Form()
 
 
+class _UrlencodedSpooler:
+    """A streaming ``application/x-www-form-urlencoded`` parser: the fields named in
+    ``spooled`` go, percent-decoded, to spool files; the others are kept in memory
+    (together at most MAX_URLENCODED_BYTES, at most MAX_FIELDS of them)."""
+
+    def __init__(self, spool_dir: str, spooled: tuple[str, ...], max_spooled: int):
+        self.form = Form()
+        self._spool_dir = spool_dir
+        self._spooled = spooled
+        self._max_spooled = max_spooled
+        self._small = 0
+        self._fields = 0
+        self._start_pair()
+
+    def _start_pair(self) -> None:
+        self._name = bytearray()
+        self._in_value = False
+        self._value = bytearray()
+        self._out: IO[bytes] | None = None
+        self._out_path = ""
+        self._carry = b""
+        self._size = 0
+        self._skip = False
+
+    def feed(self, chunk: bytes) -> None:
+        *whole, last = chunk.split(b"&")
+        for piece in whole:
+            self._piece(piece)
+            self._end_pair()
+        self._piece(last)
+
+    def finish(self) -> Form:
+        self._end_pair()
+        return self.form
+
+    def abandon(self) -> None:
+        if self._out is not None:
+            self._out.close()
+            remove_if_present(self._out_path)
+            self._out = None
+        self.form.discard()
+
+    def _count_small(self, n: int) -> None:
+        self._small += n
+        if self._small > MAX_URLENCODED_BYTES:
+            raise TooLarge("form body too large")
+
+    def _piece(self, data: bytes) -> None:
+        if not self._in_value:
+            name, equals, data = data.partition(b"=")
+            self._count_small(len(name))
+            self._name += name
+            if not equals:
+                return
+            self._in_value = True
+            self._begin_value()
+        if not data or self._skip:
+            return
+        if self._out is None:
+            self._count_small(len(data))
+            self._value += data
+            return
+        data = self._carry + data
+        cut = data.rfind(b"%", max(len(data) - 2, 0))
+        self._carry, data = (data[cut:], data[:cut]) if cut >= 0 else (b"", data)
+        self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        decoded = unquote_to_bytes(data.replace(b"+", b" "))
+        self._size += len(decoded)
+        if self._size > self._max_spooled:
+            raise TooLarge(f"form field {self._decoded_name()!r} too large: the limit is "
+                           f"{self._max_spooled} bytes")
+        assert self._out is not None
+        self._out.write(decoded)
+
+    def _decoded_name(self) -> str:
+        return unquote_plus(bytes(self._name).decode("utf-8", "replace"))
+
+    def _begin_value(self) -> None:
+        name = self._decoded_name()
+        if name not in self._spooled:
+            return
+        if name in self.form.spooled:
+            self._skip = True  # the first one counts
+            return
+        os.makedirs(self._spool_dir, exist_ok=True)
+        fd, self._out_path = tempfile.mkstemp(dir=self._spool_dir, prefix="upload-")
+        self._out = os.fdopen(fd, "wb")
+
+    def _end_pair(self) -> None:
+        if not self._name and not self._in_value:
+            self._start_pair()
+            return  # an empty piece ("a=1&&b=2")
+        name = self._decoded_name()
+        if self._out is not None:
+            if self._carry:
+                self._write(self._carry)
+            self._out.close()
+            self.form.spooled[name] = UploadedFile(self._out_path, "", self._size, name)
+        elif not self._skip:
+            self._fields += 1
+            if self._fields > MAX_FIELDS:
+                raise BadRequest(f"malformed form body: too many fields (at most {MAX_FIELDS})")
+            value = unquote_plus(bytes(self._value).decode("utf-8", "replace"))
+            self.form.fields.setdefault(name, value)
+        self._start_pair()
+
+
 async def read_form(
-    request: Any, runner: Any, spool_dir: str, max_file: int, max_files: int = 1
+    request: Any, runner: Any, spool_dir: str, max_file: int, max_files: int = 1, *,
+    file_field: str | tuple[str, ...] = "file", spooled_fields: tuple[str, ...] = (),
+    max_spooled: int = 0,
 ) -> Form:
     """The request's form: body fields (parsed by ``runner``) over query fields."""
     form = Form()
     if request.method == b"POST" and request.content is not None:
         ctype = request.requestHeaders.getRawHeaders(b"content-type", [None])[0]
         form = await runner.run(
-            parse_body, request.content, ctype, spool_dir, max_file, max_files=max_files
+            parse_body, request.content, ctype, spool_dir, max_file, max_files=max_files,
+            file_field=file_field, spooled_fields=spooled_fields, max_spooled=max_spooled,
         )
     for key, values in (request.args or {}).items():
         if values and _text(key) not in form.fields:

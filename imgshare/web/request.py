@@ -386,7 +386,13 @@ class ImgshareRequest(server.Request):
         super().__init__(channel, *args, **kwargs)
 
     def _max_body(self) -> int:
-        return getattr(self.channel.site, "max_body", 32 * 1024 * 1024)
+        """The body limit of this request's path (asked before the path is parsed: the
+        channel holds the request line's target)."""
+        site = self.channel.site
+        limit_for = getattr(site, "max_body_for", None)
+        if limit_for is not None:
+            return limit_for(getattr(self.channel, "_path", None) or self.uri or b"")
+        return getattr(site, "max_body", 32 * 1024 * 1024)
 
     def gotLength(self, length: int | None) -> None:
         self._chunked = length is None
@@ -475,7 +481,9 @@ def access_log_formatter(timestamp: str, request: Any) -> str:
 class ImgshareSite(server.Site):
     """A ``Site`` of ``ImgshareChannel`` connections and ``ImgshareRequest`` requests.
 
-    ``max_body`` is the largest request body; ``head_timeout`` (seconds),
+    ``max_body`` is the largest request body, except under the path prefixes of
+    ``body_limits`` (``{b"/api/1/": limit}``: routes whose bodies may carry base64);
+    ``head_timeout`` (seconds),
     ``min_body_rate`` (a ``RateLimit``: at least ``count`` bytes in every ``period``
     seconds), ``max_connections_per_address`` and ``send_timeout`` (seconds) are
     the connection limits, each off when 0 or None.
@@ -493,11 +501,14 @@ class ImgshareSite(server.Site):
         min_body_rate: RateLimit | None = MIN_BODY_RATE,
         max_connections_per_address: int | None = MAX_CONNECTIONS_PER_ADDRESS,
         send_timeout: float | None = SEND_TIMEOUT,
+        body_limits: dict[bytes, int] | None = None,
         **kwargs: Any,
     ):
         kwargs.setdefault("logFormatter", access_log_formatter)
         super().__init__(resource, **kwargs)
         self.max_body = max_body
+        #: Longest prefix first, so the most specific limit wins.
+        self.body_limits = sorted((body_limits or {}).items(), key=lambda item: -len(item[0]))
         self.head_timeout = head_timeout or None
         self.min_body_rate = min_body_rate
         self.max_connections_per_address = max_connections_per_address or None
@@ -505,6 +516,14 @@ class ImgshareSite(server.Site):
         self.limit_log = LimitLog(self.reactor)
         self.connections: dict[str, set[Any]] = {}  # open channels by address_key
         self.refused: dict[str, int] = {}  # refused connections still lingering, by address_key
+
+    def max_body_for(self, target: bytes) -> int:
+        """The body limit of a request for ``target`` (its path, with or without a query)."""
+        path = target.split(b"?", 1)[0]
+        for prefix, limit in self.body_limits:
+            if path.startswith(prefix):
+                return limit
+        return self.max_body
 
     def connection_opened(self, key: str, channel: Any) -> bool:
         """Count ``channel`` against ``key``; False (not counted) when its connections are at

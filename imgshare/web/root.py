@@ -13,13 +13,14 @@ import attrs
 from twisted.web.resource import Resource
 
 from imgshare.web.api import Api
+from imgshare.web.chevereto import Chevereto
 from imgshare.web.files import Files
 from imgshare.web.http import respond
 from imgshare.web.pages import Pages
 
 
 class _NotFound(Resource):
-    """A JSON 404 for paths under /api/ that are not /api/v1/, and for paths
+    """A JSON 404 for paths under /api/ (or /sharexapi/) that no application serves, and for paths
     with an empty segment under a mounted application."""
 
     isLeaf = True
@@ -65,18 +66,23 @@ class Root:
 
     api: Api
     files: Files
-    #: The browser pages (everything not under /api/, /img/ or /thumb/).
+    #: The browser pages (everything not under /api/, /img/, /thumb/ or /sharexapi/).
     pages: Pages
+    #: Chevereto uploads, under /api/1/ and /sharexapi/1/.
+    chevereto: Chevereto
 
     def resource(self) -> Any:
-        for app in [self.api.app, self.files.img, self.files.thumb, *self.pages.apps()]:
+        for app in [self.api.app, self.chevereto.app, self.files.img, self.files.thumb, *self.pages.apps()]:
             # werkzeug would answer a path with "//" by a redirect to the merged
             # path, which Klein sends without a Location: such a path names no
             # file (SPEC section 7) and is simply not found.
             app.url_map.merge_slashes = False
         pages, rest = self.pages.mounts()
-        api = _Mount({b"v1": self.api.app.resource()}, _NotFound())
+        chevereto = self.chevereto.app.resource()
+        api = _Mount({b"v1": self.api.app.resource(), b"1": chevereto}, _NotFound())
+        sharex = _Mount({b"1": chevereto}, _NotFound())
         return _Mount(
-            {b"api": api, b"img": self.files.img.resource(), b"thumb": self.files.thumb.resource()},
+            {b"api": api, b"sharexapi": sharex, b"img": self.files.img.resource(),
+             b"thumb": self.files.thumb.resource()},
             rest, pages,
         )
