@@ -158,18 +158,20 @@ class Chevereto:
         for field in SOURCE_FIELDS:
             spooled = form.spooled.get(field)
             if spooled is not None and spooled.size:
-                return await self._text_source(request, field, spooled=spooled)
+                url = await self.io.run(_url_in, spooled.path)
+                if url != "":
+                    return await self._text_source(request, field, url, spooled=spooled)
             if field in form.from_query and form.fields[field].strip():
-                return await self._text_source(request, field, text=form.fields[field])
+                text = form.fields[field]
+                url = text.strip() if _URL.match(text.strip().encode("utf-8")) else None
+                return await self._text_source(request, field, url, text=text)
         raise chevereto.NoSource("empty source: send the image as source (a file, base64 or a URL)")
 
     async def _text_source(
-        self, request: Any, field: str, *, spooled: UploadedFile | None = None, text: str | None = None,
+        self, request: Any, field: str, url: str | None, *,
+        spooled: UploadedFile | None = None, text: str | None = None,
     ) -> _Source:
-        if spooled is not None:
-            url = await self.io.run(_url_in, spooled.path)
-        else:
-            url = text.strip() if text is not None and _URL.match(text.strip().encode("utf-8")) else None
+        """A text source: ``url`` when it is one, else base64 decoded into a spool file."""
         if url is not None:
             return _Source(field, url=url)
         if request.method != b"POST":
@@ -224,13 +226,16 @@ class Chevereto:
 
 
 def _url_in(path: str) -> str | None:
-    """The URL a spooled text source holds, or None (it is base64, or too long for a URL)."""
+    """What a spooled text source holds: its URL; "" when it is blank; None when it is
+    something else (base64, or too long for a URL)."""
     with open(path, "rb") as f:
         head = f.read(MAX_URL_LENGTH + 1)
     text = head.strip()
-    if len(head) > MAX_URL_LENGTH or not _URL.match(text):
+    if len(head) > MAX_URL_LENGTH:
         return None
-    return text.decode("utf-8", "replace")
+    if not text:
+        return ""
+    return text.decode("utf-8", "replace") if _URL.match(text) else None
 
 
 def _decode_into_spool(chunks: Any, spool_dir: str, limit: int) -> str:

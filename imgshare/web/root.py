@@ -44,6 +44,9 @@ class _Mount(Resource):
         self._whole = whole or {}
 
     def getChildWithDefault(self, path: bytes, request: Any) -> Any:  # noqa: N802
+        if path in self.children and not request.postpath:
+            # "/api/1": werkzeug would redirect to "/api/1/"; no API request is redirected.
+            return _NotFound()
         if path in self.children and request.postpath[:1] == [b""] and len(request.postpath) > 1:
             # "/img//kitten/x.jpg": Klein would drop the empty segment and
             # serve /img/kitten/x.jpg; a path with an empty segment names nothing.
