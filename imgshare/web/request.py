@@ -391,7 +391,7 @@ class ImgshareRequest(server.Request):
         site = self.channel.site
         limit_for = getattr(site, "max_body_for", None)
         if limit_for is not None:
-            return limit_for(getattr(self.channel, "_path", None) or self.uri or b"")
+            return limit_for(getattr(self.channel, "_path", None) or getattr(self, "uri", None) or b"")
         return getattr(site, "max_body", 32 * 1024 * 1024)
 
     def gotLength(self, length: int | None) -> None:
