@@ -439,3 +439,50 @@ class UrlSourceTests(unittest.TestCase):
         token = await f.token("kitten")
         response, out = await f.client().request("GET", f"{UPLOAD}?key={token}&source=https://example.com/a.jpg")
         self.assertEqual(response.code, 501)
+
+
+class ShapeTests(unittest.SynchronousTestCase):
+    """imgshare.domain.chevereto: the answers as pure data."""
+
+    def image(self, **changes):
+        from tests.test_output import make_image
+
+        return make_image(**changes)
+
+    def test_example_image(self):
+        """PEERS section 1's example: 4000x3000, sizes of the copies, the delete link when known."""
+        from imgshare.domain import chevereto
+
+        body = chevereto.success_body(self.image(delete_secret="0f" * 16), PUBLIC, "fountain.jpg")
+        image = body["image"]
+        self.assertEqual(list(body), ["status_code", "success", "image", "status_txt"])
+        self.assertEqual((image["display_width"], image["display_height"]), (640, 480))
+        self.assertEqual((image["thumb"]["width"], image["thumb"]["height"]), (320, 240))
+        self.assertEqual((image["size_formatted"], image["original_filename"]), ("1.2 MB", "fountain.jpg"))
+        self.assertEqual(image["delete_url"], f"{PUBLIC}/delete/kitten/20260214_fountain.jpg/" + "0f" * 16)
+        self.assertNotIn("delete_url", chevereto.success_body(self.image(), PUBLIC)["image"])
+        stored_name = chevereto.success_body(self.image(original_name="mine.jpg"), PUBLIC, "x.jpg")
+        self.assertEqual(stored_name["image"]["original_filename"], "mine.jpg")
+
+    def test_imgbb(self):
+        """The ImgBB flavour: data, id, time and expiration as strings."""
+        from imgshare.domain import chevereto
+
+        body = chevereto.success_body(self.image(expires=1771061400.0 + 7200), PUBLIC, imgbb=True)
+        self.assertEqual((body["success"], body["status"], body["status_code"]), (True, 200, 200))
+        self.assertEqual((body["data"]["id"], body["data"]["time"], body["data"]["expiration"]),
+                         ("kitten~20260214_fountain.jpg", "1771061400", "7200"))
+        self.assertEqual(body["data"]["expiration_date_gmt"], "2026-02-14 11:30:00")
+
+    def test_formats_codes_and_sizes(self):
+        """pick_format, error codes and size_formatted."""
+        from imgshare.domain import chevereto, errors
+        from imgshare.domain.base64text import BadBase64
+
+        self.assertEqual([chevereto.pick_format(v) for v in (None, "TXT", "text", "Redirect", "xml")],
+                         ["json", "txt", "txt", "redirect", "json"])
+        self.assertEqual([chevereto.error_code(e) for e in (
+            errors.Unauthorized("x"), BadBase64("x"), chevereto.NoSource("x"), errors.BadImage("x"),
+            errors.TooLarge("x"), errors.GatherFailed("x"))], [100, 120, 130, 400, 413, 502])
+        self.assertEqual([chevereto.size_formatted(n) for n in (532, 12700, 1234567)],
+                         ["532 B", "12.4 KB", "1.2 MB"])
