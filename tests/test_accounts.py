@@ -7,6 +7,7 @@ from twisted.trial import unittest
 
 from imgshare import db
 from imgshare.accounts import SETUP_CODE_SETTING, Accounts
+from imgshare.domain import errors
 from imgshare.testing import T0, open_sqlite
 from imgshare.threads import InlineRunner
 
@@ -35,3 +36,21 @@ class SetupCodeTests(unittest.TestCase):
         second = await self.accounts.create("bear", "a long password", False, admin_if_first=True)
         third = await self.accounts.create("fox", "a long password", True, admin_if_first=True)
         self.assertEqual((first.is_admin, second.is_admin, third.is_admin), (True, False, True))
+
+
+class AccountNameTests(unittest.TestCase):
+    async def setUp(self):
+        self.database = await open_sqlite(self)
+        clock = Clock()
+        clock.advance(T0)
+        self.accounts = Accounts(self.database, InlineRunner(), clock)
+
+    async def test_peer_path_names_refused(self):
+        """The names of the peer-client paths (i, delete, sharexapi) and register cannot be
+        created, and the refusal names every reserved word; nothing is stored."""
+        for name in ("i", "delete", "sharexapi", "register"):
+            with self.assertRaises(errors.BadRequest) as caught:
+                await self.accounts.create(name, "a long password", False)
+            for word in ("i,", "delete", "sharexapi", "register", "api", "qvga"):
+                self.assertIn(word, caught.exception.message)
+            self.assertIsNone(await self.database.run(db.get_account, name))

@@ -240,6 +240,8 @@ class BrowserTests(unittest.TestCase):
         site.shoot("token-created")
         seconds = time.monotonic() - started
         self.assertLess(seconds, 60, "from the setup link to a working token in under a minute")
+        flavours = [b.get_attribute("value") for b in site.find_all(".fresh form.sharex button[type=submit]")]
+        self.assertEqual(flavours, ["native", "v1", "chevereto"], "the three ShareX files, native first")
         site.find(".fresh form button[type=submit]").click()
         uploader = site.wait(lambda: _downloaded_json(downloads, ".sxcu"), "the .sxcu download")
         self.assertEqual(uploader["Headers"], {"X-API-Key": token})

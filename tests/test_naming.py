@@ -42,6 +42,10 @@ class AccountNameTests(unittest.TestCase):
                 "setup",
                 "login",
                 "logout",
+                "register",
+                "i",
+                "delete",
+                "sharexapi",
                 "xga",
                 "vga",
                 "qvga",
@@ -49,6 +53,14 @@ class AccountNameTests(unittest.TestCase):
         )
         for name in naming.RESERVED_NAMES:
             self.assertFalse(naming.is_valid_account_name(name), name)
+
+    def test_peer_paths_are_reserved(self):
+        """The first segments of the viewer pages, the delete links, seed 001's ShareX path and
+        /register are reserved (SPEC section 3), while names that only begin like them are not."""
+        for name in ("i", "delete", "sharexapi", "register"):
+            self.assertFalse(naming.is_valid_account_name(name), name)
+        for name in ("ii", "i2", "deleted", "sharex", "registered"):
+            self.assertTrue(naming.is_valid_account_name(name), name)
 
     def test_lookups_allow_reserved_names(self):
         """Looking up an existing account allows reserved names, but never malformed ones

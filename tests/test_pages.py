@@ -635,6 +635,52 @@ class TokensTests(PagesTestCase):
         response, _ = await self.browser.post("/tokens/sxcu", {"token": secret})
         self.assertEqual(response.code, 403)
 
+    async def test_sharex_files_offered(self):
+        """A new token's card offers the three .sxcu flavours (native first) in one CSRF form, and
+        explains ShareX's built-in Chevereto uploader with this server's URL."""
+        _, body = await self.create()
+        form = re.search(r'<form method="post" action="/tokens/sxcu".*?</form>', body, re.S).group(0)
+        self.assertEqual(re.findall(r'name="flavour" value="([a-z0-9]+)"', form), ["native", "v1", "chevereto"])
+        self.assertIn('name="csrf"', form)
+        self.assertIn("<code>https://img.example/api/1/upload</code>", body)
+        _, listed = await self.browser.get("/tokens")
+        self.assertNotIn('action="/tokens/sxcu"', listed, "offered only with the new token")
+
+    async def test_sharex_file_flavours(self):
+        """Each flavour downloads as its own file name with its own endpoint; no flavour is the
+        native file; an unknown flavour is 400; every download needs the CSRF token."""
+        _, body = await self.create()
+        secret = re.search(r'id="new-token">([0-9a-f]{32})<', body).group(1)
+        expected = {
+            "native": ("img.example.sxcu", "https://img.example/api/v1/img_upload.php",
+                       {"X-API-Key": secret}, "file", "{json:delete_url}"),
+            "v1": ("img.example-v1.sxcu", "https://img.example/api/v1/upload",
+                   {"Authorization": "Bearer " + secret}, "file", "{json:delete_url}"),
+            "chevereto": ("img.example-chevereto.sxcu", "https://img.example/api/1/upload",
+                          {"X-API-Key": secret}, "source", "{json:image.delete_url}"),
+        }
+        for flavour, (filename, url, headers, field, deletion) in expected.items():
+            response, out = await self.browser.post("/tokens/sxcu", {"csrf": self.csrf, "token": secret,
+                                                                     "flavour": flavour})
+            self.assertEqual(response.code, 200, flavour)
+            self.assertEqual(header(response, "content-disposition"), f'attachment; filename="{filename}"')
+            self.assertEqual(header(response, "content-type"), "application/octet-stream")
+            self.assertEqual(header(response, "cache-control"), "no-store")
+            sxcu = json.loads(out)
+            self.assertEqual((sxcu["Version"], sxcu["RequestURL"], sxcu["Headers"], sxcu["FileFormName"],
+                              sxcu["DeletionURL"]), ("17.0.0", url, headers, field, deletion), flavour)
+        response, out = await self.browser.post("/tokens/sxcu", {"csrf": self.csrf, "token": secret})
+        self.assertEqual(json.loads(out)["RequestURL"], "https://img.example/api/v1/img_upload.php")
+        response, out = await self.browser.post("/tokens/sxcu", {"csrf": self.csrf, "token": secret,
+                                                                 "flavour": "imgur"})
+        self.assertEqual(response.code, 400)
+        self.assertNotIn(secret, out)
+        response, _ = await self.browser.post("/tokens/sxcu", {"token": secret, "flavour": "chevereto"})
+        self.assertEqual(response.code, 403)
+        response, _ = await self.browser.post(f"/tokens/sxcu?csrf={self.csrf}", {"token": secret,
+                                                                                 "flavour": "v1"})
+        self.assertEqual(response.code, 403, "the CSRF token counts only from the body")
+
     async def test_delete_token(self):
         """Deleting asks first; once confirmed the token stops working at once."""
         _, body = await self.create("old")

@@ -1,4 +1,4 @@
-"""Sizes and times in words for the pages, and the ShareX uploader file."""
+"""Sizes and times in words for the pages, and the ShareX uploader files."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from twisted.trial import unittest
 
 from imgshare.domain import sharex, words
 from imgshare.domain.lifetime import DAY, DEFAULT_TIERS, HOUR
+
+TOKEN = "ab" * 16
 
 
 class WordsTests(unittest.TestCase):
@@ -62,3 +64,58 @@ class ShareXTests(unittest.TestCase):
         """The download is named after the host, with nothing unsafe for a header."""
         self.assertEqual(sharex.file_name("https://img.example:8443"), "img.example_8443.sxcu")
         self.assertEqual(sharex.file_name("http://a\"b"), "a_b.sxcu")
+
+    def test_native_file(self):
+        """The native file, exactly (PEERS section 4): img_upload.php, X-API-Key, our record's paths."""
+        self.assertEqual(json.loads(sharex.uploader_file("https://img.example/", TOKEN, "native")), {
+            "Version": "17.0.0", "Name": "IMGSHARE (img.example)", "DestinationType": "ImageUploader",
+            "RequestMethod": "POST", "RequestURL": "https://img.example/api/v1/img_upload.php",
+            "Headers": {"X-API-Key": TOKEN}, "Body": "MultipartFormData", "FileFormName": "file",
+            "URL": "{json:urls.original}", "ThumbnailURL": "{json:urls.qvga}",
+            "DeletionURL": "{json:delete_url}", "ErrorMessage": "{json:error}",
+        })
+        self.assertEqual(sharex.uploader_file("https://img.example", TOKEN),
+                         sharex.uploader_file("https://img.example/", TOKEN, "native"), "native is the default")
+
+    def test_v1_file(self):
+        """The v1 file, exactly: /api/v1/upload with the token as a Bearer, the v1 answer's fields."""
+        self.assertEqual(json.loads(sharex.uploader_file("https://img.example/", TOKEN, "v1")), {
+            "Version": "17.0.0", "Name": "IMGSHARE v1 (img.example)", "DestinationType": "ImageUploader",
+            "RequestMethod": "POST", "RequestURL": "https://img.example/api/v1/upload",
+            "Headers": {"Authorization": "Bearer " + TOKEN}, "Body": "MultipartFormData",
+            "FileFormName": "file", "URL": "{json:url}", "ThumbnailURL": "{json:thumbnail}",
+            "DeletionURL": "{json:delete_url}", "ErrorMessage": "{json:error}",
+        })
+
+    def test_chevereto_file(self):
+        """The Chevereto file, exactly: /api/1/upload, X-API-Key, the file as ``source``, the
+        Chevereto answer's fields."""
+        self.assertEqual(json.loads(sharex.uploader_file("https://img.example/", TOKEN, "chevereto")), {
+            "Version": "17.0.0", "Name": "IMGSHARE Chevereto (img.example)",
+            "DestinationType": "ImageUploader", "RequestMethod": "POST",
+            "RequestURL": "https://img.example/api/1/upload", "Headers": {"X-API-Key": TOKEN},
+            "Body": "MultipartFormData", "FileFormName": "source", "URL": "{json:image.url}",
+            "ThumbnailURL": "{json:image.thumb.url}", "DeletionURL": "{json:image.delete_url}",
+            "ErrorMessage": "{json:error.message}",
+        })
+
+    def test_every_flavour(self):
+        """Every flavour: Version 17.0.0, a Name of its own, the token in a header and not in
+        Arguments, {json:...} syntax only, a DeletionURL, and a download name of its own."""
+        files = {f: sharex.uploader("https://img.example:8443/", TOKEN, f) for f in sharex.FLAVOURS}
+        self.assertEqual(set(files), {"native", "v1", "chevereto"})
+        self.assertEqual(len({f["Name"] for f in files.values()}), 3)
+        for flavour, data in files.items():
+            self.assertEqual(data["Version"], "17.0.0", flavour)
+            self.assertNotIn("Arguments", data, flavour)
+            self.assertIn(TOKEN, json.dumps(data["Headers"]), flavour)
+            for key in ("URL", "ThumbnailURL", "DeletionURL", "ErrorMessage"):
+                self.assertRegex(data[key], r"^\{json:[a-z_.]+\}$", (flavour, key))
+            self.assertTrue(data["RequestURL"].startswith("https://img.example:8443/api/"), flavour)
+        self.assertEqual([sharex.file_name("https://img.example:8443", f) for f in sharex.FLAVOURS],
+                         ["img.example_8443.sxcu", "img.example_8443-v1.sxcu",
+                          "img.example_8443-chevereto.sxcu"])
+        with self.assertRaises(KeyError):
+            sharex.uploader("https://img.example", TOKEN, "imgur")
+        with self.assertRaises(KeyError):
+            sharex.file_name("https://img.example", "imgur")

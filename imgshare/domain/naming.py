@@ -21,9 +21,13 @@ from imgshare.domain import errors
 from imgshare.domain.records import ImageType
 
 _ACCOUNT_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
-RESERVED_NAMES = frozenset(
-    {"api", "img", "thumb", "static", "admin", "setup", "login", "logout", "xga", "vga", "qvga"}
-)
+#: Account names that would shadow a path of ours (SPEC section 3): the first segments
+#: of the site's routes (``/i/`` the viewer pages, ``/delete/`` the secret delete links,
+#: ``/sharexapi/`` Chevereto's ShareX path) and the derived-file folders.
+RESERVED_NAMES = frozenset({
+    "api", "img", "thumb", "static", "admin", "setup", "login", "logout", "register",
+    "i", "delete", "sharexapi", "xga", "vga", "qvga",
+})
 
 FILE_NAME_RE = re.compile(r"^[0-9]{8}_[A-Za-z0-9._-]{1,60}\.(jpg|jpeg|png|bmp|webp)$")
 

@@ -440,6 +440,8 @@ class FreshToken:
 
     secret: str
     curl: str
+    #: Where ShareX's built-in Chevereto uploader is pointed (``B/api/1/upload``).
+    chevereto_url: str = ""
 
 
 class TokensBody(Element):
@@ -459,7 +461,8 @@ class TokensBody(Element):
     def fresh(self, request: Any, tag: Tag) -> Tag | str:
         if self.fresh_token is None:
             return ""
-        return tag.fillSlots(secret=self.fresh_token.secret, curl=self.fresh_token.curl)
+        return tag.fillSlots(secret=self.fresh_token.secret, curl=self.fresh_token.curl,
+                             chevereto_url=self.fresh_token.chevereto_url)
 
     @renderer
     def lifetimes(self, request: Any, tag: Tag) -> Iterator[Tag]:

@@ -74,7 +74,8 @@ class TokenPages(PageArea):
                                            label=label, choice=choice, custom=custom)
         log.info("token {id} created for {account} in the browser", id=token.id, account=visitor.account)
         upload_url = f"{self.config.public_url}/api/v1/img_upload.php"
-        fresh = FreshToken(secret, f'curl -H "X-API-Key: {secret}" -F file=@photo.jpg {upload_url}')
+        fresh = FreshToken(secret, f'curl -H "X-API-Key: {secret}" -F file=@photo.jpg {upload_url}',
+                           chevereto_url=f"{self.config.public_url}/api/1/upload")
         return await self._tokens_page(request, visitor, fresh=fresh)
 
     @app.route("/tokens/delete", methods=["POST"])
@@ -100,16 +101,21 @@ class TokenPages(PageArea):
 
     @app.route("/tokens/sxcu", methods=["POST"])
     async def sharex_file(self, request: Any) -> bytes:
-        """The ShareX uploader file for the token in the form (built, never stored)."""
+        """The ShareX uploader file of the form's ``flavour`` (native when absent) for the
+        token in the form (built, never stored)."""
         visitor, form = await self.post(request)
         token = (form.get("token") or "").strip()
         if not auth.looks_like_token(token):
             raise errors.BadRequest("That is not an API token.")
+        flavour = (form.get("flavour") or sharex.FLAVOURS[0]).strip()
+        if flavour not in sharex.FLAVOURS:
+            raise errors.BadRequest("No such ShareX uploader: the choices are "
+                                    + ", ".join(sharex.FLAVOURS) + ".")
         set_page_headers(request)
         request.setHeader(b"Content-Type", b"application/octet-stream")
-        filename = sharex.file_name(self.config.public_url)
+        filename = sharex.file_name(self.config.public_url, flavour)
         request.setHeader(b"Content-Disposition", f'attachment; filename="{filename}"'.encode())
-        return sharex.uploader_file(self.config.public_url, token)
+        return sharex.uploader_file(self.config.public_url, token, flavour)
 
     @app.handle_errors(Exception)
     async def failed(self, request: Any, failure: Failure) -> bytes:
