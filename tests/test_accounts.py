@@ -7,13 +7,13 @@ from twisted.trial import unittest
 
 from imgshare import db
 from imgshare.accounts import SETUP_CODE_SETTING, Accounts
-from imgshare.testing import T0, open_sqlite
+from imgshare.testing import T0, open_sqlite_sync
 from imgshare.threads import InlineRunner
 
 
 class SetupCodeTests(unittest.TestCase):
     async def setUp(self):
-        self.database = await open_sqlite(self)
+        self.database = await open_sqlite_sync(self)
         clock = Clock()
         clock.advance(T0)
         self.accounts = Accounts(self.database, InlineRunner(), clock)
