@@ -9,9 +9,17 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import reactor as global_reactor
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.task import Clock, deferLater
-from zope.interface import implementer
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.interfaces import ISSLTransport, IStreamClientEndpoint
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
+from twisted.test import iosim
+from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer
+from zope.interface import directlyProvides, implementer
 
 from imgshare import auth, compose, db
 from imgshare.config import Config, RateLimit
@@ -20,7 +28,6 @@ from imgshare.plugins.sqlite import SqliteDatabase
 from imgshare.producers import RangeSender
 from imgshare.storage import IStorage, ObjectMissing, StorageUnavailable
 from imgshare.threads import InlineRunner
-from imgshare.web.request import ImgshareRequest
 
 #: 2026-02-14T09:30:00Z, the moment most tests happen at.
 T0 = 1771061400.0
@@ -111,11 +118,12 @@ async def open_sqlite(testcase: Any, path: str | None = None) -> SqliteDatabase:
 
 
 class Fixture:
-    """A library on real SQLite, with memory storage and a fake clock, plus its web root."""
+    """A library on real SQLite, with memory storage and a fake clock, plus its web root
+    and site, which its clients reach over ``network`` (in memory)."""
 
     def __init__(
         self, testcase: Any, database: Any, storage: Any, clock: Clock, config: Config,
-        gatherer: Gatherer | None = None,
+        gatherer: Gatherer | None = None, network: MemoryNetwork | None = None,
     ):
         """``gatherer`` serves img_gather.php; without one that endpoint answers 501."""
         self.testcase = testcase
@@ -123,6 +131,7 @@ class Fixture:
         self.storage = storage
         self.clock = clock
         self.config = config
+        self.network = network if network is not None else MemoryNetwork()
         #: Every component, built as the server builds them; nothing is started
         #: (tests run derivation jobs one at a time with ``derivations.run_one``).
         self.components = compose.build(
@@ -149,57 +158,209 @@ class Fixture:
         )
         return secret
 
-    def client(self) -> StubClient:
-        return StubClient(self.components.resource)
+    def client(self, address: str = "127.0.0.1") -> StubClient:
+        """A client of the fixture's site whose connections come from ``address``."""
+        return StubClient(self.components.site, self.network, address)
 
 
 async def make_fixture(
     testcase: Any, storage: Any = None,
-    make_gatherer: Callable[[Config, Clock], Gatherer] | None = None, **config: Any,
+    make_gatherer: Callable[[Config, Clock], Gatherer] | None = None,
+    threaded: bool = False, network: MemoryNetwork | None = None, **config: Any,
 ) -> Fixture:
-    """A Fixture in the test's temp folder; ``make_gatherer(config, clock)`` builds its gatherer."""
+    """A Fixture in the test's temp folder; ``make_gatherer(config, clock)`` builds its gatherer.
+
+    The database is the synchronous SQLite (every query done when ``run`` returns),
+    so a request through ``client()`` is answered within its ``flush`` and the fake
+    clock is the only clock; ``threaded=True`` gives the threaded adbapi one instead,
+    for tests whose backends need threads or sockets (S3 storage, locks): their
+    answers arrive on the real reactor, and the clients' network is live.
+    ``network`` is the in-memory network the clients use (and a gatherer may);
+    by default a synchronous one, or a live one (see ``MemoryNetwork``) with ``threaded``.
+    """
     clock = Clock()
     clock.advance(T0)
     data_dir = testcase.mktemp()
     os.makedirs(data_dir)
-    database = await open_sqlite(testcase)
+    database = await (open_sqlite(testcase) if threaded else open_sqlite_sync(testcase))
+    if network is None:
+        network = MemoryNetwork(live=global_reactor if threaded else None)
     settings = test_config(data_dir, **config)
     gatherer = make_gatherer(settings, clock) if make_gatherer is not None else None
-    return Fixture(testcase, database, storage or MemoryStorage(), clock, settings, gatherer)
+    return Fixture(testcase, database, storage or MemoryStorage(), clock, settings, gatherer, network)
+
+
+class _ServerTransport(iosim.FakeTransport):
+    """The server's end of a memory connection: tells its network when the server writes."""
+
+    def __init__(self, network: MemoryNetwork, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._network = network
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        self._network.wrote()
+
+    def loseConnection(self) -> None:  # noqa: N802
+        super().loseConnection()
+        self._network.wrote()
+
+
+class MemoryNetwork(MemoryReactorClock):
+    """TCP connections in memory (``twisted.test.iosim`` pumps); ``flush()`` moves every byte.
+
+    Clients connect through ``connect`` (``StubClient``) or, as a reactor, through
+    ``connectTCP`` to a factory registered with ``listenTCP`` (a gatherer fetching
+    from a test server); ``connectTCP`` to anything else is refused.  Nothing
+    moves until ``flush``, which pumps every connection until none has anything
+    left to say: with the synchronous database, memory storage and inline
+    runners, a request is answered (or waits on the fake clock) when it returns.
+
+    ``live``: a real reactor, for fixtures whose backends answer from threads or
+    sockets (the threaded SQLite, S3): a server writing outside a flush then has
+    the network flushed on the next turn of that reactor (no polling).
+    """
+
+    def __init__(self, live: Any = None) -> None:
+        super().__init__()
+        self._pumps: list[iosim.IOPump] = []
+        self._live = live
+        self._flushing = False
+        self._scheduled: Any = None
+
+    def wrote(self) -> None:
+        """A server wrote (or closed): outside a flush on a live network, flush soon."""
+        if self._live is not None and not self._flushing and self._scheduled is None:
+            self._scheduled = self._live.callLater(0, self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._scheduled = None
+        self.flush()
+
+    def connect(self, client_factory: Any, server_factory: Any, client_address: Any,
+                server_address: Any, tls: bool = False) -> Any:
+        """Connect a client (built by ``client_factory``) to ``server_factory``; return the client protocol."""
+        server = server_factory.buildProtocol(client_address)
+        client = client_factory.buildProtocol(server_address)
+        server_transport = _ServerTransport(
+            self, server, isServer=True, hostAddress=server_address, peerAddress=client_address)
+        client_transport = iosim.FakeTransport(
+            client, isServer=False, hostAddress=client_address, peerAddress=server_address)
+        if tls:
+            directlyProvides(server_transport, ISSLTransport)
+            directlyProvides(client_transport, ISSLTransport)
+        self._pumps.append(iosim.connect(server, server_transport, client, client_transport, greet=False))
+        return client
+
+    def connectTCP(self, host: str, port: int, factory: Any, timeout: float = 30,  # noqa: N802
+                   bindAddress: Any = None) -> Any:  # noqa: N803
+        connector = super().connectTCP(host, port, factory, timeout, bindAddress)
+        factory.startedConnecting(connector)
+        listening = {(server_host, server_port): server_factory
+                     for server_port, server_factory, _, server_host in self.tcpServers}
+        server_factory = listening.get((host, port)) or listening.get(("", port))
+        if server_factory is None:
+            factory.clientConnectionFailed(connector, Failure(ConnectionRefusedError(host, port)))
+        else:
+            address = (IPv6Address if ":" in host else IPv4Address)("TCP", host, port)
+            self.connect(factory, server_factory, IPv4Address("TCP", "127.0.0.1", 40000), address)
+        return connector
+
+    def flush(self) -> None:
+        """Pump every connection until none moves a byte; forget the closed ones."""
+        if self._flushing:
+            return
+        self._flushing = True
+        try:
+            moved = True
+            while moved:
+                moved = False
+                for pump in list(self._pumps):
+                    moved = pump.flush() or moved
+                    if pump.clientIO.disconnected and pump.serverIO.disconnected:
+                        self._pumps.remove(pump)
+        finally:
+            self._flushing = False
+
+
+@implementer(IBodyProducer)
+class _BytesProducer:
+    """A request body written at once (treq's default producer would wait on the real reactor)."""
+
+    def __init__(self, body: bytes | str):
+        self.body = body.encode("utf-8") if isinstance(body, str) else body
+        self.length = len(self.body)
+
+    def startProducing(self, consumer: Any) -> Deferred[None]:  # noqa: N802
+        consumer.write(self.body)
+        return succeed(None)
+
+    def stopProducing(self) -> None:  # noqa: N802
+        pass
+
+    def pauseProducing(self) -> None:  # noqa: N802
+        pass
+
+    def resumeProducing(self) -> None:  # noqa: N802
+        pass
+
+
+@implementer(IStreamClientEndpoint)
+class _SiteEndpoint:
+    def __init__(self, client: StubClient, tls: bool):
+        self.client = client
+        self.tls = tls
+
+    def connect(self, factory: Any) -> Deferred[Any]:
+        client = self.client
+        server_address = IPv4Address("TCP", "127.0.0.1", 443 if self.tls else 80)
+        return succeed(client.network.connect(factory, client.site, client.address, server_address, self.tls))
+
+
+@implementer(IAgentEndpointFactory)
+class _SiteEndpoints:
+    def __init__(self, client: StubClient):
+        self.client = client
+
+    def endpointForURI(self, uri: Any) -> _SiteEndpoint:  # noqa: N802
+        return _SiteEndpoint(self.client, uri.scheme == b"https")
 
 
 class StubClient:
-    """``treq.testing.StubTreq`` over our ``Request`` class, settled for threads.
+    """treq's ``HTTPClient`` over an in-memory connection to our ``ImgshareSite``.
 
-    Requests travel through real HTTP parsing in memory; since the database
-    answers from its own thread, the client keeps flushing until the response
-    body is complete.
+    Every request travels through real HTTP parsing, our channel and our
+    ``ImgshareRequest``, on a ``MemoryNetwork``: ``request`` flushes it, so a
+    request the server can answer at once is answered when it returns.  One
+    that waits (on the fake clock, or on work a test does next) is answered
+    once the test has done that work and called ``flush()``.  Connections come
+    from ``address`` (IPv4 or IPv6), as the site's per-address limits see them.
     """
 
-    def __init__(self, resource: Any):
-        from treq.testing import StubTreq
+    def __init__(self, site: Any, network: MemoryNetwork | None = None, address: str = "127.0.0.1"):
+        from treq.client import HTTPClient
 
-        self.treq = StubTreq(resource)
-        self.treq._agent._serverFactory.requestFactory = ImgshareRequest
-        self.treq._agent._serverFactory.max_body = 33 * 1024 * 1024 + 64 * 1024
+        self.site = site
+        self.network = network if network is not None else MemoryNetwork()
+        self.address = (IPv6Address if ":" in address else IPv4Address)("TCP", address, 31337)
+        agent = Agent.usingEndpointFactory(
+            self.network, _SiteEndpoints(self), HTTPConnectionPool(self.network, persistent=False))
+        self.http = HTTPClient(agent, data_to_body_producer=_BytesProducer)
 
-    async def _settle(self, d: Deferred[Any]) -> Any:
-        done: list[Any] = []
-        d.addBoth(lambda r: done.append(r) or r)
-        for _ in range(5000):
-            self.treq.flush()
-            if done:
-                break
-            await deferLater(global_reactor, 0.001, lambda: None)
-        else:
-            raise AssertionError("no response")
-        return await d
+    def flush(self) -> None:
+        """Move every byte waiting on the network (both ways)."""
+        self.network.flush()
 
     async def request(self, method: str, url: str, **kwargs: Any) -> tuple[Any, bytes]:
         """Send one request; return (response, body)."""
-        response = await self._settle(self.treq.request(method, url, **kwargs))
-        body = await self._settle(self.treq.content(response))
-        return response, body
+        import treq
+
+        response = self.http.request(method, url, **kwargs)
+        self.flush()
+        response = await response
+        body = treq.content(response)
+        self.flush()
+        return response, await body
 
 
 def multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]] | None = None) -> tuple[bytes, dict]:

@@ -8,13 +8,13 @@ from twisted.trial import unittest
 from imgshare import db
 from imgshare.accounts import SETUP_CODE_SETTING, Accounts
 from imgshare.domain import errors
-from imgshare.testing import T0, open_sqlite
+from imgshare.testing import T0, open_sqlite_sync
 from imgshare.threads import InlineRunner
 
 
 class SetupCodeTests(unittest.TestCase):
     async def setUp(self):
-        self.database = await open_sqlite(self)
+        self.database = await open_sqlite_sync(self)
         clock = Clock()
         clock.advance(T0)
         self.accounts = Accounts(self.database, InlineRunner(), clock)
@@ -40,7 +40,7 @@ class SetupCodeTests(unittest.TestCase):
 
 class AccountNameTests(unittest.TestCase):
     async def setUp(self):
-        self.database = await open_sqlite(self)
+        self.database = await open_sqlite_sync(self)
         clock = Clock()
         clock.advance(T0)
         self.accounts = Accounts(self.database, InlineRunner(), clock)

@@ -29,7 +29,15 @@ from imgshare.plugins import postgres, s3
 from imgshare.plugins.postgres import PostgresDatabase, to_pyformat
 from imgshare.plugins.s3 import Location, S3Storage
 from imgshare.storage import ObjectMissing, StorageUnavailable
-from imgshare.testing import T0, Fixture, MemoryStorage, image_bytes, multipart, test_config
+from imgshare.testing import (
+    T0,
+    Fixture,
+    MemoryNetwork,
+    MemoryStorage,
+    image_bytes,
+    multipart,
+    test_config,
+)
 from tests import backends
 from tests.db_contract import DatabaseContract, T
 from tests.storage_contract import CollectingConsumer, StorageContract, stored_size
@@ -253,7 +261,8 @@ class PostgresTests(unittest.TestCase):
         os.makedirs(data_dir)
         clock = Clock()
         clock.advance(T0)
-        f = Fixture(self, database, MemoryStorage(), clock, test_config(data_dir))
+        f = Fixture(self, database, MemoryStorage(), clock, test_config(data_dir),
+                    network=MemoryNetwork(live=reactor))  # PostgreSQL answers on the real reactor
         await f.account("kitten")
         token = await f.token("kitten")
         client = f.client()
@@ -642,7 +651,7 @@ class S3Tests(unittest.TestCase):
         storage = await open_s3(self)
         from imgshare.testing import make_fixture
 
-        f = await make_fixture(self, storage=storage)
+        f = await make_fixture(self, storage=storage, threaded=True)
         await f.account("kitten")
         token = await f.token("kitten")
         photo = image_bytes("JPEG", (800, 600), quality=95)

@@ -11,7 +11,7 @@ from twisted.trial import unittest
 
 from imgshare import auth, db
 from imgshare.cli import CommandError, build_parser, run_command
-from imgshare.testing import T0, open_sqlite
+from imgshare.testing import T0, open_sqlite_sync
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,7 +28,7 @@ class Stdin(io.StringIO):
 
 class CommandTests(unittest.TestCase):
     async def setUp(self):
-        self.database = await open_sqlite(self)
+        self.database = await open_sqlite_sync(self)
 
     async def cmd(self, *argv, stdin=""):
         out = io.StringIO()

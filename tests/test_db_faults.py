@@ -22,7 +22,15 @@ from imgshare.domain import naming
 from imgshare.expiry import expire_once
 from imgshare.plugins import sqlite as sqlite_plugin
 from imgshare.plugins.sqlite import SqliteDatabase
-from imgshare.testing import T0, Fixture, MemoryStorage, image_bytes, multipart, test_config
+from imgshare.testing import (
+    T0,
+    Fixture,
+    MemoryNetwork,
+    MemoryStorage,
+    image_bytes,
+    multipart,
+    test_config,
+)
 
 API = "http://img.example/api/v1/img_upload.php"
 
@@ -71,7 +79,8 @@ class LockedDatabaseTestCase(unittest.TestCase):
         data_dir = os.path.join(folder, "data")
         os.makedirs(data_dir)
         self.storage = self.make_storage()
-        self.f = Fixture(self, self.database, self.storage, clock, test_config(data_dir))
+        self.f = Fixture(self, self.database, self.storage, clock, test_config(data_dir),
+                         network=MemoryNetwork(live=reactor))  # the database answers from threads
         await self.f.account("kitten")
         self.token = await self.f.token("kitten")
         self.client = self.f.client()

@@ -36,7 +36,7 @@ import imgshare
 from imgshare.domain import errors
 from imgshare.domain.addresses import address_allowed, parse_host_literal
 from imgshare.gather import ErrorCache, Gatherer, parse_target, url_filename, user_agent
-from imgshare.testing import image_bytes, make_fixture, test_config
+from imgshare.testing import MemoryNetwork, image_bytes, make_fixture, test_config
 
 LOOPBACK = ipaddress.IPv4Address("127.0.0.1")
 API = "http://img.example/api/v1/"
@@ -151,11 +151,15 @@ class Source(resource.Resource):
 
     ``outcomes[path]`` fires with "completed" when a response was fully sent,
     or "cut" when the client dropped the connection first.
+
+    With ``network`` (a ``testing.MemoryNetwork``) it listens there instead, on
+    127.0.0.1:``MEMORY_PORT``, and answers in memory when the network is flushed.
     """
 
     isLeaf = True
+    MEMORY_PORT = 8080
 
-    def __init__(self, testcase, tls_options=None):
+    def __init__(self, testcase, tls_options=None, network=None):
         super().__init__()
         self.requests: list[server.Request] = []
         self.outcomes: dict[str, Deferred] = {}
@@ -172,12 +176,17 @@ class Source(resource.Resource):
             "/endless": self._endless,
             "/slow": self._slow,
         }
-        self.factory = WrappingFactory(server.Site(self))  # knows its live connections
-        if tls_options is None:
+        if network is not None:
+            self.factory = WrappingFactory(server.Site(self, reactor=Clock()))
+            self.port = network.listenTCP(self.MEMORY_PORT, self.factory, interface="127.0.0.1")
+        elif tls_options is None:
+            self.factory = WrappingFactory(server.Site(self))  # knows its live connections
             self.port = global_reactor.listenTCP(0, self.factory, interface="127.0.0.1")
         else:
+            self.factory = WrappingFactory(server.Site(self))
             self.port = global_reactor.listenSSL(0, self.factory, tls_options, interface="127.0.0.1")
         self.number = self.port.getHost().port
+        self.network = network
         testcase.addCleanup(self.close)
 
     def url(self, path: str, host: str = "127.0.0.1", scheme: str = "http") -> str:
@@ -188,6 +197,12 @@ class Source(resource.Resource):
 
     async def close(self):
         """Stop listening, drop what is still connected, and wait until it is gone."""
+        if self.network is not None:  # in memory: gone once the network is flushed
+            self.port.stopListening()
+            for protocol in list(self.factory.protocols):
+                protocol.transport.abortConnection()
+            self.network.flush()
+            return
         await self.port.stopListening()
         for protocol in list(self.factory.protocols):
             protocol.transport.abortConnection()
@@ -731,14 +746,17 @@ class GatherRouteTests(unittest.TestCase):
     """img_gather.php through StubTreq: the same checks and answer as an upload."""
 
     async def setUp(self):
-        self.source = Source(self)
+        # The source listens on the fixture's in-memory network, where the gatherer
+        # connects: a request's flush carries the whole fetch, on the fake clock only.
+        network = MemoryNetwork()
+        self.source = Source(self, network=network)
 
         def make_gatherer(config, clock):
             self.config = config
-            return Gatherer(global_reactor, config, resolver=FakeResolver(), clock=clock,
+            return Gatherer(network, config, resolver=FakeResolver(), clock=clock,
                             allow=only_port(self.source.number))
 
-        self.f = await make_fixture(self, make_gatherer=make_gatherer)
+        self.f = await make_fixture(self, make_gatherer=make_gatherer, network=network)
         await self.f.account("kitten")
         self.token = await self.f.token("kitten")
         self.client = self.f.client()

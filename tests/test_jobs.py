@@ -11,7 +11,6 @@ import threading
 from PIL import Image
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.task import deferLater
 from twisted.python import threadable
 from twisted.trial import unittest
 
@@ -194,13 +193,11 @@ class Gate:
             d.errback(error)
 
 
-async def until(condition, what):
-    """Let the reactor run (database threads) until ``condition()`` holds."""
-    for _ in range(1000):
-        if condition():
-            return
-        await deferLater(reactor, 0.005, lambda: None)
-    raise AssertionError(f"never happened: {what}")
+def happened(condition, what):
+    """``condition()`` holds already: the database is synchronous, so whatever the last
+    step (an ``advance`` of the clock, a call) set off is done when it returns."""
+    if not condition():
+        raise AssertionError(f"never happened: {what}")
 
 
 class LeaseTests(JobTestCase):
@@ -223,11 +220,11 @@ class LeaseTests(JobTestCase):
         gate = Gate()
         a, b = self.derivations("a", gate), self.derivations("b")
         running = Deferred.fromCoroutine(a.run_one())
-        await until(lambda: gate.waiting, "a derives")
+        happened(lambda: gate.waiting, "a derives")
         lease = a.leases[1]
         for step in range(1, 16):
             self.f.clock.advance(jobs.RENEW_SECONDS)
-            await until(lambda: lease.renewals == step, f"renewal {step}")  # noqa: B023
+            happened(lambda: lease.renewals == step, f"renewal {step}")  # noqa: B023
             self.assertEqual(lease.until, self.f.clock.seconds() + jobs.LEASE_SECONDS)
             self.assertFalse(await b.run_one(), f"claimed twice after {step * jobs.RENEW_SECONDS:.0f} s")
         self.assertEqual((await self.job_row())[:2], ("a:1:x", 1))
@@ -245,7 +242,7 @@ class LeaseTests(JobTestCase):
         gate_a, gate_b = Gate(), Gate()
         a, b = self.derivations("a", gate_a), self.derivations("b", gate_b)
         running_a = Deferred.fromCoroutine(a.run_one())
-        await until(lambda: gate_a.waiting, "a derives")
+        happened(lambda: gate_a.waiting, "a derives")
         lease = a.leases[1]
 
         async def unreachable(tx, job, lease_until):
@@ -254,17 +251,17 @@ class LeaseTests(JobTestCase):
         self.patch(db, "renew_lease", unreachable)
         for step in range(1, 4):
             self.f.clock.advance(jobs.RENEW_SECONDS)
-            await until(lambda: lease.failures == step, f"failed renewal {step}")  # noqa: B023
+            happened(lambda: lease.failures == step, f"failed renewal {step}")  # noqa: B023
             if step < 3:
                 self.assertFalse(await b.run_one(), "a's lease still runs")
         self.assertEqual(lease.renewals, 0)
         running_b = Deferred.fromCoroutine(b.run_one())  # a's lease ended at +30 s
-        await until(lambda: gate_b.waiting, "b derives once a's lease ran out")
+        happened(lambda: gate_b.waiting, "b derives once a's lease ran out")
         self.assertEqual((await self.job_row())[:2], ("b:1:x", 2))
         self.patch(db, "renew_lease", _REAL_RENEW)
         self.f.clock.advance(jobs.RENEW_SECONDS)
-        await until(lambda: lease.lost, "a notices it lost the job")
-        await until(lambda: b.leases[1].renewals == 1, "b renews")
+        happened(lambda: lease.lost, "a notices it lost the job")
+        happened(lambda: b.leases[1].renewals == 1, "b renews")
         return running_a, gate_a, b, running_b, gate_b
 
     async def test_worker_that_lost_its_lease_drops_its_work(self):
@@ -302,9 +299,9 @@ class LeaseTests(JobTestCase):
         gate = Gate()
         a, b = self.derivations("a", gate), self.derivations("b")
         Deferred.fromCoroutine(a.run_one())
-        await until(lambda: gate.waiting, "a derives")
+        happened(lambda: gate.waiting, "a derives")
         self.f.clock.advance(jobs.RENEW_SECONDS)
-        await until(lambda: a.leases[1].renewals == 1, "a renews")
+        happened(lambda: a.leases[1].renewals == 1, "a renews")
         await a.leases[1].stop()  # a's process dies: no more renewals
         self.f.clock.advance(jobs.LEASE_SECONDS - 1)
         self.assertFalse(await b.run_one())
@@ -375,12 +372,11 @@ class PendingVariantTests(JobTestCase):
         first = await self.upload()
         second = await self.upload()
         request = Deferred.fromCoroutine(self.get(second["urls"]["vga"]))
-        for _ in range(20):
-            await deferLater(reactor, 0.005, lambda: None)
         self.assertFalse(request.called)
         job = await self.claim()
         self.assertEqual(job.image.name, second["file"], "the waited-for job jumped the queue")
         await self.f.derivations.process(job)
+        self.client.flush()  # the answer the route wrote once the file was there
         response, body = await request
         self.assertEqual(response.code, 200)
         self.assertEqual(body, self.stored(second, "vga"))
@@ -391,8 +387,8 @@ class PendingVariantTests(JobTestCase):
         record = await self.upload()
         request = Deferred.fromCoroutine(self.get(record["urls"]["xga"]))
         for _ in range(45):
-            await deferLater(reactor, 0.005, lambda: None)
             self.f.clock.advance(0.25)
+        self.client.flush()
         response, body = await request
         self.assertEqual(response.code, 503)
         self.assertEqual(response.headers.getRawHeaders("retry-after"), ["5"])
@@ -423,7 +419,7 @@ class ThreadTests(unittest.TestCase):
 
         self.patch(derive, "derive_variants", spy(real_derive, "derive"))
         self.patch(sniff, "inspect_file", spy(real_inspect, "inspect"))
-        f = await make_fixture(self)
+        f = await make_fixture(self, threaded=True)  # real pools: answers come from threads
         image_pool = ThreadPoolService(reactor, "test-image", 2)
         io_pool = ThreadPoolService(reactor, "test-io", 2)
         for pool in (image_pool, io_pool):
@@ -452,11 +448,7 @@ class ServiceLoopTests(JobTestCase):
         """A started worker wakes on commit and derives without being driven."""
         self.f.derivations.startService()
         self.addCleanup(self.f.derivations.stopService)
-        record = await self.upload()
-        for _ in range(200):
-            if self.stored(record, "thumb"):
-                break
-            await deferLater(reactor, 0.01, lambda: None)
+        record = await self.upload()  # the commit wakes the worker, which derives at once
         self.assertIsNotNone(self.stored(record, "thumb"))
 
 

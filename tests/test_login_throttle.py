@@ -6,7 +6,6 @@ StubClient's requests otherwise all come from 127.0.0.1.
 
 from __future__ import annotations
 
-from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
@@ -29,24 +28,11 @@ OWNER = "198.51.100.7"
 ATTACKER = "203.0.113.5"
 
 
-def _requests_from(base, host):
-    """``base`` (a Request class) whose client address is ``host``."""
-    peer = (IPv6Address if ":" in host else IPv4Address)("TCP", host, 40000)
-
-    class RequestFrom(base):
-        def getClientAddress(self):
-            return peer
-
-    return RequestFrom
-
-
 class BrowserAt(Browser):
     """A browser profile whose requests come from the client address ``host``."""
 
     def __init__(self, fixture, host):
-        super().__init__(fixture)
-        factory = self.client.treq._agent._serverFactory
-        factory.requestFactory = _requests_from(factory.requestFactory, host)
+        super().__init__(fixture, host)
 
     async def try_login(self, name="kitten", password=PASSWORD):
         token = await self.csrf("/login")

@@ -28,8 +28,8 @@ CSP = ("default-src 'self'; img-src 'self'; script-src 'self'; style-src 'self';
 class Browser:
     """A cookie-keeping client over the fixture's StubClient, like one browser profile."""
 
-    def __init__(self, fixture):
-        self.client = fixture.client()
+    def __init__(self, fixture, address="127.0.0.1"):
+        self.client = fixture.client(address)
         self.cookies: dict[str, str] = {}
         self.set_cookies: list[str] = []
 

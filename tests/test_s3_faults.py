@@ -107,7 +107,7 @@ class HungS3Tests(unittest.TestCase):
         return [o["Key"] for o in self.moto.list_objects_v2(Bucket=bucket).get("Contents", [])]
 
     async def fixture(self, storage):
-        f = await make_fixture(self, storage=storage)
+        f = await make_fixture(self, storage=storage, threaded=True)
         await f.account("kitten")
         self.token = await f.token("kitten")
         self.client = f.client()
