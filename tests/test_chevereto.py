@@ -8,14 +8,13 @@ import json
 import os
 from urllib.parse import quote
 
-from twisted.internet import reactor as global_reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
 from imgshare.config import RateLimit
 from imgshare.gather import Gatherer
-from imgshare.testing import image_bytes, make_fixture
+from imgshare.testing import MemoryNetwork, image_bytes, make_fixture
 from imgshare.web.chevereto import decode_base64_text
 from tests.test_gather import FakeResolver, Source, only_port
 
@@ -376,8 +375,7 @@ class BodyLimitTests(unittest.TestCase):
         one byte over max-size decoded is 413."""
         data = image_bytes("BMP", (150, 200))
         data += b"\0" * (self.MAX - len(data))  # BMP readers ignore trailing bytes
-        client = self.f.client()
-        client.treq._agent._serverFactory.max_body_for = self.site.max_body_for
+        client = self.f.client()  # the fixture's own site: its per-path body limits
         body, headers = urlencoded([("key", self.token), ("source", b64(data))])
         self.assertGreater(len(body), self.MAX + 64 * 1024)
         response, out = await client.request("POST", UPLOAD, data=body, headers=headers)
@@ -393,13 +391,15 @@ class UrlSourceTests(unittest.TestCase):
     """A URL source goes through img_gather.php's vetted fetch (loopback only, a widened policy)."""
 
     async def setUp(self):
-        self.source = Source(self)
+        # The source listens on the fixture's in-memory network, where the gatherer connects.
+        network = MemoryNetwork()
+        self.source = Source(self, network=network)
 
         def make_gatherer(config, clock):
-            return Gatherer(global_reactor, config, resolver=FakeResolver(), clock=clock,
+            return Gatherer(network, config, resolver=FakeResolver(), clock=clock,
                             allow=only_port(self.source.number))
 
-        self.f = await make_fixture(self, make_gatherer=make_gatherer)
+        self.f = await make_fixture(self, make_gatherer=make_gatherer, network=network)
         await self.f.account("kitten")
         self.token = await self.f.token("kitten")
         self.client = self.f.client()
