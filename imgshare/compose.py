@@ -33,9 +33,11 @@ from imgshare.web.files import Files
 from imgshare.web.pages import Pages
 from imgshare.web.pages.account import AccountPages
 from imgshare.web.pages.auth import AuthPages
+from imgshare.web.pages.delete import DeleteLinks
 from imgshare.web.pages.images import ImagePages
 from imgshare.web.pages.static import StaticFiles
 from imgshare.web.pages.tokens import TokenPages
+from imgshare.web.pages.viewer import ViewerPages
 from imgshare.web.request import ImgshareSite
 from imgshare.web.root import Root
 from imgshare.web.sessions import SessionCookies
@@ -89,7 +91,8 @@ def build(
     shared = (library, io, accounts, cookies, throttle)
     pages = Pages(
         auth=AuthPages(*shared), images=ImagePages(*shared), tokens=TokenPages(*shared),
-        account=AccountPages(*shared), static=StaticFiles(*shared),
+        account=AccountPages(*shared), static=StaticFiles(*shared), viewer=ViewerPages(*shared),
+        delete=DeleteLinks(*shared, limiter=RateLimiter(config.rate_ip, reactor, "client address")),
     )
     # One pair of buckets for every API family: a client's requests count once.
     ip_limiter = RateLimiter(config.rate_ip, reactor, "client address")

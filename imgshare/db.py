@@ -310,12 +310,13 @@ async def delete_expired_tokens(tx: Tx, now: float) -> int:
 # -------------------------------------------------------------------- images
 
 _IMAGE = Columns(Image, ("id", "account", "name", "mime", "size", "width", "height", "sha256", "uploaded",
-                          "expires", "state"))
+                          "expires", "state", "original_name"))
 
 
 async def reserve_image(
     tx: Tx, account: str, name: str, stem: str, mime: str, size: int, width: int,
     height: int, sha256: str, now: float, expires: float | None, next_free: bool = False,
+    original_name: str = "", delete_digest: str | None = None,
 ) -> Image:
     """Claim ``name`` for an upload in progress; ``Conflict`` if its stem is taken.
 
@@ -325,7 +326,8 @@ async def reserve_image(
 
     Rows of deleted images stay until their objects are gone, so a name is
     never reused while an old object under the same key may still be removed.
-    AccountGone if the account was removed meanwhile.
+    AccountGone if the account was removed meanwhile.  ``original_name`` is the
+    client's file name; ``delete_digest`` the SHA-256 of the delete link's secret.
     """
     await _lock_account(tx, account)
     if next_free:
@@ -334,8 +336,10 @@ async def reserve_image(
         raise Conflict(name)
     rows = await tx.execute(
         "INSERT INTO images (account, name, stem, mime, size, width, height, sha256, uploaded, "
-        f"expires, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_IMAGE}",
-        (account, name, stem, mime, size, width, height, sha256, now, expires, UPLOADING),
+        f"expires, state, original_name, delete_digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        f"RETURNING {_IMAGE}",
+        (account, name, stem, mime, size, width, height, sha256, now, expires, UPLOADING, original_name,
+         delete_digest),
     )
     return _IMAGE.record(rows[0])
 
@@ -409,6 +413,16 @@ async def abandon_upload(tx: Tx, image_id: int, now: float) -> str | None:
 async def get_image(tx: Tx, account: str, name: str) -> Image | None:
     rows = await tx.execute(f"SELECT {_IMAGE} FROM images WHERE account = ? AND name = ?", (account, name))
     return _IMAGE.record(rows[0]) if rows else None
+
+
+@single_read
+async def get_image_and_delete_digest(tx: Tx, account: str, name: str) -> tuple[Image, str | None] | None:
+    """The image ``account/name`` with the SHA-256 of its delete link's secret (None:
+    it has no link, an image from before links existed); None without a row."""
+    rows = await tx.execute(
+        f"SELECT {_IMAGE}, delete_digest FROM images WHERE account = ? AND name = ?", (account, name)
+    )
+    return (_IMAGE.record(rows[0][:-1]), rows[0][-1]) if rows else None
 
 
 @single_read

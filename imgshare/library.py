@@ -7,7 +7,10 @@ Storage.  It holds no HTTP and no SQL.
 from __future__ import annotations
 
 import datetime
+import hashlib
+import hmac
 import os
+import secrets
 import shutil
 from collections.abc import Callable
 from typing import Any
@@ -45,6 +48,16 @@ KEPT_NAME_ATTEMPTS = 5
 RANDOM_NAME_ATTEMPTS = 10
 
 log = Logger()
+
+
+def new_delete_secret() -> str:
+    """A fresh delete-link secret: 128 random bits as 32 lowercase hex characters."""
+    return secrets.token_hex(16)
+
+
+def delete_secret_digest(secret: str) -> str:
+    """The SHA-256 (hex) under which a delete link's secret is stored."""
+    return hashlib.sha256(secret.encode("ascii")).hexdigest()
 
 
 def all_keys(image: Image) -> list[str]:
@@ -114,8 +127,10 @@ class ImageLibrary:
         ext = naming.choose_extension(chosen, info.type)
         now = self.now()
         expires = None if ttl is None else now + ttl
+        secret = new_delete_secret()
+        extra = (naming.original_name(client_filename), delete_secret_digest(secret))
         try:
-            image = await self._reserve(account, base, ext, info, now, expires)
+            image = await self._reserve(account, base, ext, info, now, expires, extra)
         except db.AccountGone:
             raise errors.Unauthorized("this token's account was removed") from None
         key = naming.storage_key(account, image.name)
@@ -135,6 +150,7 @@ class ImageLibrary:
             log.warn("recording {key} failed: {error}", key=key, error=e)
             self._forget_upload(image)
             raise
+        image = attrs.evolve(image, delete_secret=secret)  # returned once, never stored
         log.info("stored {account}/{name} ({size} bytes)", account=account, name=image.name, size=image.size)
         try:  # keep the upload as the derived-file worker's source
             await self.io.run(os.replace, path, self.spool_path(image.id))
@@ -144,7 +160,8 @@ class ImageLibrary:
         return image
 
     async def _reserve(
-        self, account: str, base: str | None, ext: str, info: Any, now: float, expires: float | None
+        self, account: str, base: str | None, ext: str, info: Any, now: float, expires: float | None,
+        extra: tuple[str, str],
     ) -> Image:
         day = datetime.datetime.fromtimestamp(now, datetime.UTC).date()
         details = (info.type.mime, info.size, info.width, info.height, info.sha256, now, expires)
@@ -152,7 +169,8 @@ class ImageLibrary:
             for _ in range(RANDOM_NAME_ATTEMPTS):  # a random name is simply drawn again
                 name = next(naming.candidate_names(day, naming.random_base(), ext))
                 try:
-                    return await self._db(db.reserve_image, account, name, naming.name_stem(name), *details)
+                    return await self._db(db.reserve_image, account, name, naming.name_stem(name), *details,
+                                          False, *extra)
                 except db.Conflict:
                     continue
         else:
@@ -164,7 +182,7 @@ class ImageLibrary:
                 raise errors.Unavailable("the database is unavailable")
             for _ in range(KEPT_NAME_ATTEMPTS):  # the database picks the next free suffix
                 try:
-                    return await self._db(db.reserve_image, account, name, stem, *details, True)
+                    return await self._db(db.reserve_image, account, name, stem, *details, True, *extra)
                 except db.Conflict:
                     continue
         raise errors.Unavailable("no free name could be reserved for this file; try again")
@@ -256,6 +274,15 @@ class ImageLibrary:
         """Which of these images still wait for their derived files."""
         return await self._db(db.pending_images, image_ids)
 
+    async def made_variants(self, image: Image) -> dict[str, Variant]:
+        """The image's derived files made so far, by variant (no waiting)."""
+        made = {}
+        for variant in naming.VARIANTS:
+            found = await self._db(db.get_variant, image.id, variant)
+            if found is not None:
+                made[variant] = found
+        return made
+
     async def derived_file(self, image: Image, variant: str, wait: float = DERIVED_WAIT_SECONDS) -> Variant:
         """The record of one derived file, waiting up to ``wait`` seconds (its job moved
         to the front) while it is being made.  NotFound if it will never exist,
@@ -328,11 +355,39 @@ class ImageLibrary:
             image = await self._db(db.get_image_by_stem, account, ref.stem)
         if image is None or not image.is_served(self.now()):
             raise errors.NotFound("no such file")
+        return await self._delete_served(image)
+
+    async def _delete_served(self, image: Image, how: str = "") -> Image:
+        """Stop serving ``image`` now (NotFound if it went meanwhile), then purge it."""
         if not await self._db(db.mark_deleted, image.id, self.now()):
             raise errors.NotFound("no such file")
-        log.info("deleted {account}/{name}", account=account, name=image.name)
+        log.info("deleted {account}/{name}{how}", account=image.account, name=image.name, how=how)
         self.purge_soon(image)
         return image
+
+    async def linked_image(self, account: str, name: str, secret: str) -> Image | None:
+        """The served image ``account/name`` if ``secret`` is its delete link's secret,
+        else None (whatever the reason: no such image, deleted, expired, broken, a
+        wrong secret, or an image from before delete links, which has none).  The
+        digests are compared in constant time."""
+        if not naming.is_valid_account_name(account, allow_reserved=True) or not naming.is_valid_file_name(name):
+            return None
+        given = delete_secret_digest(secret) if auth.looks_like_token(secret) else ""
+        found = await self._db(db.get_image_and_delete_digest, account, name)
+        if found is None:
+            return None
+        image, digest = found
+        if not hmac.compare_digest(given.encode("ascii"), (digest or "").encode("ascii")) or not given:
+            return None
+        return image if image.is_served(self.now()) else None
+
+    async def delete_linked(self, account: str, name: str, secret: str) -> Image:
+        """Delete an image through its secret delete link (no token needed; it works
+        after the uploading token is gone); NotFound for every kind of failure."""
+        image = await self.linked_image(account, name, secret)
+        if image is None:
+            raise errors.NotFound("no such delete link")
+        return await self._delete_served(image, " through its delete link")
 
     def purge_soon(self, image: Image) -> None:
         """Try to purge ``image`` right away, in the background (the expiry service retries)."""

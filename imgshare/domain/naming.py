@@ -151,6 +151,21 @@ def choose_extension(client_filename: str | None, image_type: ImageType) -> str:
     return image_type.ext
 
 
+#: Longest client file name kept (the embed codes' alt text, Chevereto's original_filename).
+MAX_ORIGINAL_NAME_LENGTH = 255
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def original_name(client_filename: str | None) -> str:
+    """The client's own file name as kept with the image: its last path component,
+    control characters and line breaks removed, whitespace trimmed, at most 255
+    characters; "" when there is none.  It is shown only as escaped text."""
+    if not client_filename:
+        return ""
+    kept = _CONTROL_CHARS.sub("", _last_component(client_filename)).strip()
+    return kept[:MAX_ORIGINAL_NAME_LENGTH].strip()
+
+
 def candidate_names(day: datetime.date, base: str, ext: str) -> Iterator[str]:
     """Yield ``YYYYMMDD_base.ext``, then ``YYYYMMDD_base_2.ext``, ``_3``, ... forever."""
     first = f"{day.strftime('%Y%m%d')}_{base}{ext}"

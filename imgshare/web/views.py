@@ -130,9 +130,12 @@ class Layout(Element):
     def __init__(
         self, title: str, content: Element, visitor: Any = None, *, current: str = "",
         notice: Any = None, problem: str | None = None, registration: bool = False, narrow: bool = False,
+        meta: Sequence[tuple[str, str, str]] = (),
     ):
         super().__init__()
         self.title = title
+        #: Extra ``<meta>`` tags as (attribute, key, content): ("property", "og:url", …).
+        self.meta_tags = meta
         self.body_element = content
         self.visitor = visitor
         self.current = current
@@ -170,6 +173,11 @@ class Layout(Element):
                 method="post", action="/logout", class_="logout",
             ))
         return tag
+
+    @renderer
+    def meta(self, request: Any, tag: Tag) -> Iterator[Tag]:
+        for attribute, key, content in self.meta_tags:
+            yield tag.clone()(**{attribute: key, "content": content})
 
     @renderer
     def notice(self, request: Any, tag: Tag) -> Tag | str:
@@ -418,6 +426,100 @@ class UploadedBody(Element):
                 client=r.client or "(no name)", outcome=r.message, link=link,
                 state="ok" if r.ok else "failed",
             )
+
+
+# ------------------------------------------- viewer pages and delete links
+
+
+@attrs.frozen
+class VersionLink:
+    """One version of an image on its viewer page."""
+
+    label: str
+    url: str
+    dimensions: str
+
+
+@attrs.frozen
+class ViewerView:
+    """A public viewer page: nothing on it is private to the owner."""
+
+    name: str
+    alt: str
+    xga: str  # path of the XGA copy on this site
+    xga_width: int
+    xga_height: int
+    original: str
+    type: str
+    size: str
+    dimensions: str
+    uploaded: str
+    uploaded_iso: str
+    versions: tuple[VersionLink, ...]
+    embeds: tuple[Any, ...]  # domain.embed.EmbedCode
+
+
+class ViewerBody(Element):
+    loader = template("viewer.xhtml")
+
+    def __init__(self, view: ViewerView):
+        super().__init__()
+        self.view = view
+
+    @renderer
+    def body(self, request: Any, tag: Tag) -> Tag:
+        v = self.view
+        return tag.fillSlots(
+            name=v.name, alt=v.alt, xga=v.xga, xga_width=str(v.xga_width), xga_height=str(v.xga_height),
+            original=v.original, type=v.type, size=v.size, dimensions=v.dimensions, uploaded=v.uploaded,
+            uploaded_iso=v.uploaded_iso,
+        )
+
+    @renderer
+    def versions(self, request: Any, tag: Tag) -> Iterator[Tag]:
+        for version in self.view.versions:
+            yield tag.clone().fillSlots(label=version.label, url=version.url, dimensions=version.dimensions)
+
+    @renderer
+    def embeds(self, request: Any, tag: Tag) -> Iterator[Tag]:
+        for embed in self.view.embeds:
+            yield tag.clone().fillSlots(label=embed.label, id=f"embed-{embed.key}", code=embed.code)
+
+
+@attrs.frozen
+class DeleteLinkView:
+    """The confirmation page of a secret delete link."""
+
+    name: str
+    preview: str  # path of the QVGA copy on this site
+    preview_width: int
+    preview_height: int
+    type: str
+    size: str
+    dimensions: str
+    uploaded: str
+    uploaded_iso: str
+    expires: str
+    expires_iso: str
+    csrf: str
+
+
+class DeleteLinkBody(Element):
+    loader = template("delete.xhtml")
+
+    def __init__(self, view: DeleteLinkView):
+        super().__init__()
+        self.view = view
+
+    @renderer
+    def body(self, request: Any, tag: Tag) -> Tag:
+        v = self.view
+        return tag.fillSlots(
+            name=v.name, preview=v.preview, preview_width=str(v.preview_width),
+            preview_height=str(v.preview_height), type=v.type, size=v.size, dimensions=v.dimensions,
+            uploaded=v.uploaded, uploaded_iso=v.uploaded_iso, expires=v.expires, expires_iso=v.expires_iso,
+            csrf=v.csrf,
+        )
 
 
 # ------------------------------------------------------------------ tokens

@@ -126,10 +126,12 @@ class PageArea:
     async def page(
         self, request: Any, title: str, body: Any, visitor: Visitor | None, *, current: str = "",
         notice: Any = None, problem: str | None = None, status: int = 200, narrow: bool = False,
+        meta: Any = (),
     ) -> bytes:
-        """``body`` in the site's layout, rendered with ``status``."""
+        """``body`` in the site's layout, rendered with ``status``; ``meta`` are extra
+        ``<meta>`` tags (attribute, key, content)."""
         page = Layout(title, body, visitor, current=current, notice=notice, problem=problem,
-                      registration=self.registration_open, narrow=narrow)
+                      registration=self.registration_open, narrow=narrow, meta=meta)
         return await render(request, page, status)
 
     async def check_password(self, request: Any, name: str, password: str, *,
