@@ -43,6 +43,23 @@ class DatabaseContract:
         self.assertEqual(version, files[-1][0])
         self.assertEqual(await self.q(db.migrate, files), version)
 
+    async def test_delete_digest_and_original_name(self):
+        """An image keeps the client's file name and its delete link's digest; an image
+        without a link reads back None."""
+        await self._db()
+        await self.q(db.create_account, "kitten", "h", False, T)
+        image = await self.q(
+            db.reserve_image, "kitten", "20260214_a.jpg", "20260214_a", "image/jpeg", 10, 4, 3,
+            "ab" * 32, T, None, False, "Fountain, Rome.jpg", "cd" * 32,
+        )
+        await self.q(db.commit_image, image.id, T)
+        found, digest = await self.q(db.get_image_and_delete_digest, "kitten", "20260214_a.jpg")
+        self.assertEqual((found.original_name, digest), ("Fountain, Rome.jpg", "cd" * 32))
+        await self._image(name="20260214_b.jpg")
+        found, digest = await self.q(db.get_image_and_delete_digest, "kitten", "20260214_b.jpg")
+        self.assertEqual((found.original_name, digest), ("", None))
+        self.assertIsNone(await self.q(db.get_image_and_delete_digest, "kitten", "20260214_c.jpg"))
+
     async def test_accounts(self):
         """Accounts are created once per name, listed by name, and removable."""
         await self._db()
