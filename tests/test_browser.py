@@ -24,7 +24,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 
 from imgshare.testing import image_bytes, multipart
-from tests.serverprocess import REPO, ServerProcess
+from tests.serverprocess import REPO, ServerProcess, admin
 
 SCREENSHOTS = os.environ.get("IMGSHARE_SCREENSHOTS") or os.path.join(REPO, "test-artifacts", "screenshots")
 WIDTHS = (1280, 390)
@@ -183,6 +183,44 @@ class BrowserTests(unittest.TestCase):
         m = re.search(r"/setup\?code=([A-Za-z0-9_-]+)", self.server.log())
         self.assertIsNotNone(m, "the server logs the one-time setup link")
         return f"/setup?code={m.group(1)}"
+
+    async def test_viewer_and_delete_link_in_chromium(self):
+        """A public viewer page (XGA copy, card tags, embed codes with copy buttons) and the
+        secret delete link: its confirmation page deletes after one click, not before."""
+        await deferToThread(self._viewer_and_delete)
+
+    def _viewer_and_delete(self) -> None:
+        admin(self.data, "user", "add", "kitten", stdin=PASSWORD + "\n")
+        token = admin(self.data, "token", "create", "kitten").strip()
+        with open(self.photos[0], "rb") as f:
+            status, record = api_upload(self.base, token, f.read(), "harbour.jpg")
+        self.assertEqual(status, 200)
+        driver, _ = self.browser("viewer")
+        site = Pages(driver, self.base, SCREENSHOTS, "viewer-")
+        site.open(record["viewer"].removeprefix(self.base))
+        site.wait(lambda: driver.execute_script(
+            "var i = document.querySelector('.viewer-image'); return i && i.complete && i.naturalWidth > 0;"),
+            "the XGA copy")
+        image = driver.find_element(site.By.CSS_SELECTOR, 'meta[property="og:image"]')
+        self.assertEqual(image.get_attribute("content"), record["urls"]["xga"])
+        codes = [e.get_attribute("value") for e in site.find_all(".embed-row input")]
+        self.assertEqual(codes[0], record["urls"]["original"])
+        self.assertEqual(len(codes), 4)
+        buttons = site.find_all(".embed-row button.copy")
+        self.assertTrue(all(b.is_displayed() for b in buttons), "the script shows the copy buttons")
+        site.shoot("viewer")
+
+        site.open(record["delete_url"].removeprefix(self.base))
+        self.assertIn(record["file"], site.find("main").text)
+        site.shoot("delete-link")
+        with urllib.request.urlopen(record["urls"]["original"], timeout=10) as response:
+            self.assertEqual(response.status, 200, "opening the link deleted nothing")
+        site.find("form.actions button[type=submit]").click()
+        site.wait(lambda: "Delete permanently" not in driver.page_source, "the page after deleting")
+        site.shoot("deleted")
+        with self.assertRaises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(record["urls"]["original"], timeout=10)
+        self.assertEqual(caught.exception.code, 404)
 
     async def test_newcomer_in_chromium(self):
         """From the logged setup link to a working API token in the browser: set up the first
