@@ -76,7 +76,23 @@ def _text(raw: bytes) -> str:
     return raw.decode("utf-8", errors="replace")
 
 
-class _MultipartCollector:
+class _Spooling:
+    """What the body parsers share: the form being built and the part being spooled."""
+
+    form: Form
+    _out: IO[bytes] | None
+    _out_path: str
+
+    def abandon(self) -> None:
+        """Remove whatever was spooled after a failure."""
+        if self._out is not None:
+            self._out.close()
+            remove_if_present(self._out_path)
+            self._out = None
+        self.form.discard()
+
+
+class _MultipartCollector(_Spooling):
     """python-multipart callbacks that build a ``Form``."""
 
     def __init__(
@@ -208,13 +224,6 @@ class _MultipartCollector:
     def _on_end(self) -> None:
         self.ended = True
 
-    def abandon(self) -> None:
-        """Remove whatever was spooled after a failure."""
-        if self._out is not None:
-            self._out.close()
-            remove_if_present(self._out_path)
-            self._out = None
-        self.form.discard()
 
 
 def parse_body(
@@ -283,7 +292,7 @@ def parse_body(
     return Form()
 
 
-class _UrlencodedSpooler:
+class _UrlencodedSpooler(_Spooling):
     """A streaming ``application/x-www-form-urlencoded`` parser: the fields named in
     ``spooled`` go, percent-decoded, to spool files; the others are kept in memory
     (together at most MAX_URLENCODED_BYTES, at most MAX_FIELDS of them)."""
@@ -318,12 +327,6 @@ class _UrlencodedSpooler:
         self._end_pair()
         return self.form
 
-    def abandon(self) -> None:
-        if self._out is not None:
-            self._out.close()
-            remove_if_present(self._out_path)
-            self._out = None
-        self.form.discard()
 
     def _count_small(self, n: int) -> None:
         self._small += n
