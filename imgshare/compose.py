@@ -8,6 +8,7 @@ Constructors elsewhere receive their collaborators and build none.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import attrs
@@ -30,6 +31,8 @@ from imgshare.web.api import Api
 from imgshare.web.chevereto import PREFIXES as CHEVERETO_PREFIXES
 from imgshare.web.chevereto import Chevereto
 from imgshare.web.files import Files
+from imgshare.web.jsonapi import JsonApi
+from imgshare.web.jsonapi import body_limit as jsonapi_body_limit
 from imgshare.web.pages import Pages
 from imgshare.web.pages.account import AccountPages
 from imgshare.web.pages.auth import AuthPages
@@ -58,6 +61,7 @@ class Components:
     pages: Pages
     api: Api
     chevereto: Chevereto
+    jsonapi: JsonApi
     files: Files
     root: Root
     resource: Any  # IResource: what the site serves
@@ -66,9 +70,12 @@ class Components:
     expiry: ExpiryService
 
 
-def base64_body_limits(config: Config) -> dict[bytes, int]:
-    """The path prefixes whose bodies may carry an image in base64, and their limit."""
-    return {prefix: config.max_encoded_body for prefix in CHEVERETO_PREFIXES}
+def body_limits(config: Config, presigned: Any) -> dict[bytes, Any]:
+    """The path prefixes whose bodies may be larger than one file (base64, several
+    files) or must be smaller (a presigned PUT), and their limits."""
+    limits: dict[bytes, Any] = {prefix: config.max_encoded_body for prefix in CHEVERETO_PREFIXES}
+    limits[b"/api/v1/upload"] = functools.partial(jsonapi_body_limit, config, presigned)
+    return limits
 
 
 def build(
@@ -99,20 +106,22 @@ def build(
     token_limiter = RateLimiter(config.rate_token, reactor, "token")
     api = Api(library, io, ip_limiter, token_limiter, gatherer)
     chevereto = Chevereto(library, io, ip_limiter, token_limiter, gatherer)
+    presigned = None
+    jsonapi = JsonApi(library, io, ip_limiter, token_limiter, presigned)
     files = Files(library, storage, viewer=cookies.account_of)
-    root = Root(api, files, pages, chevereto)
+    root = Root(api, files, pages, chevereto, jsonapi)
     resource = root.resource()
     site = ImgshareSite(
         resource, max_body=config.max_body, reactor=reactor,
         head_timeout=config.head_timeout, min_body_rate=config.min_body_rate,
         max_connections_per_address=config.max_connections_per_address,
-        body_limits=base64_body_limits(config),
+        body_limits=body_limits(config, presigned),
     )
     derivations = Derivations(library, database, image_runner, config.resize_threads)
     library.on_committed = derivations.wake
     expiry = ExpiryService(database, library, reactor)
     return Components(
         library=library, accounts=accounts, sessions=sessions, cookies=cookies, throttle=throttle,
-        pages=pages, api=api, chevereto=chevereto, files=files, root=root, resource=resource, site=site,
+        pages=pages, api=api, chevereto=chevereto, jsonapi=jsonapi, files=files, root=root, resource=resource, site=site,
         derivations=derivations, expiry=expiry,
     )

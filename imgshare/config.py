@@ -18,6 +18,10 @@ DEFAULT_DATA_DIR = "./imgshare-data"
 #: slowest body (at least COUNT bytes in every PERIOD seconds), connections per address.
 HEAD_TIMEOUT = 10.0
 MAX_CONNECTIONS_PER_ADDRESS = 64
+#: Files one request to ``POST /api/v1/upload`` may carry.
+MAX_FILES = 10
+#: Form overhead allowed on top of the files of a request body.
+FORM_OVERHEAD = 64 * 1024
 
 _RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
 
@@ -91,13 +95,14 @@ class Config:
     head_timeout: float = HEAD_TIMEOUT  # 0: none
     min_body_rate: RateLimit | None = MIN_BODY_RATE
     max_connections_per_address: int = MAX_CONNECTIONS_PER_ADDRESS  # 0: no cap
+    max_files: int = MAX_FILES
 
     def __attrs_post_init__(self) -> None:
         """Checks only: the defaults that depend on other settings come from the converters."""
         if self.registration not in ("open", "closed"):
             raise ValueError("--registration must be open or closed")
-        if self.max_size < 1 or self.max_pixels < 1 or self.resize_threads < 1:
-            raise ValueError("--max-size, --max-pixels and --resize-threads must be positive")
+        if self.max_size < 1 or self.max_pixels < 1 or self.resize_threads < 1 or self.max_files < 1:
+            raise ValueError("--max-size, --max-pixels, --resize-threads and --max-files must be positive")
         if self.head_timeout < 0 or self.max_connections_per_address < 0:
             raise ValueError("--head-timeout and --max-connections-per-address must not be negative")
         if self.max_size > self.tiers[-1].max_size:
@@ -114,10 +119,15 @@ class Config:
     @property
     def max_body(self) -> int:
         """The largest request body accepted: a maximal file plus form overhead."""
-        return self.max_size + 64 * 1024
+        return self.max_size + FORM_OVERHEAD
+
+    @property
+    def max_batch_body(self) -> int:
+        """The largest multipart body of ``POST /api/v1/upload``: max_files maximal files."""
+        return self.max_files * self.max_size + FORM_OVERHEAD
 
     @property
     def max_encoded_body(self) -> int:
         """The largest body that may carry a maximal file in base64 (PEERS section 0.6):
         ceil(4/3 * max_size) plus form overhead."""
-        return -(-4 * self.max_size // 3) + 64 * 1024
+        return -(-4 * self.max_size // 3) + FORM_OVERHEAD

@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from imgshare.config import DEFAULT_DATA_DIR, DEFAULT_LISTEN, Config, RateLimit
+from imgshare.config import DEFAULT_DATA_DIR, DEFAULT_LISTEN, MAX_FILES, Config, RateLimit
 from imgshare.domain.lifetime import parse_size, parse_tiers
 
 # (option, help); every one is a string on the command line.
@@ -23,6 +23,7 @@ SERVER_OPTIONS = [
     ("resize-threads", "Threads for image work [default: CPU count]"),
     ("max-size", "Largest upload in bytes (suffixes KiB, MiB) [default: 32MiB]"),
     ("max-pixels", "Largest width x height [default: 100000000]"),
+    ("max-files", f"Files one POST /api/v1/upload may carry [default: {MAX_FILES}]"),
     ("contact", "Contact named in the User-Agent of img_gather.php"),
     ("registration", "open or closed [default: closed]"),
     ("tiers", "Lifetime tiers by size [default: 2MiB:permanent,8MiB:90d,32MiB:7d]"),
@@ -74,6 +75,8 @@ def build_config(values: Mapping[str, Any]) -> Config:
         kwargs["max_size"] = parse_size(values["max_size"])
     if "max_pixels" in values:
         kwargs["max_pixels"] = _int("--max-pixels", values["max_pixels"])
+    if "max_files" in values:
+        kwargs["max_files"] = _int("--max-files", values["max_files"])
     if "tiers" in values:
         kwargs["tiers"] = parse_tiers(values["tiers"])
     if "rate_limit_ip" in values:

@@ -30,6 +30,11 @@ def alt_text(image: records.Image) -> str:
     return image.original_name or image.name
 
 
+def markdown_text(text: str) -> str:
+    """``text`` escaped for a Markdown alt text."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+
+
 def xga_path(image: records.Image) -> str:
     """The XGA copy's path on this site (the viewer page shows it)."""
     return "/img/" + naming.storage_key(image.account, image.name, "xga")
@@ -42,7 +47,7 @@ def embed_codes(public_url: str, image: records.Image) -> list[EmbedCode]:
     page = output.viewer_url(public_url, image.account, image.name)
     xga = urls["xga"]
     alt = alt_text(image)
-    markdown_alt = _MARKDOWN_SPECIAL.sub(r"\\\1", alt)
+    markdown_alt = markdown_text(alt)
     return [
         EmbedCode("Direct link", "direct", urls["original"]),
         EmbedCode("BBCode", "bbcode", f"[url={page}][img]{xga}[/img][/url]"),

@@ -380,6 +380,8 @@ class ImgshareRequest(server.Request):
     _received = 0
     _pieces = 0
     _chunked = False
+    #: This request's body limit, once asked (its headers are all in by then).
+    _limit: int | None = None
 
     def __init__(self, channel: Any, *args: Any, **kwargs: Any):
         kwargs["parsePOSTFormSubmission"] = False
@@ -388,11 +390,16 @@ class ImgshareRequest(server.Request):
     def _max_body(self) -> int:
         """The body limit of this request's path (asked before the path is parsed: the
         channel holds the request line's target)."""
+        if self._limit is not None:
+            return self._limit
         site = self.channel.site
         limit_for = getattr(site, "max_body_for", None)
         if limit_for is not None:
-            return limit_for(getattr(self.channel, "_path", None) or getattr(self, "uri", None) or b"")
-        return getattr(site, "max_body", 32 * 1024 * 1024)
+            target = getattr(self.channel, "_path", None) or getattr(self, "uri", None) or b""
+            self._limit = limit_for(target, self)
+        else:
+            self._limit = getattr(site, "max_body", 32 * 1024 * 1024)
+        return self._limit
 
     def gotLength(self, length: int | None) -> None:
         self._chunked = length is None
@@ -482,7 +489,8 @@ class ImgshareSite(server.Site):
     """A ``Site`` of ``ImgshareChannel`` connections and ``ImgshareRequest`` requests.
 
     ``max_body`` is the largest request body, except under the path prefixes of
-    ``body_limits`` (``{b"/api/1/": limit}``: routes whose bodies may carry base64);
+    ``body_limits`` (``{b"/api/1/": limit}``: routes whose bodies may carry base64 or
+    several files; a limit may be a function, see ``max_body_for``);
     ``head_timeout`` (seconds),
     ``min_body_rate`` (a ``RateLimit``: at least ``count`` bytes in every ``period``
     seconds), ``max_connections_per_address`` and ``send_timeout`` (seconds) are
@@ -501,7 +509,7 @@ class ImgshareSite(server.Site):
         min_body_rate: RateLimit | None = MIN_BODY_RATE,
         max_connections_per_address: int | None = MAX_CONNECTIONS_PER_ADDRESS,
         send_timeout: float | None = SEND_TIMEOUT,
-        body_limits: dict[bytes, int] | None = None,
+        body_limits: dict[bytes, Any] | None = None,
         **kwargs: Any,
     ):
         kwargs.setdefault("logFormatter", access_log_formatter)
@@ -517,12 +525,15 @@ class ImgshareSite(server.Site):
         self.connections: dict[str, set[Any]] = {}  # open channels by address_key
         self.refused: dict[str, int] = {}  # refused connections still lingering, by address_key
 
-    def max_body_for(self, target: bytes) -> int:
-        """The body limit of a request for ``target`` (its path, with or without a query)."""
+    def max_body_for(self, target: bytes, request: Any = None) -> int:
+        """The body limit of a request for ``target`` (its path, with or without a query).
+
+        A limit in ``body_limits`` is a number, or a function of the path and the
+        request (its headers are in when it is asked) that returns one."""
         path = target.split(b"?", 1)[0]
         for prefix, limit in self.body_limits:
             if path.startswith(prefix):
-                return limit
+                return limit(path, request) if callable(limit) else limit
         return self.max_body
 
     def connection_opened(self, key: str, channel: Any) -> bool:

@@ -15,6 +15,8 @@ from twisted.web.resource import Resource
 from imgshare.web.api import Api
 from imgshare.web.chevereto import Chevereto
 from imgshare.web.files import Files
+from imgshare.web.jsonapi import SEGMENTS as JSONAPI_SEGMENTS
+from imgshare.web.jsonapi import JsonApi
 from imgshare.web.http import respond
 from imgshare.web.pages import Pages
 
@@ -73,16 +75,20 @@ class Root:
     pages: Pages
     #: Chevereto uploads, under /api/1/ and /sharexapi/1/.
     chevereto: Chevereto
+    #: The Bearer / X-API-Key JSON API: /api/v1/upload, /api/v1/images, /api/v1/image.
+    jsonapi: JsonApi
 
     def resource(self) -> Any:
-        for app in [self.api.app, self.chevereto.app, self.files.img, self.files.thumb, *self.pages.apps()]:
+        for app in [self.api.app, self.chevereto.app, self.jsonapi.app, self.files.img, self.files.thumb, *self.pages.apps()]:
             # werkzeug would answer a path with "//" by a redirect to the merged
             # path, which Klein sends without a Location: such a path names no
             # file (SPEC section 7) and is simply not found.
             app.url_map.merge_slashes = False
         pages, rest = self.pages.mounts()
         chevereto = self.chevereto.app.resource()
-        api = _Mount({b"v1": self.api.app.resource(), b"1": chevereto}, _NotFound())
+        jsonapi = self.jsonapi.app.resource()
+        v1 = _Mount({}, self.api.app.resource(), {segment: jsonapi for segment in JSONAPI_SEGMENTS})
+        api = _Mount({b"v1": v1, b"1": chevereto}, _NotFound())
         sharex = _Mount({b"1": chevereto}, _NotFound())
         return _Mount(
             {b"api": api, b"sharexapi": sharex, b"img": self.files.img.resource(),
