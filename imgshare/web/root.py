@@ -15,9 +15,9 @@ from twisted.web.resource import Resource
 from imgshare.web.api import Api
 from imgshare.web.chevereto import Chevereto
 from imgshare.web.files import Files
+from imgshare.web.http import respond
 from imgshare.web.jsonapi import SEGMENTS as JSONAPI_SEGMENTS
 from imgshare.web.jsonapi import JsonApi
-from imgshare.web.http import respond
 from imgshare.web.pages import Pages
 
 
