@@ -15,7 +15,7 @@ from twisted.trial import unittest
 from imgshare.config import RateLimit
 from imgshare.gather import Gatherer
 from imgshare.testing import MemoryNetwork, image_bytes, make_fixture
-from imgshare.web.chevereto import decode_base64_text
+from imgshare.web.forms import decode_base64_text
 from tests.test_gather import FakeResolver, Source, only_port
 
 B = "http://img.example"

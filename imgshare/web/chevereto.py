@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from typing import Any, ClassVar
 
 import attrs
@@ -22,7 +21,6 @@ from python_multipart.multipart import parse_options_header
 from twisted.python.failure import Failure
 
 from imgshare.domain import chevereto, errors, output
-from imgshare.domain.base64text import Base64Decoder
 from imgshare.domain.records import Image, Token
 from imgshare.gather import MAX_URL_LENGTH, Gatherer, discard_spooled
 from imgshare.library import ImageLibrary
@@ -30,7 +28,7 @@ from imgshare.ratelimit import RateLimiter
 from imgshare.spool import remove_if_present
 from imgshare.web.credentials import credential, header_credential
 from imgshare.web.errors import describe_failure, require_method
-from imgshare.web.forms import CHUNK, Form, UploadedFile, read_form
+from imgshare.web.forms import Form, UploadedFile, decode_base64_file, decode_base64_text, read_form
 from imgshare.web.http import client_ip, query
 
 #: The path prefixes this application answers under; their bodies may carry base64.
@@ -236,34 +234,3 @@ def _url_in(path: str) -> str | None:
     if not text:
         return ""
     return text.decode("utf-8", "replace") if _URL.match(text) else None
-
-
-def _decode_into_spool(chunks: Any, spool_dir: str, limit: int) -> str:
-    """Decode base64 ``chunks`` into a new spool file; TooLarge past ``limit`` bytes."""
-    os.makedirs(spool_dir, exist_ok=True)
-    fd, path = tempfile.mkstemp(dir=spool_dir, prefix="upload-")
-    decoder = Base64Decoder()
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for chunk in chunks:
-                out.write(decoder.feed(chunk))
-                if decoder.decoded > limit:
-                    raise errors.TooLarge(f"file too large: the limit is {limit} bytes")
-            out.write(decoder.finish())
-            if decoder.decoded > limit:
-                raise errors.TooLarge(f"file too large: the limit is {limit} bytes")
-    except BaseException:
-        remove_if_present(path)
-        raise
-    return path
-
-
-def decode_base64_file(source: str, spool_dir: str, limit: int) -> str:
-    """Decode the base64 text spooled at ``source`` into a new spool file (its path)."""
-    with open(source, "rb") as f:
-        return _decode_into_spool(iter(lambda: f.read(CHUNK), b""), spool_dir, limit)
-
-
-def decode_base64_text(text: str, spool_dir: str, limit: int) -> str:
-    """Decode base64 ``text`` (a query parameter) into a new spool file (its path)."""
-    return _decode_into_spool([text.encode("utf-8", "replace")], spool_dir, limit)

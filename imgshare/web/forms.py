@@ -15,6 +15,8 @@ from urllib.parse import parse_qsl, unquote_plus, unquote_to_bytes
 import attrs
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from imgshare.domain import errors
+from imgshare.domain.base64text import Base64Decoder
 from imgshare.domain.errors import BadRequest, TooLarge
 from imgshare.spool import remove_if_present
 
@@ -37,6 +39,9 @@ class UploadedFile:
     filename: str
     size: int
     field: str = ""
+    #: Set (and nothing spooled) for a file part past the limit, when the parser keeps
+    #: such parts as entries rather than refusing the body (``oversize_entries``).
+    too_large: bool = False
 
 
 @attrs.define
@@ -68,7 +73,7 @@ class Form:
         paths = {f.path for f in self.files} | {f.path for f in self.spooled.values()}
         if self.file is not None:
             paths.add(self.file.path)
-        for path in paths:
+        for path in paths - {""}:
             remove_if_present(path)
 
 
@@ -96,13 +101,16 @@ class _MultipartCollector(_Spooling):
     """python-multipart callbacks that build a ``Form``."""
 
     def __init__(
-        self, spool_dir: str, max_file: int, file_field: str | tuple[str, ...], max_files: int = 1,
-        spooled_fields: tuple[str, ...] = (), max_spooled: int = 0,
+        self, spool_dir: str, max_file: int, file_field: str | tuple[str, ...] | None, max_files: int = 1,
+        spooled_fields: tuple[str, ...] = (), max_spooled: int = 0, refuse_extra: bool = False,
+        oversize_entries: bool = False,
     ):
         self.form = Form()
         self._spool_dir = spool_dir
         self._max_file = max_file
         self._file_fields = (file_field,) if isinstance(file_field, str) else file_field
+        self._refuse_extra = refuse_extra
+        self._oversize_entries = oversize_entries
         self._max_files = max_files
         self._spooled_fields = spooled_fields
         self._max_spooled = max_spooled
@@ -168,7 +176,12 @@ class _MultipartCollector(_Spooling):
             raise BadRequest("malformed multipart body: a part has no form-data name")
         self._name = _text(options[b"name"])
         if b"filename" in options:
-            if self._name not in self._file_fields or len(self.form.files) >= self._max_files:
+            if self._file_fields is not None and self._name not in self._file_fields:
+                self._skip = True  # file parts of other names are read past, not kept
+                return
+            if len(self.form.files) >= self._max_files:
+                if self._refuse_extra:
+                    raise BadRequest(f"too many files: at most {self._max_files} in one request")
                 self._skip = True  # extra file parts are read past, not kept
                 return
             self._filename = _text(options[b"filename"])
@@ -197,6 +210,9 @@ class _MultipartCollector(_Spooling):
         if self._out is not None:
             self._size += n
             if self._size > self._limit:
+                if self._oversize_entries and not self._spooling:
+                    self._drop_oversize()
+                    return
                 what = f"form field {self._name!r}" if self._spooling else "file"
                 raise TooLarge(f"{what} too large: the limit is {self._limit} bytes")
             self._out.write(data[start:end])
@@ -204,6 +220,18 @@ class _MultipartCollector(_Spooling):
             if len(self._value) + n > MAX_FIELD_BYTES:
                 raise BadRequest(f"form field {self._name!r} is too long")
             self._value += data[start:end]
+
+    def _drop_oversize(self) -> None:
+        """Stop spooling a file part past the limit: it becomes an entry saying so."""
+        assert self._out is not None
+        self._out.close()
+        remove_if_present(self._out_path)
+        self._out = None
+        self._skip = True
+        entry = UploadedFile("", self._filename or "", self._size, self._name or "", too_large=True)
+        self.form.files.append(entry)
+        if self.form.file is None:
+            self.form.file = entry
 
     def _on_part_end(self) -> None:
         if self._skip or self._name is None:
@@ -228,15 +256,20 @@ class _MultipartCollector(_Spooling):
 
 def parse_body(
     body: IO[bytes], content_type: bytes | None, spool_dir: str, max_file: int,
-    file_field: str | tuple[str, ...] = "file", max_files: int = 1,
-    spooled_fields: tuple[str, ...] = (), max_spooled: int = 0,
+    file_field: str | tuple[str, ...] | None = "file", max_files: int = 1,
+    spooled_fields: tuple[str, ...] = (), max_spooled: int = 0, refuse_extra: bool = False,
+    oversize_entries: bool = False,
 ) -> Form:
     """Parse a request body (blocking: run it in a thread of the io pool).
 
     ``multipart/form-data`` and ``application/x-www-form-urlencoded`` are read;
     any other body gives an empty form.  Up to ``max_files`` parts named
-    ``file_field`` (a name or several) are spooled, each at most ``max_file``
-    bytes; other file parts are read past.  Text fields named in
+    ``file_field`` (a name or several; None: any name) are spooled, each at most
+    ``max_file`` bytes; other file parts are read past, and so are those beyond
+    ``max_files`` unless ``refuse_extra`` makes them a BadRequest.  A file part
+    past ``max_file`` is TooLarge, or with ``oversize_entries`` an entry of
+    ``Form.files`` marked ``too_large`` (its bytes read past), so a batch keeps
+    the other files.  Text fields named in
     ``spooled_fields`` (a base64 image may come in one) are spooled too, each at
     most ``max_spooled`` bytes, into ``Form.spooled``.  Raises BadRequest or TooLarge.
     """
@@ -247,7 +280,8 @@ def parse_body(
         if not boundary or len(boundary) > 200:
             raise BadRequest("malformed multipart body: no boundary")
         collector = _MultipartCollector(
-            spool_dir, max_file, file_field, max_files, spooled_fields, max_spooled)
+            spool_dir, max_file, file_field, max_files, spooled_fields, max_spooled, refuse_extra,
+            oversize_entries)
         parser = MultipartParser(boundary, collector.callbacks())
         try:
             while chunk := body.read(CHUNK):
@@ -397,8 +431,8 @@ class _UrlencodedSpooler(_Spooling):
 
 async def read_form(
     request: Any, runner: Any, spool_dir: str, max_file: int, max_files: int = 1, *,
-    file_field: str | tuple[str, ...] = "file", spooled_fields: tuple[str, ...] = (),
-    max_spooled: int = 0,
+    file_field: str | tuple[str, ...] | None = "file", spooled_fields: tuple[str, ...] = (),
+    max_spooled: int = 0, refuse_extra: bool = False, oversize_entries: bool = False,
 ) -> Form:
     """The request's form: body fields (parsed by ``runner``) over query fields."""
     form = Form()
@@ -407,9 +441,44 @@ async def read_form(
         form = await runner.run(
             parse_body, request.content, ctype, spool_dir, max_file, max_files=max_files,
             file_field=file_field, spooled_fields=spooled_fields, max_spooled=max_spooled,
+            refuse_extra=refuse_extra, oversize_entries=oversize_entries,
         )
     for key, values in (request.args or {}).items():
         if values and _text(key) not in form.fields:
             form.fields[_text(key)] = _text(values[0])
             form.from_query.add(_text(key))
     return form
+
+
+# -- base64 text decoded into spool files (blocking: run them in the io pool)
+
+
+def _decode_into_spool(chunks: Any, spool_dir: str, limit: int) -> str:
+    """Decode base64 ``chunks`` into a new spool file; TooLarge past ``limit`` bytes."""
+    os.makedirs(spool_dir, exist_ok=True)
+    fd, path = tempfile.mkstemp(dir=spool_dir, prefix="upload-")
+    decoder = Base64Decoder()
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for chunk in chunks:
+                out.write(decoder.feed(chunk))
+                if decoder.decoded > limit:
+                    raise errors.TooLarge(f"file too large: the limit is {limit} bytes")
+            out.write(decoder.finish())
+            if decoder.decoded > limit:
+                raise errors.TooLarge(f"file too large: the limit is {limit} bytes")
+    except BaseException:
+        remove_if_present(path)
+        raise
+    return path
+
+
+def decode_base64_file(source: str, spool_dir: str, limit: int) -> str:
+    """Decode the base64 text spooled at ``source`` into a new spool file (its path)."""
+    with open(source, "rb") as f:
+        return _decode_into_spool(iter(lambda: f.read(CHUNK), b""), spool_dir, limit)
+
+
+def decode_base64_text(text: str, spool_dir: str, limit: int) -> str:
+    """Decode base64 ``text`` (a query parameter) into a new spool file (its path)."""
+    return _decode_into_spool([text.encode("utf-8", "replace")], spool_dir, limit)
