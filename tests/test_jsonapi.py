@@ -345,3 +345,84 @@ class UploadTests(JsonApiTestCase):
         self.assertEqual(codes, [200, 429])
         self.assertEqual(json.loads(out)["success"], False)
         self.assertTrue(response.headers.getRawHeaders("retry-after"))
+
+
+def sharex_multipart(field: str, filename: str, data: bytes) -> tuple[bytes, dict]:
+    """What ShareX's custom uploader sends for Body MultipartFormData: a boundary of
+    dashes and ticks, the file part alone, its name as raw UTF-8."""
+    boundary = "-" * 27 + "8de4a5b2d3c1f0e"
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+            "Content-Type: image/png\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return body, {b"Content-Type": [f"multipart/form-data; boundary={boundary}".encode()]}
+
+
+def sharex_resolve(template: str, answer: dict) -> str:
+    """ShareX's ``{json:a.b[0].c}`` (and the old ``$json:…$``) over a JSON answer."""
+    import re
+
+    match = re.fullmatch(r"\{json:(.+)\}|\$json:(.+)\$", template)
+    assert match, template
+    value: object = answer
+    for step in (match.group(1) or match.group(2)).split("."):
+        name, _, index = step.partition("[")
+        value = value[name] if name else value  # type: ignore[index]
+        if index:
+            value = value[int(index.rstrip("]"))]  # type: ignore[index]
+    return str(value)
+
+
+class ShareXReplayTests(JsonApiTestCase):
+    """ShareX configs, sent and read as ShareX does (its own program cannot run here)."""
+
+    async def replay(self, config: dict) -> dict[str, str]:
+        url = config["RequestURL"].replace(PUBLIC, B)
+        headers = {k.encode(): [v.encode()] for k, v in config["Headers"].items()}
+        body, ctype = sharex_multipart(config["FileFormName"], "Ünïcode shot.png", PNG)
+        response, answer = await self.call(config["RequestMethod"], url, body, {**ctype, **headers})
+        self.assertEqual(response.code, 200, answer)
+        return {key: sharex_resolve(config[key], answer) for key in ("URL", "ThumbnailURL", "DeletionURL")}
+
+    async def check_links(self, links: dict[str, str]) -> None:
+        response, out = await self.client.request("GET", links["URL"].replace(PUBLIC, B))
+        self.assertEqual((response.code, out), (200, PNG))
+        await self.f.derivations.run_one()
+        response, out = await self.client.request("GET", links["ThumbnailURL"].replace(PUBLIC, B))
+        self.assertEqual((response.code, out[:2]), (200, b"\xff\xd8"))
+        self.assertIn("/delete/kitten/", links["DeletionURL"])
+        response, _ = await self.client.request("DELETE", links["DeletionURL"].replace(PUBLIC, B))
+        self.assertEqual(response.code, 200)
+        response, _ = await self.client.request("GET", links["URL"].replace(PUBLIC, B))
+        self.assertEqual(response.code, 404)
+
+    async def test_the_sxcu_files_of_the_tokens_page(self):
+        """All three flavours IMGSHARE hands out work end to end, the v1 one included."""
+        from imgshare.domain import sharex
+
+        for flavour in sharex.FLAVOURS:
+            links = await self.replay(sharex.uploader(PUBLIC, self.token, flavour))
+            await self.check_links(links)
+
+    async def test_seed_002_sharex_config(self):
+        """imgtree's printed ShareX config, with Version added and the host changed."""
+        config = {
+            "Version": "17.0.0",
+            "Name": "imgtree",
+            "DestinationType": "ImageUploader",
+            "RequestMethod": "POST",
+            "RequestURL": f"{PUBLIC}/api/v1/upload",
+            "Headers": {"Authorization": f"Bearer {self.token}"},
+            "Body": "MultipartFormData",
+            "FileFormName": "file",
+            "URL": "$json:images[0].url$",
+            "ThumbnailURL": "$json:images[0].thumb_url$",
+            "DeletionURL": "$json:images[0].delete_url$",
+        }
+        await self.check_links(await self.replay(config))
+
+    async def test_imglink_manual_setup(self):
+        """ImgLink's manual ShareX setup: X-API-Key, field file, {json:viewer} or {json:url}."""
+        config = {"RequestMethod": "POST", "RequestURL": f"{PUBLIC}/api/v1/upload",
+                  "Headers": {"X-API-Key": self.token}, "FileFormName": "file",
+                  "URL": "{json:url}", "ThumbnailURL": "{json:thumbnail}", "DeletionURL": "{json:delete}"}
+        links = await self.replay(config)
+        await self.check_links(links)

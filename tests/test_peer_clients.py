@@ -32,4 +32,4 @@ class PeerClientTests(unittest.TestCase):
         )
         self.assertEqual(done.returncode, 0, done.stdout[-4000:] + done.stderr[-2000:])
         self.assertNotIn("FAIL", done.stdout)
-        self.assertGreaterEqual(done.stdout.count("\nok "), 12, done.stdout[-2000:])
+        self.assertGreaterEqual(done.stdout.count("\nok "), 21, done.stdout[-2000:])
