@@ -10,6 +10,7 @@ import signal
 from PIL import Image
 from treq.client import HTTPClient
 from twisted.internet import reactor
+from twisted.internet.task import deferLater
 from twisted.trial import unittest
 from twisted.web.client import Agent, HTTPConnectionPool
 
@@ -61,3 +62,63 @@ class KillNineTests(unittest.TestCase):
                         break
                 self.assertEqual(response.code, 200, (variant, content[:200]))
                 self.assertEqual(Image.open(io.BytesIO(content)).format, "JPEG")
+
+
+def noisy_photo(seed: int) -> bytes:
+    """A photo of noise, a few MB: each one takes the server a while to store."""
+    out = io.BytesIO()
+    Image.frombytes("RGB", (1600, 1200), os.urandom(1600 * 1200 * 3)).save(out, "JPEG", quality=95)
+    return out.getvalue()
+
+
+class KillNineBatchTests(unittest.TestCase):
+    timeout = 300
+
+    async def test_kill_9_halfway_through_a_batch(self):
+        """kill -9 while POST /api/v1/upload stores a batch of 10: after a restart every file is
+        either served whole (and identical) or absent, and no stored object without its
+        record is served."""
+        import hashlib
+        import sqlite3
+
+        from tests.test_jsonapi import files_body
+
+        data = os.path.abspath(self.mktemp())
+        admin(data, "user", "add", "kitten", stdin="a long password\n")
+        token = admin(data, "token", "create", "kitten").strip()
+        http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
+        photos = [noisy_photo(i) for i in range(10)]
+        digests = {hashlib.sha256(p).hexdigest(): p for p in photos}
+        body, headers = files_body([("file", f"{i}.jpg", p) for i, p in enumerate(photos)])
+        headers[b"Authorization"] = [f"Bearer {token}".encode()]
+        for _attempt in range(5):  # until the kill lands inside the batch
+            server = await ServerProcess(data, "--resize-threads", "1").start()
+            self.addCleanup(server.stop)
+            before = server.log().count("stored kitten/")
+            answer = http.post(server.url + "/api/v1/upload", data=body, headers=headers)
+            answer.addErrback(lambda f: None)  # the connection dies with the server
+            while server.log().count("stored kitten/") < before + 3:
+                await deferLater(reactor, 0.005, lambda: None)
+            server.stop(signal.SIGKILL)
+            stored = server.log().count("stored kitten/") - before
+            if stored < len(photos):
+                break
+        self.assertLess(stored, len(photos), "the kill never landed inside the batch")
+
+        server = await ServerProcess(data).start()
+        self.addCleanup(server.stop)
+        database = sqlite3.connect(f"file:{data}/imgshare.sqlite3?mode=ro", uri=True)
+        self.addCleanup(database.close)
+        rows = database.execute("SELECT name, state, sha256 FROM images WHERE account = 'kitten'").fetchall()
+        live = {name: sha for name, state, sha in rows if state == "live"}
+        self.assertGreaterEqual(len(live), 3)
+        for name, sha in live.items():
+            self.assertIn(sha, digests)
+            response = await http.get(f"{server.url}/img/kitten/{name}")
+            self.assertEqual((response.code, await response.content()), (200, digests[sha]), name)
+        # An object whose record is not live (the upload under way when the server died) is never served.
+        for name in os.listdir(os.path.join(data, "storage", "kitten")):
+            if os.path.isfile(os.path.join(data, "storage", "kitten", name)) and name not in live:
+                response = await http.get(f"{server.url}/img/kitten/{name}")
+                await response.content()
+                self.assertEqual(response.code, 404, name)
