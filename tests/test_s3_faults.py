@@ -220,8 +220,9 @@ class HungS3Tests(unittest.TestCase):
             await storage.put("kitten/20260214_late.jpg", path, "image/jpeg")
         await storage.delete("kitten/20260214_other.jpg")  # other keys are free
         release.set()
-        for _ in range(100):
-            if await stored_size(self, storage, "kitten/20260214_late.jpg") == 4:
+        for _ in range(100):  # the object appears just before the put's thread lets go of the key
+            if (await stored_size(self, storage, "kitten/20260214_late.jpg") == 4
+                    and storage._key("kitten/20260214_late.jpg") not in storage.writing):
                 break
             await sleep(0.05)
         await storage.delete("kitten/20260214_late.jpg")
