@@ -38,6 +38,18 @@ def _copy_source(target: str) -> str:
     return target
 
 
+def _wheel_tool(testcase: unittest.TestCase, base: str, env: dict[str, str]) -> None:
+    """Make ``wheel`` importable for pip without build isolation: setuptools before 70.1
+    builds wheels with it, so it goes into a folder of its own on ``PYTHONPATH``."""
+    try:
+        import wheel  # noqa: F401
+    except ImportError:
+        tools = os.path.join(base, "tools")
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", tools,
+                        "wheel"], check=True, capture_output=True, env=env, cwd=base, timeout=120)
+        env["PYTHONPATH"] = tools
+
+
 class TemplatesInstalledTests(unittest.TestCase):
     def run_quietly(self, *argv: str, env: dict[str, str], cwd: str) -> str:
         done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd, timeout=120)
@@ -53,15 +65,7 @@ class TemplatesInstalledTests(unittest.TestCase):
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
         env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
         pip = [sys.executable, "-m", "pip"]
-        try:
-            import wheel  # noqa: F401
-        except ImportError:
-            # setuptools before 70.1 builds wheels with the ``wheel`` project; without
-            # build isolation it must be importable, so it goes into a folder of its own.
-            tools = os.path.join(base, "tools")
-            self.run_quietly(*pip, "install", "--quiet", "--no-deps", "--target", tools, "wheel",
-                             env=env, cwd=base)
-            env["PYTHONPATH"] = tools
+        _wheel_tool(self, base, env)
 
         def venv(name: str) -> str:
             folder = os.path.join(base, name)
@@ -92,3 +96,69 @@ class TemplatesInstalledTests(unittest.TestCase):
             editable_python, "-c", RENDER, env=render_env, cwd=base).split()
         self.assertEqual(installed, os.path.join(source, "imgshare", "__init__.py"))
         self.assertEqual(templates, os.path.join(source, "templates"))
+
+
+#: Lists twistd's commands from a folder that is not the project's, then says where the
+#: plugin came from.
+PLUGIN = """
+import sys
+from twisted.application.service import IServiceMaker
+from twisted.plugin import getPlugins
+import twisted.plugins
+makers = {m.tapname: m for m in getPlugins(IServiceMaker)}
+assert "imgshare" in makers, sorted(makers)
+import twisted.plugins.imgshare_plugin as plugin
+print(plugin.__file__)
+"""
+
+
+class TwistdPluginInstalledTests(unittest.TestCase):
+    """``twistd imgshare`` after a plain ``pip install -e .`` and after ``pip install .``."""
+
+    def run_quietly(self, *argv: str, env: dict[str, str], cwd: str) -> str:
+        done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd, timeout=180)
+        self.assertEqual(done.returncode, 0, f"{argv}:\n{done.stdout}\n{done.stderr}")
+        return done.stdout
+
+    def fresh_venv(self, base: str, name: str) -> str:
+        """A venv that sees the machine's installed libraries (Twisted, setuptools…) through
+        a path file, but none of their path files: the checkout this suite runs from is
+        not visible in it."""
+        import site
+        import sysconfig
+
+        folder = os.path.join(base, name)
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", folder], check=True, timeout=120)
+        python = os.path.join(folder, "bin", "python")
+        purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                 capture_output=True, text=True, check=True).stdout.strip()
+        libraries = {sysconfig.get_paths()["purelib"], *site.getsitepackages()}
+        with open(os.path.join(purelib, "machine-libraries.pth"), "w") as f:
+            f.write("\n".join(sorted(libraries)) + "\n")
+        return python
+
+    def test_plain_editable_and_regular_installs(self):
+        base = os.path.abspath(self.mktemp())
+        os.makedirs(base)
+        source = _copy_source(os.path.join(base, "source"))
+        elsewhere = os.path.join(base, "elsewhere")
+        os.makedirs(elsewhere)
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+        env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+        _wheel_tool(self, base, env)
+        run_env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
+        pip = [sys.executable, "-m", "pip"]
+        for name, install in (("editable", ["-e", source]), ("regular", [source])):
+            python = self.fresh_venv(base, name)
+            found = subprocess.run([python, "-c", PLUGIN], capture_output=True, text=True, env=run_env,
+                                   cwd=elsewhere)
+            self.assertNotEqual(found.returncode, 0, f"{name}: the plugin was visible before installing")
+            self.run_quietly(*pip, "--python", python, "install", "--quiet", "--no-deps",
+                             "--no-build-isolation", *install, env=env, cwd=base)
+            plugin = self.run_quietly(python, "-c", PLUGIN, env=run_env, cwd=elsewhere).strip()
+            expected = source if name == "editable" else os.path.join(base, name)
+            self.assertTrue(plugin.startswith(expected + os.sep), (name, plugin))
+            usage = self.run_quietly(python, "-c", "import sys; from twisted.scripts.twistd import run; "
+                                     "sys.argv[0] = 'twistd'; run()", "imgshare", "--help",
+                                     env=run_env, cwd=elsewhere)
+            self.assertIn("--max-size", usage)
