@@ -19,14 +19,21 @@ def _find(interface: Any, url: str, role: str) -> Any:
         if scheme in factory.schemes:
             return factory
         known.extend(factory.schemes)
-    raise ValueError(f"no {role} backend for {url!r}; known schemes: {', '.join(sorted(known))}")
+    raise ValueError(f"{role} {url!r}: no backend for {scheme + '://' if scheme else 'it'}; "
+                     f"known: {', '.join(s + '://' for s in sorted(known))}")
+
+
+def check_urls(db: str, storage: str) -> None:
+    """ValueError unless a backend is installed for each URL's scheme."""
+    _find(IDatabaseFactory, db, "--db")
+    _find(IStorageFactory, storage, "--storage")
 
 
 def open_database(url: str, reactor: Any, worker: Any) -> Any:
     """An unstarted IDatabase for ``url``."""
-    return _find(IDatabaseFactory, url, "database").open(url, reactor, worker)
+    return _find(IDatabaseFactory, url, "--db").open(url, reactor, worker)
 
 
 def open_storage(url: str, reactor: Any, worker: Any) -> Any:
     """An unstarted IStorage for ``url``."""
-    return _find(IStorageFactory, url, "storage").open(url, reactor, worker)
+    return _find(IStorageFactory, url, "--storage").open(url, reactor, worker)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -46,19 +47,86 @@ class RateLimit:
 MIN_BODY_RATE = RateLimit(16 * 1024, 30.0)
 
 
-def default_public_url(listen: str) -> str:
-    """The URL a client reaches the first ``--listen`` endpoint at, as a default."""
-    parts = listen.split(":")
-    kind = parts[0]
-    port = parts[1] if len(parts) > 1 and parts[1].isdigit() else "8080"
-    host = "127.0.0.1"
-    for part in parts[2:]:
-        if part.startswith("interface="):
-            iface = part.split("=", 1)[1]
-            host = iface if iface not in ("", "0.0.0.0", "::") else "127.0.0.1"
+def _split_endpoint(description: str) -> tuple[list[str], dict[str, str]]:
+    """An endpoint description's positional and keyword parts (``\\:`` escapes a colon)."""
+    parts, current, escaped = [], "", False
+    for char in description:
+        if escaped:
+            current, escaped = current + char, False
+        elif char == "\\":
+            escaped = True
+        elif char == ":":
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    args, kwargs = [], {}
+    for part in parts:
+        key, equals, value = part.partition("=")
+        if equals and key.isidentifier():
+            kwargs[key] = value
+        else:
+            args.append(part)
+    return args, kwargs
+
+
+_LOOPBACK_NAMES = ("localhost", "::1")
+_ALL_INTERFACES = ("", "0.0.0.0", "::")
+
+
+def guess_public_url(listen: str) -> tuple[str, str | None]:
+    """The URL clients most likely reach the ``listen`` endpoint at, and a warning when
+    that is only a guess: anything but a plain TCP (or TLS) listener on loopback."""
+    args, kwargs = _split_endpoint(listen)
+    kind = args[0] if args else ""
+    behind_proxy = kind == "haproxy"
+    if behind_proxy:
+        args, kwargs = _split_endpoint(listen.split(":", 1)[1] if ":" in listen else "")
+        kind = args[0] if args else ""
+    if kind not in ("tcp", "tcp6", "ssl"):
+        return ("http://127.0.0.1:8080",
+                f"cannot tell the public URL of the listener {listen!r}: set --public-url "
+                "(or IMGSHARE_PUBLIC_URL) to the address clients use, such as https://img.example.org")
+    port = kwargs.get("port", args[1] if len(args) > 1 else "")
+    port = port if port.isdigit() else "8080"
+    host = kwargs.get("interface", "")
+    loopback = host.startswith("127.") or host in _LOOPBACK_NAMES
+    shown = "127.0.0.1" if host in _ALL_INTERFACES else host
+    if ":" in shown:
+        shown = f"[{shown}]"
     scheme = "https" if kind == "ssl" else "http"
     default = 443 if scheme == "https" else 80
-    return f"{scheme}://{host}" + ("" if int(port) == default else f":{port}")
+    url = f"{scheme}://{shown}" + ("" if int(port) == default else f":{port}")
+    if behind_proxy:
+        return url, (f"{listen!r} takes connections from a proxy: set --public-url (or "
+                     "IMGSHARE_PUBLIC_URL) to the address clients reach the proxy at, such as "
+                     "https://img.example.org")
+    if not loopback:
+        where = "every interface" if host in _ALL_INTERFACES else host
+        return url, (f"listening on {where}, every URL handed out says {url}: set --public-url (or "
+                     "IMGSHARE_PUBLIC_URL) to the address clients use, such as https://img.example.org")
+    return url, None
+
+
+def default_public_url(listen: str) -> str:
+    """The URL a client reaches the first ``--listen`` endpoint at, as a default."""
+    return guess_public_url(listen)[0]
+
+
+def check_public_url(text: str) -> str:
+    """``text`` as the base of every URL handed out (without a trailing ``/``), or ValueError:
+    an absolute http or https URL with a host, and no user, query or fragment."""
+    parts = urlsplit(text.strip())
+    try:
+        parts.port  # noqa: B018 (a bad port raises)
+    except ValueError:
+        parts = parts._replace(netloc="")
+    if (parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc
+            or parts.query or parts.fragment or " " in text.strip()):
+        raise ValueError(f"--public-url {text!r}: give an absolute http:// or https:// URL such as "
+                         "https://img.example.org (no user, query or fragment)")
+    return text.strip().rstrip("/")
 
 
 def _unless_empty(default: Callable[[Config], str]) -> attrs.Converter:
@@ -68,7 +136,7 @@ def _unless_empty(default: Callable[[Config], str]) -> attrs.Converter:
 
 def _public_url(value: str, config: Config) -> str:
     """The public URL without a trailing ``/``; by default, the first listener's."""
-    return (value or default_public_url(config.listen[0])).rstrip("/")
+    return check_public_url(value) if value else default_public_url(config.listen[0]).rstrip("/")
 
 
 @attrs.frozen
@@ -96,6 +164,8 @@ class Config:
     min_body_rate: RateLimit | None = MIN_BODY_RATE
     max_connections_per_address: int = MAX_CONNECTIONS_PER_ADDRESS  # 0: no cap
     max_files: int = MAX_FILES
+    #: What start-up says when --public-url was not given and the listener's URL is a guess.
+    public_url_warning: str | None = None
 
     def __attrs_post_init__(self) -> None:
         """Checks only: the defaults that depend on other settings come from the converters."""
@@ -110,6 +180,17 @@ class Config:
                 f"--max-size ({self.max_size} bytes) is above the largest lifetime tier "
                 f"({self.tiers[-1].max_size} bytes): add a tier for it with --tiers"
             )
+
+    @property
+    def offered_tiers(self) -> tuple[Tier, ...]:
+        """The lifetime tiers an upload can fall in: those up to ``max_size``, the last one
+        ending at ``max_size`` (``--max-size 1MiB`` offers no 8 or 32 MiB tier)."""
+        offered = []
+        for tier in self.tiers:
+            offered.append(attrs.evolve(tier, max_size=min(tier.max_size, self.max_size)))
+            if tier.max_size >= self.max_size:
+                break
+        return tuple(offered)
 
     @property
     def spool_dir(self) -> str:

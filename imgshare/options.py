@@ -11,7 +11,14 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from imgshare.config import DEFAULT_DATA_DIR, DEFAULT_LISTEN, MAX_FILES, Config, RateLimit
+from imgshare.config import (
+    DEFAULT_DATA_DIR,
+    DEFAULT_LISTEN,
+    MAX_FILES,
+    Config,
+    RateLimit,
+    guess_public_url,
+)
 from imgshare.domain.lifetime import parse_size, parse_tiers
 
 # (option, help); every one is a string on the command line.
@@ -59,56 +66,104 @@ def resolve(given: Mapping[str, Any], environ: Mapping[str, str] | None = None) 
     return values
 
 
-def build_config(values: Mapping[str, Any]) -> Config:
-    """A validated Config from resolved option values (ValueError explains a bad one)."""
-    kwargs: dict[str, Any] = {}
-    for key in ("data_dir", "db", "storage", "public_url", "contact", "registration"):
-        if key in values:
-            kwargs[key] = values[key]
-    if "listen" in values:
-        kwargs["listen"] = tuple(values["listen"])
-    else:
-        kwargs["listen"] = (DEFAULT_LISTEN,)
-    if "resize_threads" in values:
-        kwargs["resize_threads"] = _int("--resize-threads", values["resize_threads"])
-    if "max_size" in values:
-        kwargs["max_size"] = parse_size(values["max_size"])
-    if "max_pixels" in values:
-        kwargs["max_pixels"] = _int("--max-pixels", values["max_pixels"])
-    if "max_files" in values:
-        kwargs["max_files"] = _int("--max-files", values["max_files"])
-    if "tiers" in values:
-        kwargs["tiers"] = parse_tiers(values["tiers"])
-    if "rate_limit_ip" in values:
-        kwargs["rate_ip"] = RateLimit.parse(values["rate_limit_ip"])
-    if "rate_limit_token" in values:
-        kwargs["rate_token"] = RateLimit.parse(values["rate_limit_token"])
-    if "head_timeout" in values:
-        kwargs["head_timeout"] = _float("--head-timeout", values["head_timeout"])
-    if "min_body_rate" in values:
-        rate = values["min_body_rate"].strip()
-        try:
-            kwargs["min_body_rate"] = None if rate == "0" else RateLimit.parse(rate)
-        except ValueError:
-            raise ValueError(f"--min-body-rate must look like 16384/30 (bytes/seconds) or 0, not {rate!r}") from None
-    if "max_connections_per_address" in values:
-        kwargs["max_connections_per_address"] = _int("--max-connections-per-address",
-                                                     values["max_connections_per_address"])
-    return Config(**kwargs)
-
-
-def _float(name: str, text: str) -> float:
+def _float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         value = math.nan
     if not math.isfinite(value):
-        raise ValueError(f"{name} must be a number, not {text!r}")
+        raise ValueError(f"must be a number, not {text!r}")
     return value
 
 
-def _int(name: str, text: str) -> int:
+def _int(text: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise ValueError(f"{name} must be a whole number, not {text!r}") from None
+        raise ValueError(f"must be a whole number, not {text!r}") from None
+
+
+def origins(given: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Where each resolved option came from, for messages: ``--max-size`` or
+    ``IMGSHARE_MAX_SIZE``."""
+    environ = os.environ if environ is None else environ
+    found = {}
+    for option, _ in SERVER_OPTIONS + [("listen", "")]:
+        value = given.get(option)
+        found[option.replace("-", "_")] = f"--{option}" if value not in (None, [], ()) else env_name(option)
+    return found
+
+
+def _min_body_rate(text: str) -> RateLimit | None:
+    rate = text.strip()
+    try:
+        return None if rate == "0" else RateLimit.parse(rate)
+    except ValueError:
+        raise ValueError(f"must look like 16384/30 (bytes/seconds) or 0, not {rate!r}") from None
+
+
+#: How each option's text becomes a Config field: (field, parser).
+_PARSERS: dict[str, tuple[str, Any]] = {
+    "resize_threads": ("resize_threads", _int),
+    "max_size": ("max_size", parse_size),
+    "max_pixels": ("max_pixels", _int),
+    "max_files": ("max_files", _int),
+    "tiers": ("tiers", parse_tiers),
+    "rate_limit_ip": ("rate_ip", RateLimit.parse),
+    "rate_limit_token": ("rate_token", RateLimit.parse),
+    "head_timeout": ("head_timeout", _float),
+    "min_body_rate": ("min_body_rate", _min_body_rate),
+    "max_connections_per_address": ("max_connections_per_address", _int),
+}
+
+
+def build_config(values: Mapping[str, Any], where: Mapping[str, str] | None = None) -> Config:
+    """A validated Config from resolved option values.  A bad value is a ValueError that
+    names the option (and, by ``where`` from ``origins``, the variable it came from)."""
+    where = where or {}
+    kwargs: dict[str, Any] = {}
+    for key in ("data_dir", "db", "storage", "public_url", "contact", "registration"):
+        if key in values:
+            kwargs[key] = values[key]
+    kwargs["listen"] = tuple(values["listen"]) if "listen" in values else (DEFAULT_LISTEN,)
+    if "public_url" not in values:
+        kwargs["public_url_warning"] = guess_public_url(kwargs["listen"][0])[1]
+    for key, (field, parse) in _PARSERS.items():
+        if key in values:
+            try:
+                kwargs[field] = parse(values[key])
+            except ValueError as e:
+                raise ValueError(_named(key, where, str(e))) from None
+    return Config(**kwargs)
+
+
+def check_listen(reactor: Any, descriptions: tuple[str, ...], where: str = "--listen") -> None:
+    """ValueError naming the first ``--listen`` description Twisted cannot make an endpoint of
+    (unknown kind, a bad port, a missing certificate…); nothing is opened."""
+    from twisted.internet.endpoints import serverFromString
+
+    for description in descriptions:
+        try:
+            endpoint = serverFromString(reactor, description)
+        except Exception as e:  # Twisted's parsers raise ValueError, TypeError, OSError…
+            raise ValueError(f"{where} {description!r}: {_reason(e)}") from None
+        port = getattr(endpoint, "_port", None)
+        if isinstance(port, int) and not 0 <= port <= 65535:
+            raise ValueError(f"{where} {description!r}: port {port} is not between 0 and 65535")
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, OSError) and error.filename:
+        return f"{error.strerror}: {error.filename}"
+    if isinstance(error, TypeError):
+        return f"an option it does not take ({error})"
+    if "invalid literal for int()" in str(error):
+        return "a port must be a number"
+    return str(error)
+
+
+def _named(key: str, where: Mapping[str, str], message: str) -> str:
+    """``--max-size: invalid size: 'foo'``, saying so when the value came from the environment."""
+    flag = "--" + key.replace("_", "-")
+    source = where.get(key, flag)
+    return f"{flag}: {message}" + (f" (the value comes from {source})" if source != flag else "")

@@ -6,13 +6,18 @@ storage is ready, so no request ever meets a half-started server.
 
 from __future__ import annotations
 
+import atexit
+import errno
 import os
+import sys
 from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from imgshare import backends, compose, memory
 from imgshare.config import Config
@@ -39,8 +44,11 @@ def configure_process(config: Config) -> None:
 class ImgshareService(MultiService):
     """One IMGSHARE process. ``ready`` fires once it listens; ``ports`` are its listeners."""
 
-    def __init__(self, config: Config, reactor: Any):
+    def __init__(self, config: Config, reactor: Any, launch: Any = None):
+        """``launch`` is twistd's own options (where a daemonized start's status pipe is)."""
         super().__init__()
+        self._launch = launch
+        self._status_pipe: int | None = None
         configure_process(config)
         self.config = config
         self.reactor = reactor
@@ -61,29 +69,76 @@ class ImgshareService(MultiService):
 
     def startService(self) -> None:
         raise_open_file_limit()
+        # Daemonized, twistd reports "started" to the waiting shell as soon as this
+        # returns; the start-up runs on, so the report is made here once it is known.
+        self._status_pipe = self._launch.pop("statusPipe", None) if self._launch is not None else None
         super().startService()
         d = Deferred.fromCoroutine(self._start())
-        d.addCallbacks(self.ready.callback, self._failed_to_start)
+        d.addCallbacks(self._started, self._failed_to_start)
 
-    def _failed_to_start(self, failure: Any) -> None:
-        log.failure("IMGSHARE could not start", failure)
+    def _started(self, _: Any) -> None:
+        self._report(b"0")
+        self.ready.callback(None)
+
+    def _failed_to_start(self, failure: Failure) -> None:
+        """One line saying what failed and what to do, then the process ends with status 1."""
+        error = failure.value
+        if isinstance(error, StartupFailed):
+            error.reason = " ".join(error.reason.split())  # libpq's messages span lines
+            log.error("IMGSHARE could not start: {reason}", reason=error.reason)
+        else:  # not a known cause: a bug, with its traceback
+            log.failure("IMGSHARE could not start", failure)
+        reason = error.reason if isinstance(error, StartupFailed) else failure.getErrorMessage()
+        self._report(b"1 " + reason.encode("utf-8", "replace")[:98])
+        if self._launch is not None and self._launch.get("nodaemon") and self._launch.get("logfile") not in (None, "-"):
+            print(f"IMGSHARE could not start: {reason}", file=sys.__stderr__)  # the log is in a file
         self.ready.errback(failure)
+        if self._launch is not None:  # under twistd (not a test's own reactor)
+            exit_with_status(1)
         if self.reactor.running:
             self.reactor.stop()
+        else:
+            self.reactor.callWhenRunning(self.reactor.stop)
+
+    def _report(self, status: bytes) -> None:
+        """Tell the shell waiting for a daemonized start: ``0``, or ``1 <reason>``."""
+        pipe, self._status_pipe = self._status_pipe, None
+        if pipe is not None:
+            try:
+                os.write(pipe, status)
+            finally:
+                os.close(pipe)
 
     async def _start(self) -> None:
-        os.makedirs(self.config.spool_dir, exist_ok=True)
-        await self.database.start()
-        await self.storage.start()
+        config = self.config
+        try:
+            os.makedirs(config.spool_dir, exist_ok=True)
+        except OSError as e:
+            raise StartupFailed(f"cannot create the data folder {config.data_dir} ({e.strerror}): "
+                                "give --data-dir a folder this user may write") from e
+        try:
+            await self.database.start()
+        except Exception as e:
+            raise StartupFailed(f"{_message(e)}: check --db and that the database runs") from e
+        try:
+            await self.storage.start()
+        except Exception as e:
+            raise StartupFailed(f"{_message(e)}: check --storage (bucket, endpoint, credentials)") from e
+        if config.public_url_warning:
+            log.warn("{warning}", warning=config.public_url_warning)
         await self._announce_setup()
         self.expiry.startService()
         await self.derivations.release_dead_claimants()
         self.derivations.startService()
-        for description in self.config.listen:
-            port = await serverFromString(self.reactor, description).listen(self.site)
+        for description in config.listen:
+            try:
+                port = await serverFromString(self.reactor, description).listen(self.site)
+            except CannotListenError as e:
+                raise StartupFailed(f"cannot listen on {description} ({_message(e.socketError)}): "
+                                    "stop what uses it or choose another --listen") from e
             self.ports.append(port)
             log.info("IMGSHARE listening on {address}; public URL {url}",
-                     address=port.getHost(), url=self.config.public_url)
+                     address=port.getHost(), url=config.public_url)
 
     async def _announce_setup(self) -> None:
         """With no accounts yet, log a one-time link that creates the first (admin) account."""
@@ -106,6 +161,40 @@ class ImgshareService(MultiService):
             await super(ImgshareService, self).stopService()
 
         return Deferred.fromCoroutine(stop())
+
+
+class StartupFailed(Exception):
+    """A start-up step that cannot complete, with what to do about it (no traceback)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _message(error: BaseException | None) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror.lower() if error.errno == errno.EADDRINUSE else error.strerror
+    return str(error) or type(error).__name__
+
+
+_exit_status: list[int] = []
+
+
+def exit_with_status(status: int) -> None:
+    """End the process with ``status`` once twistd has cleaned up and returned (twistd
+    itself always exits 0): the last thing before the interpreter exits."""
+    if not _exit_status:
+        atexit.register(_exit_now)
+    _exit_status[:] = [status]
+
+
+def _exit_now() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(_exit_status[0])
 
 
 async def _stop_port(port: Any) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import sys
 
-from twisted.python import usage
 from twisted.trial import unittest
 
+from imgshare.config import check_public_url, default_public_url, guess_public_url
 from imgshare.options import build_config, resolve
 from imgshare.tap import Options
 
@@ -59,13 +60,57 @@ class OptionsTests(unittest.TestCase):
     def test_public_url_from_listen(self):
         """Without --public-url, the URL follows the first endpoint."""
         self.assertEqual(self.parse(["--listen", "tcp:9000"]).public_url, "http://127.0.0.1:9000")
-        self.assertEqual(self.parse(["--listen", "ssl:443:privateKey=k"]).public_url, "https://127.0.0.1")
+        self.assertEqual(default_public_url("ssl:443:privateKey=k"), "https://127.0.0.1")
+
+    def test_public_url_guesses_and_warnings(self):
+        """Loopback TCP is a sure guess; every other listener warns that --public-url is needed."""
+        sure = {"tcp:8080:interface=127.0.0.1": "http://127.0.0.1:8080",
+                "tcp6:18645:interface=\\:\\:1": "http://[::1]:18645",
+                "ssl:8443:interface=127.0.0.1:privateKey=k": "https://127.0.0.1:8443",
+                "tcp:port=9000:interface=localhost": "http://localhost:9000"}
+        for listen, url in sure.items():
+            self.assertEqual(guess_public_url(listen), (url, None), listen)
+        guessed = {"tcp:8080": "http://127.0.0.1:8080", "haproxy:tcp:18667": "http://127.0.0.1:18667",
+                   "tcp:80:interface=10.0.0.5": "http://10.0.0.5", "unix:/run/imgshare.sock": None,
+                   "systemd:domain=INET:index=0": None}
+        for listen, url in guessed.items():
+            found, warning = guess_public_url(listen)
+            if url is not None:
+                self.assertEqual(found, url, listen)
+            self.assertIn("set --public-url", warning, listen)
+        self.assertIsNone(build_config({"listen": ["tcp:8080"], "public_url": "https://img.example"}
+                                       ).public_url_warning)
+        self.assertIn("proxy", build_config({"listen": ["haproxy:tcp:18667"]}).public_url_warning)
+
+    def test_public_url_is_checked(self):
+        self.assertEqual(check_public_url(" https://img.example.org/ "), "https://img.example.org")
+        self.assertEqual(check_public_url("http://127.0.0.1:8080/pics"), "http://127.0.0.1:8080/pics")
+        for bad in ("notaurl", "ftp://img.example", "https://user:pw@img.example", "https://img.example?a=1",
+                    "https://img.example/#x", "https://img.example:99999", "http://", "//img.example"):
+            with self.assertRaises(ValueError, msg=bad):
+                check_public_url(bad)
+
+    def test_offered_tiers_end_at_max_size(self):
+        """--max-size 1MiB offers one tier (permanent, up to 1 MiB), not the 8 and 32 MiB ones."""
+        config = build_config({"max_size": "1MiB"})
+        self.assertEqual([(t.max_size, t.permanent) for t in config.offered_tiers], [(1024 * 1024, True)])
+        config = build_config({"max_size": "3MiB"})
+        self.assertEqual([t.max_size for t in config.offered_tiers], [2 * 1024 * 1024, 3 * 1024 * 1024])
+        self.assertEqual(len(build_config({}).offered_tiers), 3)
 
     def test_bad_values(self):
-        """Bad values are usage errors that say what is wrong."""
+        """Bad values end the command with status 2 and one line naming the option."""
+        import io
+
         for argv in (["--registration", "maybe"], ["--max-size", "lots"], ["--resize-threads", "x"],
                      ["--rate-limit-ip", "fast"], ["--tiers", "nonsense"], ["--max-pixels", "0"]):
-            self.assertRaises(usage.UsageError, self.parse, argv)
+            err = io.StringIO()
+            self.patch(sys, "stderr", err)
+            with self.assertRaises(SystemExit) as e:
+                self.parse(argv)
+            self.assertEqual(e.exception.code, 2, argv)
+            self.assertIn(argv[0], err.getvalue())
+            self.assertEqual(err.getvalue().count("\n"), 1, err.getvalue())
 
     def test_resolve_ignores_empty(self):
         """Empty environment values count as unset."""
@@ -103,10 +148,14 @@ class TacTests(unittest.TestCase):
 class ConsistencyTests(unittest.TestCase):
     def test_max_size_needs_a_tier(self):
         """A --max-size above the largest lifetime tier is refused with an explanation."""
+        import io
+
         options = Options()
-        with self.assertRaises(usage.UsageError) as e:
+        err = io.StringIO()
+        self.patch(sys, "stderr", err)
+        with self.assertRaises(SystemExit):
             options.parseOptions(["--max-size", "64MiB"])
-        self.assertIn("tier", str(e.exception))
+        self.assertIn("tier", err.getvalue())
         options = Options()
         options.parseOptions(["--max-size", "64MiB", "--tiers", "2MiB:permanent,64MiB:7d"])
         self.assertEqual(options.config.max_size, 64 * 1024 * 1024)

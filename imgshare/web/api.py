@@ -141,7 +141,7 @@ def limits_record(config: Any, flat: bool) -> dict:
             "longest": None if t.longest is None else int(t.longest),
             "default": None if t.default is None else int(t.default),
         }
-        for t in config.tiers
+        for t in config.offered_tiers
     ]
     data: dict[str, Any] = {
         "status": "ok",
@@ -160,7 +160,7 @@ def limits_record(config: Any, flat: bool) -> dict:
     }
     if flat:
         data["types"] = ",".join(data["types"])
-        data["tiers"] = lifetime.format_tiers(config.tiers)
+        data["tiers"] = lifetime.format_tiers(config.offered_tiers)
         data["rate_limits"] = (
             f"ip={config.rate_ip.count}/{config.rate_ip.period:g}s,"
             f"token={config.rate_token.count}/{config.rate_token.period:g}s"

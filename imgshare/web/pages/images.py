@@ -53,7 +53,7 @@ class ImagePages(PageArea):
         pending = await self.library.pending_derivations([i.id for i in shown])
         body = ImagesBody(
             visitor.csrf, [self._image_view(i, i.id in pending, now) for i in shown],
-            self._upload_lifetimes(), words.tiers_in_words(self.config.tiers),
+            self._upload_lifetimes(), words.tiers_in_words(self.config.offered_tiers),
             self.config.max_size, page,
             newer=(f"/images?page={page - 1}" if page > 2 else "/images") if page > 1 else None,
             older=f"/images?page={page + 1}" if len(found) > PAGE_SIZE else None,
@@ -63,7 +63,7 @@ class ImagePages(PageArea):
 
     def _upload_lifetimes(self) -> list[Choice]:
         choices = [Choice(value, label) for value, label in UPLOAD_LIFETIMES]
-        permanent = [t.max_size for t in self.config.tiers if t.permanent]
+        permanent = [t.max_size for t in self.config.offered_tiers if t.permanent]
         if permanent:
             choices.append(Choice("never", f"Forever (files up to {words.size_in_words(max(permanent))})"))
         return choices
