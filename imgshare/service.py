@@ -75,6 +75,7 @@ class ImgshareService(MultiService):
         os.makedirs(self.config.spool_dir, exist_ok=True)
         await self.database.start()
         await self.storage.start()
+        await self.components.presigned.start()  # PUT body limits are read with its secret
         await self._announce_setup()
         self.expiry.startService()
         await self.derivations.release_dead_claimants()
