@@ -168,6 +168,8 @@ class PresignedUploads:
         failure (an outage) gives it back for a retry."""
         if token is None or (isinstance(token, str) and not token.strip()):
             raise errors.BadRequest("completion_token required")
+        if not isinstance(token, str):
+            raise errors.BadRequest("completion_token must be a string")
         if not presign.looks_like_completion_token(token):
             raise errors.NotFound(NO_SUCH_COMPLETION)
         claim = secrets.token_hex(8)

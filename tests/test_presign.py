@@ -289,6 +289,8 @@ class PresignTests(PresignFlow, JsonApiTestCase):
         self.assertIn("completion_token required", self.error(response, answer, 400))
         response, answer = await self.complete("not a token")
         self.error(response, answer, 404)
+        response, answer = await self.complete(12345)
+        self.assertIn("string", self.error(response, answer, 400))
         rows = await self.f.database.run(db.sweepable_grants, 1e12, 1e12, 100)
         self.assertEqual(rows, [])
 
