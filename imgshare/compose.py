@@ -19,6 +19,7 @@ from imgshare.expiry import ExpiryService
 from imgshare.gather import Gatherer
 from imgshare.jobs import Derivations
 from imgshare.library import ImageLibrary
+from imgshare.presign import PresignedUploads
 from imgshare.ratelimit import (
     LOGIN_PER_ACCOUNT,
     LOGIN_PER_ACCOUNT_ADDRESS,
@@ -62,6 +63,7 @@ class Components:
     api: Api
     chevereto: Chevereto
     jsonapi: JsonApi
+    presigned: PresignedUploads
     files: Files
     root: Root
     resource: Any  # IResource: what the site serves
@@ -106,7 +108,7 @@ def build(
     token_limiter = RateLimiter(config.rate_token, reactor, "token")
     api = Api(library, io, ip_limiter, token_limiter, gatherer)
     chevereto = Chevereto(library, io, ip_limiter, token_limiter, gatherer)
-    presigned = None
+    presigned = PresignedUploads(library, database, storage, io, reactor)
     jsonapi = JsonApi(library, io, ip_limiter, token_limiter, presigned)
     files = Files(library, storage, viewer=cookies.account_of)
     root = Root(api, files, pages, chevereto, jsonapi)
@@ -119,9 +121,9 @@ def build(
     )
     derivations = Derivations(library, database, image_runner, config.resize_threads)
     library.on_committed = derivations.wake
-    expiry = ExpiryService(database, library, reactor)
+    expiry = ExpiryService(database, library, reactor, presigned=presigned)
     return Components(
         library=library, accounts=accounts, sessions=sessions, cookies=cookies, throttle=throttle,
-        pages=pages, api=api, chevereto=chevereto, jsonapi=jsonapi, files=files, root=root, resource=resource, site=site,
+        pages=pages, api=api, chevereto=chevereto, jsonapi=jsonapi, presigned=presigned, files=files, root=root, resource=resource, site=site,
         derivations=derivations, expiry=expiry,
     )

@@ -21,11 +21,16 @@ from zope.interface import Attribute, Interface
 from imgshare.domain import naming
 from imgshare.domain.records import (
     DELETED,
+    GRANT_COMPLETING,
+    GRANT_OPEN,
+    GRANT_SPENT,
+    GRANT_STAGED,
     LIVE,
     PENDING,
     RUNNING,
     UPLOADING,
     Account,
+    Grant,
     Image,
     Job,
     Session,
@@ -74,6 +79,11 @@ class AccountGone(Exception):
 class LostClaim(Exception):
     """A derived-file worker no longer holds the job it worked on: its lease ran out
     and another worker claimed the job (or the job is gone)."""
+
+
+class NotHeld(Exception):
+    """A condition a commit depends on no longer holds: a presigned upload's grant
+    was spent, swept or claimed by another completion meanwhile (the commit rolls back)."""
 
 
 class IDatabase(Interface):
@@ -372,9 +382,13 @@ async def _next_free_name(tx: Tx, account: str, name: str, stem: str) -> tuple[s
     return suffixed, naming.name_stem(suffixed)
 
 
-async def commit_image(tx: Tx, image_id: int, now: float) -> Image:
+async def commit_image(tx: Tx, image_id: int, now: float, also: tuple | None = None) -> Image:
     """Make a reserved image live (its original is durably stored) and queue
-    its derived files, in the same transaction."""
+    its derived files, in the same transaction.
+
+    ``also`` is ``(operation, *args)``, run in that transaction too: a presigned
+    upload spends its grant there, so an image and the spending of its grant are
+    committed together or not at all (``NotHeld`` from it rolls everything back)."""
     rows = await tx.execute(
         f"UPDATE images SET state = ? WHERE id = ? AND state = ? RETURNING {_IMAGE}",
         (LIVE, image_id, UPLOADING),
@@ -387,6 +401,8 @@ async def commit_image(tx: Tx, image_id: int, now: float) -> Image:
         "INSERT INTO jobs (image_id, state, available_at, created) VALUES (?, ?, ?, ?)",
         (image_id, PENDING, now, now),
     )
+    if also is not None:
+        await also[0](tx, *also[1:])
     return image
 
 
@@ -657,6 +673,131 @@ async def pending_images(tx: Tx, image_ids: list[int]) -> set[int]:
     marks = ", ".join("?" for _ in image_ids)
     rows = await tx.execute(f"SELECT image_id FROM jobs WHERE image_id IN ({marks})", image_ids)
     return {r[0] for r in rows}
+
+
+# ------------------------------------------------------------- upload grants
+
+_GRANT = Columns(Grant, ("id", "account", "filename", "size_limit", "keep_name", "name", "expire", "created",
+                          "expires", "state", "put_attempts", "staged_attempt", "staged_size", "staged_sha256"),
+                 flags=("keep_name",))
+
+
+async def create_grant(
+    tx: Tx, grant_id: str, account: str, digest: str, filename: str, size_limit: int, keep_name: bool,
+    name: str | None, expire: str | None, now: float, expires: float,
+) -> Grant:
+    """Record a presigned upload; AccountGone if the account was removed meanwhile."""
+    await _lock_account(tx, account)
+    rows = await tx.execute(
+        "INSERT INTO upload_grants (id, account, completion_digest, filename, size_limit, keep_name, name, "
+        f"expire, created, expires, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_GRANT}",
+        (grant_id, account, digest, filename, size_limit, keep_name, name, expire, now, expires, GRANT_OPEN),
+    )
+    return _GRANT.record(rows[0])
+
+
+async def begin_grant_put(tx: Tx, grant_id: str, now: float, max_attempts: int) -> int | None:
+    """Count one PUT attempt of an open, unexpired grant; its number (each attempt
+    stages under its own key, recorded here before any byte reaches storage, so
+    the sweep knows every key an attempt may have left).  None when the grant is
+    unknown, expired, already staged or out of attempts."""
+    rows = await tx.execute(
+        "UPDATE upload_grants SET put_attempts = put_attempts + 1 "
+        "WHERE id = ? AND state = ? AND expires > ? AND put_attempts < ? RETURNING put_attempts",
+        (grant_id, GRANT_OPEN, now, max_attempts),
+    )
+    return rows[0][0] if rows else None
+
+
+async def stage_grant(tx: Tx, grant_id: str, attempt: int, size: int, sha256: str, now: float) -> bool:
+    """Record that attempt ``attempt`` staged the grant's bytes; False (nothing
+    changed) when another attempt staged first or the grant expired or went."""
+    rows = await tx.execute(
+        "UPDATE upload_grants SET state = ?, staged_attempt = ?, staged_size = ?, staged_sha256 = ? "
+        "WHERE id = ? AND state = ? AND expires > ? RETURNING id",
+        (GRANT_STAGED, attempt, size, sha256, grant_id, GRANT_OPEN, now),
+    )
+    return bool(rows)
+
+
+async def claim_grant(
+    tx: Tx, digest: str, account: str, claim: str, now: float, claim_until: float,
+) -> tuple[str, Grant | None]:
+    """Take the grant with this completion digest for one completion, until
+    ``claim_until``.  ``("claimed", grant)``, or the reason it cannot be taken:
+    ``missing`` (unknown, expired, or spent), ``other_account``, ``not_staged`` (no
+    PUT has brought its bytes yet), ``busy`` (another completion holds it).  A
+    claim whose holder died is free again after ``claim_until``; the image commit
+    spends the grant only under the claim that took it (``spend_grant``)."""
+    rows = await tx.execute(
+        f"SELECT {_GRANT}, claim_until FROM upload_grants WHERE completion_digest = ?", (digest,)
+    )
+    if not rows:
+        return "missing", None
+    grant, held_until = _GRANT.record(rows[0][:-1]), rows[0][-1]
+    if grant.expires <= now or grant.state == GRANT_SPENT:
+        return "missing", None
+    if grant.account != account:
+        return "other_account", None
+    if grant.state == GRANT_OPEN:
+        return "not_staged", None
+    if grant.state == GRANT_COMPLETING and held_until is not None and held_until > now:
+        return "busy", None
+    taken = await tx.execute(
+        f"UPDATE upload_grants SET state = ?, claim = ?, claim_until = ? WHERE id = ? AND expires > ? AND "
+        f"(state = ? OR (state = ? AND claim_until <= ?)) RETURNING {_GRANT}",
+        (GRANT_COMPLETING, claim, claim_until, grant.id, now, GRANT_STAGED, GRANT_COMPLETING, now),
+    )
+    if not taken:
+        return "busy", None
+    return "claimed", _GRANT.record(taken[0])
+
+
+async def spend_grant(tx: Tx, grant_id: str, claim: str) -> None:
+    """The grant is used up (its image is committed in this very transaction, or its
+    bytes were refused); NotHeld unless this claim still holds it."""
+    rows = await tx.execute(
+        "UPDATE upload_grants SET state = ?, claim = NULL, claim_until = NULL "
+        "WHERE id = ? AND state = ? AND claim = ? RETURNING id",
+        (GRANT_SPENT, grant_id, GRANT_COMPLETING, claim),
+    )
+    if not rows:
+        raise NotHeld(grant_id)
+
+
+async def release_grant(tx: Tx, grant_id: str, claim: str) -> bool:
+    """Give a claimed grant back (its completion failed for a reason that may pass:
+    an outage): it is staged again, for the client to retry."""
+    rows = await tx.execute(
+        "UPDATE upload_grants SET state = ?, claim = NULL, claim_until = NULL "
+        "WHERE id = ? AND state = ? AND claim = ? RETURNING id",
+        (GRANT_STAGED, grant_id, GRANT_COMPLETING, claim),
+    )
+    return bool(rows)
+
+
+@readonly
+async def sweepable_grants(tx: Tx, now: float, expired_before: float, limit: int) -> list[Grant]:
+    """Grants whose staged objects and row must go: spent ones, and those that expired
+    before ``expired_before`` (a grace after their expiry, for a PUT still under
+    way) unless a completion's claim still holds them."""
+    rows = await tx.execute(
+        f"SELECT {_GRANT} FROM upload_grants WHERE state = ? OR (expires <= ? AND "
+        "(state <> ? OR claim_until IS NULL OR claim_until <= ?)) ORDER BY expires LIMIT ?",
+        (GRANT_SPENT, expired_before, GRANT_COMPLETING, now, limit),
+    )
+    return [_GRANT.record(r) for r in rows]
+
+
+async def remove_grant(tx: Tx, grant_id: str) -> None:
+    """Drop a grant's row once its staged objects are gone."""
+    await tx.execute("DELETE FROM upload_grants WHERE id = ?", (grant_id,))
+
+
+@single_read
+async def get_grant(tx: Tx, grant_id: str) -> Grant | None:
+    rows = await tx.execute(f"SELECT {_GRANT} FROM upload_grants WHERE id = ?", (grant_id,))
+    return _GRANT.record(rows[0]) if rows else None
 
 
 # ------------------------------------------------------------------ settings

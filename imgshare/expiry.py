@@ -24,11 +24,14 @@ BATCH = 100
 MAX_BATCHES = 20
 
 
-async def expire_once(database: Any, library: ImageLibrary, now: float) -> tuple[int, int]:
+async def expire_once(
+    database: Any, library: ImageLibrary, now: float, presigned: Any = None,
+) -> tuple[int, int]:
     """One pass at time ``now`` over ``database`` (an IDatabase) and ``library``;
     returns (tokens deleted, images purged).
 
-    Expired browser sessions are deleted too (and only logged)."""
+    Expired browser sessions are deleted too, and spent or expired presigned-upload
+    grants (``presigned.sweep``: their staged objects and rows), which are only logged."""
     tokens = await database.run(db.delete_expired_tokens, now)
     if tokens:
         log.info("expired {count} token(s)", count=tokens)
@@ -46,6 +49,10 @@ async def expire_once(database: Any, library: ImageLibrary, now: float) -> tuple
                 purged += 1
         if len(batch) < BATCH:
             break
+    if presigned is not None:
+        grants = await presigned.sweep(now)
+        if grants:
+            log.info("removed {count} spent or expired presigned upload(s)", count=grants)
     swept = await library.sweep_spool(now)
     if swept:
         log.info("removed {count} leftover spool file(s)", count=swept)
@@ -55,14 +62,19 @@ async def expire_once(database: Any, library: ImageLibrary, now: float) -> tuple
 class ExpiryService(TimerService):
     """Runs ``expire_once`` every ``interval`` seconds of ``clock``."""
 
-    def __init__(self, database: Any, library: ImageLibrary, clock: Any, interval: float = INTERVAL):
+    def __init__(
+        self, database: Any, library: ImageLibrary, clock: Any, interval: float = INTERVAL, *,
+        presigned: Any = None,
+    ):
         super().__init__(interval, self.tick)
         self.clock = clock
         self.database = database
         self.library = library
+        #: Presigned uploads (``imgshare.presign.PresignedUploads``), swept each pass.
+        self.presigned = presigned
 
     def tick(self) -> Deferred[None]:
-        d = Deferred.fromCoroutine(expire_once(self.database, self.library, self.clock.seconds()))
+        d = Deferred.fromCoroutine(expire_once(self.database, self.library, self.clock.seconds(), self.presigned))
         d.addCallback(lambda _: None)
         d.addErrback(lambda f: log.failure("expiry pass failed; retrying next time", f))
         return d

@@ -110,8 +110,13 @@ class ImageLibrary:
     async def upload(
         self, account: str, path: str, client_filename: str | None, *,
         keep_name: bool = False, name: str | None = None, expire: str | None = None,
+        also: tuple | None = None,
     ) -> Image:
         """Store the file at ``path`` for ``account``; return its live record.
+
+        ``also`` (``(operation, *args)``) runs in the commit's transaction: a
+        presigned upload spends its grant there; its ``db.NotHeld`` undoes the
+        upload like any failed commit and is raised as it is.
 
         Answers only after the original is durably stored and its row committed.
         On a storage or database failure the answer is 503 at once and nothing is
@@ -141,7 +146,10 @@ class ImageLibrary:
             self._forget_upload(image)
             raise errors.Unavailable("storage is unavailable; nothing was stored") from e
         try:
-            image = await self._db(db.commit_image, image.id, self.now())
+            image = await self._db(db.commit_image, image.id, self.now(), also)
+        except db.NotHeld:
+            self._forget_upload(image)
+            raise
         except (db.AccountGone, db.Conflict):
             # The account was removed while the file was being stored.
             self._forget_upload(image)

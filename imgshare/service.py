@@ -124,6 +124,7 @@ class ImgshareService(MultiService):
             await self.storage.start()
         except Exception as e:
             raise StartupFailed(f"{_message(e)}: check --storage (bucket, endpoint, credentials)") from e
+        await self.components.presigned.start()  # PUT body limits are read with its secret
         if config.public_url_warning:
             log.warn("{warning}", warning=config.public_url_warning)
         await self._announce_setup()

@@ -187,7 +187,9 @@ async def make_fixture(
         network = MemoryNetwork(live=global_reactor if threaded else None)
     settings = test_config(data_dir, **config)
     gatherer = make_gatherer(settings, clock) if make_gatherer is not None else None
-    return Fixture(testcase, database, storage or MemoryStorage(), clock, settings, gatherer, network)
+    fixture = Fixture(testcase, database, storage or MemoryStorage(), clock, settings, gatherer, network)
+    await fixture.components.presigned.start()  # as the service does before it listens
+    return fixture
 
 
 class _ServerTransport(iosim.FakeTransport):

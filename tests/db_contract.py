@@ -536,3 +536,76 @@ class DatabaseContract:
                           "not once an account exists")
         self.assertEqual(await self.q(db.setting_or_insert, "secret", "first"), "first")
         self.assertEqual(await self.q(db.setting_or_insert, "secret", "second"), "first")
+
+    async def _grant(self, grant_id="ab" * 16, digest="cd" * 32, expires=T + 900):
+        if await self.q(db.get_account, "kitten") is None:
+            await self.q(db.create_account, "kitten", "h", False, T)
+        return await self.q(db.create_grant, grant_id, "kitten", digest, "a.jpg", 100, True, None, "1d", T, expires)
+
+    async def test_upload_grants(self):
+        """A grant's life: PUT attempts counted while open, staged once, claimed by one
+        completion at a time (a dead holder's claim freed by its lease), given back,
+        spent only under its claim, then swept."""
+        await self._db()
+        grant = await self._grant()
+        self.assertEqual((grant.state, grant.keep_name, grant.expire, grant.put_attempts), ("open", True, "1d", 0))
+        self.assertEqual(await self.q(db.claim_grant, "cd" * 32, "kitten", "c0", T, T + 300), ("not_staged", None))
+        self.assertEqual(await self.q(db.begin_grant_put, grant.id, T, 2), 1)
+        self.assertEqual(await self.q(db.begin_grant_put, grant.id, T, 2), 2)
+        self.assertIsNone(await self.q(db.begin_grant_put, grant.id, T, 2), "out of attempts")
+        self.assertTrue(await self.q(db.stage_grant, grant.id, 2, 90, "ef" * 32, T))
+        self.assertFalse(await self.q(db.stage_grant, grant.id, 1, 90, "ef" * 32, T), "staged once")
+        self.assertEqual(await self.q(db.claim_grant, "cd" * 32, "bear", "c1", T, T + 300), ("other_account", None))
+        outcome, claimed = await self.q(db.claim_grant, "cd" * 32, "kitten", "c1", T, T + 300)
+        self.assertEqual((outcome, claimed.state, claimed.staged_attempt, claimed.staged_size), ("claimed", "completing", 2, 90))
+        self.assertEqual(await self.q(db.claim_grant, "cd" * 32, "kitten", "c2", T + 10, T + 310), ("busy", None))
+        outcome, _ = await self.q(db.claim_grant, "cd" * 32, "kitten", "c2", T + 300, T + 600)
+        self.assertEqual(outcome, "claimed", "the first holder's lease ran out")
+        self.assertFalse(await self.q(db.release_grant, grant.id, "c1"))
+        with self.assertRaises(db.NotHeld):
+            await self.q(db.spend_grant, grant.id, "c1")
+        self.assertTrue(await self.q(db.release_grant, grant.id, "c2"))
+        self.assertEqual((await self.q(db.get_grant, grant.id)).state, "staged")
+        self.assertEqual(await self.q(db.sweepable_grants, T, T, 10), [])
+        await self.q(db.claim_grant, "cd" * 32, "kitten", "c3", T, T + 300)
+        await self.q(db.spend_grant, grant.id, "c3")
+        self.assertEqual(await self.q(db.claim_grant, "cd" * 32, "kitten", "c4", T, T + 300), ("missing", None))
+        self.assertEqual([g.id for g in await self.q(db.sweepable_grants, T, T, 10)], [grant.id], "spent: at once")
+        await self.q(db.remove_grant, grant.id)
+        self.assertIsNone(await self.q(db.get_grant, grant.id))
+
+    async def test_expired_grants(self):
+        """An expired grant takes no PUT and no claim, and is swept once past the grace,
+        unless a live claim still holds it."""
+        await self._db()
+        grant = await self._grant(expires=T + 900)
+        self.assertIsNone(await self.q(db.begin_grant_put, grant.id, T + 900, 10))
+        self.assertEqual(await self.q(db.sweepable_grants, T + 1000, T + 899, 10), [])
+        self.assertEqual([g.id for g in await self.q(db.sweepable_grants, T + 1200, T + 900, 10)], [grant.id])
+        held = await self._grant("12" * 16, "34" * 32, expires=T + 900)
+        await self.q(db.begin_grant_put, held.id, T, 10)
+        await self.q(db.stage_grant, held.id, 1, 5, "ef" * 32, T)
+        await self.q(db.claim_grant, "34" * 32, "kitten", "c", T + 800, T + 1100)
+        self.assertEqual(await self.q(db.claim_grant, "34" * 32, "kitten", "d", T + 900, T + 1200), ("missing", None))
+        swept = [g.id for g in await self.q(db.sweepable_grants, T + 1000, T + 950, 10)]
+        self.assertEqual(swept, [grant.id], "the held grant waits for its claim to end")
+        swept = [g.id for g in await self.q(db.sweepable_grants, T + 1100, T + 950, 10)]
+        self.assertEqual(sorted(swept), sorted([grant.id, held.id]))
+
+    async def test_grant_spent_with_the_image_commit(self):
+        """commit_image runs ``also`` in its transaction: under a lost claim the image stays
+        uncommitted and the grant untouched; under the live claim both commit together."""
+        await self._db()
+        grant = await self._grant()
+        await self.q(db.begin_grant_put, grant.id, T, 10)
+        await self.q(db.stage_grant, grant.id, 1, 5, "ef" * 32, T)
+        await self.q(db.claim_grant, "cd" * 32, "kitten", "mine", T, T + 300)
+        image = await self._image(live=False)
+        with self.assertRaises(db.NotHeld):
+            await self.q(db.commit_image, image.id, T, (db.spend_grant, grant.id, "not mine"))
+        self.assertEqual((await self.q(db.get_image, "kitten", image.name)).state, UPLOADING)
+        self.assertFalse(await self.q(db.has_job, image.id), "rolled back with the grant")
+        self.assertEqual((await self.q(db.get_grant, grant.id)).state, "completing")
+        live = await self.q(db.commit_image, image.id, T, (db.spend_grant, grant.id, "mine"))
+        self.assertEqual(live.state, LIVE)
+        self.assertEqual((await self.q(db.get_grant, grant.id)).state, "spent")

@@ -126,3 +126,35 @@ class Session:
     is_admin: bool
     created: float
     expires: float
+
+
+# Presigned-upload grant states (schema 007): "open" until a PUT's bytes are staged
+# in storage; "staged" once they are; "completing" while a complete holds its claim;
+# "spent" once its image is committed or its bytes were refused (only the staged
+# objects and the row remain, for the sweep).
+GRANT_OPEN = "open"
+GRANT_STAGED = "staged"
+GRANT_COMPLETING = "completing"
+GRANT_SPENT = "spent"
+
+
+@attrs.frozen
+class Grant:
+    """A presigned upload's row: who may complete it, what it may carry, and where its
+    bytes are staged once a PUT brought them (the completion token is never stored,
+    only its SHA-256)."""
+
+    id: str
+    account: str
+    filename: str
+    size_limit: int
+    keep_name: bool
+    name: str | None
+    expire: str | None
+    created: float
+    expires: float
+    state: str
+    put_attempts: int
+    staged_attempt: int | None
+    staged_size: int | None
+    staged_sha256: str | None

@@ -9,15 +9,16 @@ with this family's body ``{"success": false, "status": "error", "error": …}``.
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Any, ClassVar
+from typing import Any, BinaryIO, ClassVar
 
 import attrs
 from klein import Klein
 from python_multipart.multipart import parse_options_header
 from twisted.python.failure import Failure
 
-from imgshare.domain import errors, jsonapi, output
+from imgshare.domain import errors, jsonapi, output, presign
 from imgshare.domain.records import Token
 from imgshare.library import ImageLibrary
 from imgshare.ratelimit import RateLimiter
@@ -34,6 +35,10 @@ SEGMENTS = (b"upload", b"images", b"image")
 BASE64_FIELDS = ("file_base64", "base64")
 #: Where a presigned upload's bytes are PUT (``<PUT_PREFIX><opaque>``).
 PUT_PREFIX = b"/api/v1/upload/put/"
+#: The small JSON bodies of presign and complete (20 entries fit many times over).
+SMALL_JSON_BODY = 64 * 1024
+SMALL_JSON_PATHS = (b"/api/v1/upload/presign", b"/api/v1/upload/presign/batch",
+                    b"/api/v1/upload/complete", b"/api/v1/upload/complete/batch")
 
 
 @attrs.define
@@ -56,13 +61,15 @@ class JsonApi:
     def _answer(self, request: Any, status: int, data: dict[str, Any]) -> bytes:
         return respond(request, status, data)
 
-    async def _token(self, request: Any, form: Form | None = None) -> Token:
+    async def _token(self, request: Any, form: Form | None = None, *, body_credential: str | None = None) -> Token:
         """The caller's token (PEERS section 0.1: headers, then ``key`` and ``token`` in
-        ``form``'s body, then in the query), counted against its rate limit."""
+        ``form``'s body, or ``body_credential`` from a JSON body, then in the query),
+        counted against its rate limit."""
         if form is not None:
             found = credential(request, form)
         else:
-            found = header_credential(request) or _first(query(request, "key"), query(request, "token"))
+            found = (header_credential(request) or body_credential
+                     or _first(query(request, "key"), query(request, "token")))
         token = await self.library.authenticate(found)
         self.token_limiter.check(f"token:{token.id}")
         return token
@@ -147,7 +154,83 @@ class JsonApi:
         return dict(keep_name=output.is_true(form.get("keep_name")), name=name, expire=expire)
 
     # ---------------------------------------------------- presigned uploads
-    # (section owned by the presigned-uploads work)
+    # presign -> PUT -> complete (imgshare.presign): the grant is a database row
+    # and the PUT's bytes are staged in storage, so any process can take any step.
+
+    async def _json_request(self, request: Any, credential_fields: tuple[str, ...]) -> tuple[dict[str, Any], Token]:
+        """Method and address checks, then the JSON body (read in the io pool) and the
+        caller's token: from a header first (checked before the body is read), else
+        from ``credential_fields`` of the body, else from the query."""
+        self._start(request, b"POST")
+        token = await self._token(request) if header_credential(request) else None
+        ctype, _ = parse_options_header(request.getHeader(b"content-type") or b"")
+        if ctype != b"application/json":
+            raise errors.UnsupportedType("send a JSON body (Content-Type: application/json)")
+        body = await self.io.run(_read_json, request.content)
+        if token is None:
+            found = next((body[f].strip() for f in credential_fields
+                          if isinstance(body.get(f), str) and body[f].strip()), None)
+            token = await self._token(request, body_credential=found)
+        return body, token
+
+    @app.route("/upload/presign", endpoint="presign")
+    async def presign(self, request: Any) -> bytes:
+        body, token = await self._json_request(request, ("key", "token"))
+        entry = presign.parse_presign(body, self.config.max_size)
+        answer = await self.presigned.presign(token.account, entry)
+        return self._answer(request, 200, {**jsonapi.OK, **answer})
+
+    @app.route("/upload/presign/batch", endpoint="presign_batch")
+    async def presign_batch(self, request: Any) -> bytes:
+        body, token = await self._json_request(request, ("key", "token"))
+        entries = presign.batch_list(body, "files")
+        uploads = []
+        for entry in entries:  # each grant on its own: a bad entry loses no good one
+            try:
+                wanted = presign.parse_presign(entry, self.config.max_size, defaults=body)
+                uploads.append(await self.presigned.presign(token.account, wanted))
+            except errors.ApiError as e:
+                uploads.append(presign.entry_error(e))
+        return self._batch_answer(request, "uploads", uploads)
+
+    @app.route("/upload/put/<opaque>", endpoint="presigned_put")
+    async def presigned_put(self, request: Any, opaque: str) -> bytes:
+        # No token: the signed URL is the credential, as an S3 presigned URL is.
+        self._start(request, b"PUT")
+        answer = await self.presigned.receive(opaque, request.content)
+        return self._answer(request, 200, answer)
+
+    @app.route("/upload/complete", endpoint="complete")
+    async def complete(self, request: Any) -> bytes:
+        # The body's "token" is the completion token here (imgtree's alias), so the
+        # API token comes from a header, the body's "key", or the query.
+        body, token = await self._json_request(request, ("key",))
+        completion = body.get("completion_token", body.get("token"))
+        image = await self.presigned.complete(token.account, completion)
+        request.setHeader(b"Imgshare-Expires", output.expires_header(image).encode())
+        obj = jsonapi.image_object(image, self.config.public_url)
+        return self._answer(request, 200, jsonapi.upload_body([obj]))
+
+    @app.route("/upload/complete/batch", endpoint="complete_batch")
+    async def complete_batch(self, request: Any) -> bytes:
+        body, token = await self._json_request(request, ("key",))
+        tokens = presign.batch_list(body, "completion_tokens", "tokens")
+        images = []
+        for completion in tokens:  # each committed on its own
+            try:
+                image = await self.presigned.complete(token.account, completion)
+                images.append(jsonapi.image_object(image, self.config.public_url))
+            except errors.ApiError as e:
+                images.append(presign.entry_error(e))
+        return self._batch_answer(request, "images", images)
+
+    def _batch_answer(self, request: Any, name: str, entries: list[dict[str, Any]]) -> bytes:
+        """A batch's answer in input order; when every entry failed, the first one's
+        status and message, as an upload batch answers (PEERS section 2)."""
+        if all("error" in e for e in entries):
+            first = entries[0]
+            return self._answer(request, first["status"], {**jsonapi.error_body(first["error"]), name: entries})
+        return self._answer(request, 200, {**jsonapi.OK, name: entries})
 
     # ------------------------------------------------- list, get and delete
     # (section owned by the list/get/delete work)
@@ -177,6 +260,8 @@ def body_limit(config: Any, presigned: Any, path: bytes, request: Any) -> int:
             return config.max_batch_body
         if ctype == b"application/json":
             return config.max_encoded_body
+    elif path in SMALL_JSON_PATHS:
+        return SMALL_JSON_BODY
     elif path.startswith(PUT_PREFIX) and presigned is not None:
         limit = presigned.body_limit(path[len(PUT_PREFIX):].decode("ascii", "replace"))
         if limit is not None:
@@ -191,6 +276,8 @@ def discovery_record(config: Any) -> dict[str, Any]:
     record = {**jsonapi.OK, **limits_record(config, flat=False)}
     record["status"] = "ok"
     record["max_files_per_request"] = config.max_files
+    record["presign_lifetime"] = presign.LIFETIME
+    record["max_presign_batch"] = presign.MAX_BATCH
     record["routes"] = ROUTES
     return record
 
@@ -198,6 +285,11 @@ def discovery_record(config: Any) -> dict[str, Any]:
 #: The endpoints ``GET /api/v1/upload`` names.
 ROUTES: dict[str, str] = {
     "upload": "POST /api/v1/upload",
+    "presign": "POST /api/v1/upload/presign",
+    "presign_batch": "POST /api/v1/upload/presign/batch",
+    "put": "PUT /api/v1/upload/put/<opaque>",
+    "complete": "POST /api/v1/upload/complete",
+    "complete_batch": "POST /api/v1/upload/complete/batch",
 }
 
 
@@ -208,3 +300,19 @@ def _remove_all(paths: list[str]) -> None:
 
 def _first(*values: str | None) -> str | None:
     return next((v.strip() for v in values if v and v.strip()), None)
+
+
+def _read_json(content: BinaryIO) -> dict[str, Any]:
+    """A spooled JSON body as an object (blocking: run it in the io pool); 400 if it
+    is empty, malformed, or not an object."""
+    content.seek(0)
+    raw = content.read()
+    if not raw.strip():
+        raise errors.BadRequest("empty body: send a JSON object")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise errors.BadRequest("malformed JSON body") from None
+    if not isinstance(body, dict):
+        raise errors.BadRequest("the JSON body must be an object")
+    return body

@@ -449,6 +449,19 @@ class ImgshareRequest(server.Request):
         self._close(400, f"chunked body of tiny chunks: they must average at least {MIN_AVERAGE_CHUNK} bytes")
 
 
+#: Paths whose last part is a credential (a presigned upload's PUT URL, PEERS section 2).
+SECRET_PATH_PREFIXES = (b"/api/v1/upload/put/",)
+
+
+def redact_uri(uri: bytes) -> bytes:
+    """``uri`` as logs may show it: query values, and the credential of a secret path, as ``*``."""
+    for prefix in SECRET_PATH_PREFIXES:
+        if uri.startswith(prefix):
+            rest = uri[len(prefix):]
+            uri = prefix + b"*" + (b"?" + rest.partition(b"?")[2] if b"?" in rest else b"")
+    return redact_query(uri)
+
+
 def redact_query(uri: bytes) -> bytes:
     """``uri`` with every query value replaced by ``*`` (a query may carry a token or a code)."""
     path, question, query = uri.partition(b"?")
@@ -464,7 +477,7 @@ class _LoggedRequest:
     def __init__(self, request: Any):
         self._request = request
         self.method = request.method
-        self.uri = redact_query(request.uri)
+        self.uri = redact_uri(request.uri)
         self.clientproto = request.clientproto
         self.code = request.code
         self.sentLength = request.sentLength
