@@ -177,6 +177,10 @@ def split_statements(script: str) -> list[str]:
     return [s.strip() for s in "\n".join(lines).split(";\n") if s.strip().rstrip(";").strip()]
 
 
+class SchemaTooNew(Exception):
+    """The database was migrated by a newer IMGSHARE."""
+
+
 async def current_version(tx: Tx) -> int:
     await tx.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
     rows = await tx.execute("SELECT MAX(version) FROM schema_version")
@@ -184,8 +188,16 @@ async def current_version(tx: Tx) -> int:
 
 
 async def migrate(tx: Tx, files: list[tuple[int, str]]) -> int:
-    """Apply every schema file newer than the recorded version; return the new version."""
+    """Apply every schema file newer than the recorded version; return the new version.
+
+    A database migrated by a newer IMGSHARE (a downgrade) is refused: this version
+    would not know its tables' meaning."""
     version = await current_version(tx)
+    known = max((number for number, _ in files), default=0)
+    if version > known:
+        raise SchemaTooNew(f"the database schema is version {version}, newer than this IMGSHARE "
+                           f"knows ({known}): run the newer IMGSHARE, or restore the backup taken "
+                           "before the upgrade")
     for number, script in files:
         if number <= version:
             continue

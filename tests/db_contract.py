@@ -43,6 +43,14 @@ class DatabaseContract:
         self.assertEqual(version, files[-1][0])
         self.assertEqual(await self.q(db.migrate, files), version)
 
+    async def test_a_newer_schema_is_refused(self):
+        """A database a newer IMGSHARE migrated (a downgrade) is refused, naming both versions."""
+        await self._db()
+        files = db.schema_files(self.database.dialect)
+        with self.assertRaises(db.SchemaTooNew) as e:
+            await self.q(db.migrate, files[:-1])
+        self.assertIn(f"version {files[-1][0]}", str(e.exception))
+
     async def test_delete_digest_and_original_name(self):
         """An image keeps the client's file name and its delete link's digest; an image
         without a link reads back None."""
