@@ -25,43 +25,60 @@ def photo(seed: int) -> bytes:
     return out.getvalue()
 
 
+def http_client() -> HTTPClient:
+    return HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
+
+
+async def server_with_uploads(testcase: unittest.TestCase, count: int, *args: str):
+    """A data folder with account kitten and its token, a server on it, and ``count``
+    photos uploaded through img_upload.php: (data folder, token, server, [(record, bytes)])."""
+    data = os.path.abspath(testcase.mktemp())
+    admin(data, "user", "add", "kitten", stdin="a long password\n")
+    token = admin(data, "token", "create", "kitten").strip()
+    server = await ServerProcess(data, *args).start()
+    testcase.addCleanup(server.stop)
+    http = http_client()
+    uploaded = []
+    for i in range(count):
+        body = photo(i)
+        response = await http.post(server.url + "/api/v1/img_upload.php", data={"token": token},
+                                   files={"file": (f"{i}.jpg", "image/jpeg", body)})
+        record = json.loads(await response.content())
+        testcase.assertEqual(response.code, 200, record)
+        uploaded.append((record, body))
+    return data, token, server, uploaded
+
+
+async def assert_all_served(testcase: unittest.TestCase, server: ServerProcess, uploaded: list) -> None:
+    """Every original identical, and every resized copy a JPEG (made now if it was not yet)."""
+    http = http_client()
+    for record, body in uploaded:
+        path = record["urls"]["original"].split("/img/", 1)[1]
+        response = await http.get(f"{server.url}/img/{path}")
+        testcase.assertEqual((response.code, await response.content()), (200, body))
+        for variant in ("xga", "vga", "qvga"):
+            path = record["urls"][variant].split("/img/", 1)[1]
+            for _attempt in range(6):  # each GET waits up to 10 s server-side
+                response = await http.get(f"{server.url}/img/{path}")
+                content = await response.content()
+                if response.code != 503:
+                    break
+            testcase.assertEqual(response.code, 200, (variant, content[:200]))
+            testcase.assertEqual(Image.open(io.BytesIO(content)).format, "JPEG")
+
+
 class KillNineTests(unittest.TestCase):
     timeout = 300
 
     async def test_kill_9_after_uploads(self):
         """kill -9 right after 10 uploads, restart: every original is served identical and every
         derived file appears."""
-        data = os.path.abspath(self.mktemp())
-        admin(data, "user", "add", "kitten", stdin="a long password\n")
-        token = admin(data, "token", "create", "kitten").strip()
-        http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
-        server = await ServerProcess(data, "--resize-threads", "1").start()
-        self.addCleanup(server.stop)
-        uploaded = []
-        for i in range(10):
-            body = photo(i)
-            response = await http.post(server.url + "/api/v1/img_upload.php", data={"token": token},
-                                       files={"file": (f"{i}.jpg", "image/jpeg", body)})
-            record = json.loads(await response.content())
-            self.assertEqual(response.code, 200, record)
-            uploaded.append((record, body))
+        data, _, server, uploaded = await server_with_uploads(self, 10, "--resize-threads", "1")
         server.stop(signal.SIGKILL)
 
         server = await ServerProcess(data).start()
         self.addCleanup(server.stop)
-        for record, body in uploaded:
-            path = record["urls"]["original"].split("/img/", 1)[1]
-            response = await http.get(f"{server.url}/img/{path}")
-            self.assertEqual((response.code, await response.content()), (200, body))
-            for variant in ("xga", "vga", "qvga"):
-                path = record["urls"][variant].split("/img/", 1)[1]
-                for _attempt in range(6):  # each GET waits up to 10 s server-side
-                    response = await http.get(f"{server.url}/img/{path}")
-                    content = await response.content()
-                    if response.code != 503:
-                        break
-                self.assertEqual(response.code, 200, (variant, content[:200]))
-                self.assertEqual(Image.open(io.BytesIO(content)).format, "JPEG")
+        await assert_all_served(self, server, uploaded)
 
 
 def noisy_photo(seed: int) -> bytes:
@@ -86,7 +103,7 @@ class KillNineBatchTests(unittest.TestCase):
         data = os.path.abspath(self.mktemp())
         admin(data, "user", "add", "kitten", stdin="a long password\n")
         token = admin(data, "token", "create", "kitten").strip()
-        http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
+        http = http_client()
         photos = [noisy_photo(i) for i in range(10)]
         digests = {hashlib.sha256(p).hexdigest(): p for p in photos}
         body, headers = files_body([("file", f"{i}.jpg", p) for i, p in enumerate(photos)])
@@ -134,20 +151,7 @@ class BackupRestoreTests(unittest.TestCase):
         import shutil
         import sqlite3
 
-        data = os.path.abspath(self.mktemp())
-        admin(data, "user", "add", "kitten", stdin="a long password\n")
-        token = admin(data, "token", "create", "kitten").strip()
-        http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
-        server = await ServerProcess(data).start()
-        self.addCleanup(server.stop)
-        uploaded = []
-        for i in range(3):
-            body = photo(i)
-            response = await http.post(server.url + "/api/v1/img_upload.php", data={"token": token},
-                                       files={"file": (f"{i}.jpg", "image/jpeg", body)})
-            record = json.loads(await response.content())
-            self.assertEqual(response.code, 200, record)
-            uploaded.append((record, body))
+        data, token, server, uploaded = await server_with_uploads(self, 3)
         backup = os.path.abspath(self.mktemp())
         os.makedirs(backup)
         # 1. the database, online (what `sqlite3 imgshare.sqlite3 ".backup backup.sqlite3"` does)
@@ -162,18 +166,8 @@ class BackupRestoreTests(unittest.TestCase):
 
         restored = await ServerProcess(backup).start()
         self.addCleanup(restored.stop)
-        for record, body in uploaded:
-            path = record["urls"]["original"].split("/img/", 1)[1]
-            response = await http.get(f"{restored.url}/img/{path}")
-            self.assertEqual((response.code, await response.content()), (200, body))
-            for variant in ("xga", "vga", "qvga"):
-                path = record["urls"][variant].split("/img/", 1)[1]
-                for _attempt in range(6):  # copies not made before the backup are made now
-                    response = await http.get(f"{restored.url}/img/{path}")
-                    content = await response.content()
-                    if response.code != 503:
-                        break
-                self.assertEqual(response.code, 200, (variant, content[:200]))
+        await assert_all_served(self, restored, uploaded)
+        http = http_client()
         response = await http.post(restored.url + "/api/v1/img_upload.php", data={"token": token},
                                    files={"file": ("after.jpg", "image/jpeg", photo(9))})
         self.assertEqual(response.code, 200, await response.content())

@@ -81,12 +81,20 @@ def _text(raw: bytes) -> str:
     return raw.decode("utf-8", errors="replace")
 
 
-class _Spooling:
+class Spooling:
     """What the body parsers share: the form being built and the part being spooled."""
 
     form: Form
-    _out: IO[bytes] | None
-    _out_path: str
+    _out: IO[bytes] | None = None
+    _out_path: str = ""
+
+    def _begin(self, spool_dir: str, spooled: tuple[str, ...], max_spooled: int) -> None:
+        """Start an empty form whose fields named in ``spooled`` go to spool files."""
+        self.form = Form()
+        self._spool_dir = spool_dir
+        self._spooled = spooled
+        self._max_spooled = max_spooled
+        self._small = 0
 
     def abandon(self) -> None:
         """Remove whatever was spooled after a failure."""
@@ -97,7 +105,7 @@ class _Spooling:
         self.form.discard()
 
 
-class _MultipartCollector(_Spooling):
+class _MultipartCollector(Spooling):
     """python-multipart callbacks that build a ``Form``."""
 
     def __init__(
@@ -326,17 +334,13 @@ def parse_body(
     return Form()
 
 
-class _UrlencodedSpooler(_Spooling):
+class _UrlencodedSpooler(Spooling):
     """A streaming ``application/x-www-form-urlencoded`` parser: the fields named in
     ``spooled`` go, percent-decoded, to spool files; the others are kept in memory
     (together at most MAX_URLENCODED_BYTES, at most MAX_FIELDS of them)."""
 
     def __init__(self, spool_dir: str, spooled: tuple[str, ...], max_spooled: int):
-        self.form = Form()
-        self._spool_dir = spool_dir
-        self._spooled = spooled
-        self._max_spooled = max_spooled
-        self._small = 0
+        self._begin(spool_dir, spooled, max_spooled)
         self._fields = 0
         self._start_pair()
 

@@ -17,8 +17,7 @@ import tempfile
 from typing import IO, Any
 
 from imgshare.domain.errors import BadRequest, TooLarge
-from imgshare.spool import remove_if_present
-from imgshare.web.forms import CHUNK, MAX_FIELDS, Form, UploadedFile
+from imgshare.web.forms import CHUNK, MAX_FIELDS, Form, Spooling, UploadedFile
 
 #: The small values of a body together (names, options, anything unknown).
 MAX_SMALL_BYTES = 1024 * 1024
@@ -171,16 +170,11 @@ def _field_text(value: Any) -> str | None:
     return None
 
 
-class _JsonSpooler:
+class _JsonSpooler(Spooling):
     """Reads one JSON object into a ``Form``; see the module's docstring."""
 
     def __init__(self, spool_dir: str, spooled: tuple[str, ...], max_spooled: int):
-        self.form = Form()
-        self._spool_dir = spool_dir
-        self._spooled = spooled
-        self._max_spooled = max_spooled
-        self._small = 0
-        self._open: list[tuple[IO[bytes], str]] = []
+        self._begin(spool_dir, spooled, max_spooled)
 
     def _small_sink(self) -> _Sink:
         return _Sink(MAX_SMALL_BYTES - self._small)
@@ -241,14 +235,13 @@ class _JsonSpooler:
 
     def _spool(self, reader: _Reader, name: str) -> None:
         os.makedirs(self._spool_dir, exist_ok=True)
-        fd, path = tempfile.mkstemp(dir=self._spool_dir, prefix="upload-")
-        out = os.fdopen(fd, "wb")
-        self._open.append((out, path))
-        sink = _Sink(self._max_spooled, out)
+        fd, self._out_path = tempfile.mkstemp(dir=self._spool_dir, prefix="upload-")
+        self._out = os.fdopen(fd, "wb")
+        sink = _Sink(self._max_spooled, self._out)
         _read_string(reader, sink)
-        out.close()
-        self._open.pop()
-        self.form.spooled[name] = UploadedFile(path, "", sink.size, name)
+        self._out.close()
+        self._out = None
+        self.form.spooled[name] = UploadedFile(self._out_path, "", sink.size, name)
 
     @staticmethod
     def _loads(raw: bytes) -> Any:
@@ -256,12 +249,6 @@ class _JsonSpooler:
             return json.loads(raw)
         except (ValueError, RecursionError) as e:
             raise _malformed(str(e) if isinstance(e, ValueError) else "nested too deeply") from None
-
-    def abandon(self) -> None:
-        for out, path in self._open:
-            out.close()
-            remove_if_present(path)
-        self.form.discard()
 
 
 def parse_json_body(
