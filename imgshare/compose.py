@@ -16,7 +16,7 @@ import attrs
 from imgshare.accounts import Accounts
 from imgshare.config import Config
 from imgshare.expiry import ExpiryService
-from imgshare.gather import Gatherer
+from imgshare.gather import ErrorCache, Gatherer
 from imgshare.jobs import Derivations
 from imgshare.library import ImageLibrary
 from imgshare.presign import PresignedUploads
@@ -25,9 +25,16 @@ from imgshare.ratelimit import (
     LOGIN_PER_ACCOUNT_ADDRESS,
     LOGIN_PER_ADDRESS,
     LoginThrottle,
+    MemoryLimits,
     RateLimiter,
 )
 from imgshare.sessions import Sessions
+from imgshare.sharedlimits import (
+    DatabaseErrorCache,
+    DatabaseLimits,
+    FallbackErrorCache,
+    FallbackLimits,
+)
 from imgshare.web.api import Api
 from imgshare.web.chevereto import PREFIXES as CHEVERETO_PREFIXES
 from imgshare.web.chevereto import Chevereto
@@ -89,23 +96,32 @@ def build(
     ``reactor`` is also the clock (a ``task.Clock`` in tests); ``io`` runs file
     and password work, ``image_runner`` the derivations.  ``gatherer`` fetches
     for img_gather.php: by default one over ``reactor``; None answers 501 (a
-    test without network)."""
+    test without network).
+
+    On a database several processes share (``database.shared``: PostgreSQL) the
+    rate limits, the login throttle and the gatherer's error cache are kept in it,
+    falling back to this process's memory during an outage; elsewhere in memory."""
+    limits: Any = MemoryLimits(reactor)
+    error_cache: Any = ErrorCache(reactor)
+    if getattr(database, "shared", False):
+        limits = FallbackLimits(DatabaseLimits(database, reactor), limits)
+        error_cache = FallbackErrorCache(DatabaseErrorCache(database, reactor, error_cache.lifetime), error_cache)
     if gatherer is BUILD:
-        gatherer = Gatherer(reactor, config)
+        gatherer = Gatherer(reactor, config, error_cache=error_cache)
     library = ImageLibrary(config, database, storage, io, reactor)
     accounts = Accounts(database, io, reactor)
     sessions = Sessions(database, reactor)
     cookies = SessionCookies(sessions, config.public_url)
-    throttle = LoginThrottle(LOGIN_PER_ADDRESS, LOGIN_PER_ACCOUNT_ADDRESS, LOGIN_PER_ACCOUNT, reactor)
+    throttle = LoginThrottle(LOGIN_PER_ADDRESS, LOGIN_PER_ACCOUNT_ADDRESS, LOGIN_PER_ACCOUNT, limits)
     shared = (library, io, accounts, cookies, throttle)
     pages = Pages(
         auth=AuthPages(*shared), images=ImagePages(*shared), tokens=TokenPages(*shared),
         account=AccountPages(*shared), static=StaticFiles(*shared), viewer=ViewerPages(*shared),
-        delete=DeleteLinks(*shared, limiter=RateLimiter(config.rate_ip, reactor, "client address")),
+        delete=DeleteLinks(*shared, limiter=RateLimiter(config.rate_ip, limits, "delete", "client address")),
     )
     # One pair of buckets for every API family: a client's requests count once.
-    ip_limiter = RateLimiter(config.rate_ip, reactor, "client address")
-    token_limiter = RateLimiter(config.rate_token, reactor, "token")
+    ip_limiter = RateLimiter(config.rate_ip, limits, "api", "client address")
+    token_limiter = RateLimiter(config.rate_token, limits, "api", "token")
     api = Api(library, io, ip_limiter, token_limiter, gatherer)
     chevereto = Chevereto(library, io, ip_limiter, token_limiter, gatherer)
     presigned = PresignedUploads(library, database, storage, io, reactor)

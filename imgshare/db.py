@@ -45,7 +45,8 @@ class Tx(Protocol):
     """One transaction.  The few dialect differences are its attributes, so the SQL
     below is written once: ``share_lock`` and ``skip_locked`` are the row-locking
     clauses ending a SELECT (empty where writers are serialized anyway, as on
-    SQLite), ``least`` is the SQL name of the smaller of two values, ``byte_order``
+    SQLite), ``least`` and ``greatest`` are the SQL names of the smaller and the larger
+    of two values, ``byte_order``
     the collation comparing text byte by byte, ``positive_number(expr)`` a condition
     true when ``expr`` is a number without a leading zero, and ``lock(key)`` holds
     a lock on a text key until the transaction ends."""
@@ -53,6 +54,7 @@ class Tx(Protocol):
     share_lock: str
     skip_locked: str
     least: str
+    greatest: str
     byte_order: str
 
     def positive_number(self, expr: str) -> str: ...
@@ -94,6 +96,9 @@ class IDatabase(Interface):
     the database itself cannot serve (503)."""
 
     url = Attribute("The URL this database was opened from.")
+    shared = Attribute(
+        "Optional, default False: True when several processes commonly share this "
+        "database (PostgreSQL), so per-client limits are kept in it.")
 
     def start():
         """Connect and apply pending migrations."""
@@ -124,6 +129,14 @@ def single_read(operation: Any) -> Any:
     """Mark an operation that is one SELECT: atomic by itself, it needs no transaction."""
     operation.readonly = True
     operation.single_statement = True
+    return operation
+
+
+def one_statement(operation: Any) -> Any:
+    """Mark a write that is one statement: atomic by itself, it needs no transaction
+    around it.  PostgreSQL runs it without ``BEGIN``/``COMMIT``: one round trip (the
+    rate limits' check, on every API request)."""
+    operation.one_statement = True
     return operation
 
 
@@ -891,3 +904,123 @@ async def delete_other_sessions(tx: Tx, account: str, keep_digest: str) -> int:
 async def delete_expired_sessions(tx: Tx, now: float) -> int:
     rows = await tx.execute("DELETE FROM sessions WHERE expires <= ? RETURNING digest", (now,))
     return len(rows)
+
+
+# ------------------------------------------------------- shared limits (009)
+#
+# Token buckets kept as the time each is full again (``tat``, the generic cell
+# rate algorithm): a bucket of ``count`` requests per ``period`` has ``interval =
+# period / count`` and ``tolerance = (count - 1) * interval``; a request at ``now``
+# is admitted when ``tat <= now + tolerance`` and then pushes ``tat`` to
+# ``max(tat, now) + interval``.  A row whose ``tat`` has passed holds a full bucket.
+# ``imgshare.ratelimit`` does the same sums in memory.
+
+
+@one_statement
+async def take_token(tx: Tx, key: str, now: float, interval: float, tolerance: float) -> tuple[bool, float]:
+    """Take one request from the bucket ``key``, in one statement: (taken, the
+    bucket's ``tat`` after it).  A refused request changes nothing."""
+    g = tx.greatest
+    rows = await tx.execute(
+        "INSERT INTO rate_buckets (key, tat, taken) VALUES (?, ?, 1) ON CONFLICT (key) DO UPDATE SET "
+        "taken = CASE WHEN rate_buckets.tat <= ? THEN 1 ELSE 0 END, "
+        f"tat = CASE WHEN rate_buckets.tat <= ? THEN {g}(rate_buckets.tat, ?) + ? ELSE rate_buckets.tat END "
+        "RETURNING taken, tat",
+        (key, now + interval, now + tolerance, now + tolerance, now, interval),
+    )
+    taken, tat = rows[0]
+    return bool(taken), tat
+
+
+async def take_tokens(tx: Tx, buckets: Sequence[tuple[str, float, float]], now: float) -> float:
+    """Take one request from each bucket ``(key, interval, tolerance)``, all or
+    nothing: 0 when taken, else the seconds until every one of them admits one
+    (nothing taken).  The rows stay locked until the transaction ends (an upsert
+    locks even a row it creates), so concurrent calls cannot overrun a bucket;
+    they lock in key order, so they never deadlock."""
+    found = []
+    for key, interval, tolerance in sorted(buckets):
+        rows = await tx.execute(
+            "INSERT INTO rate_buckets (key, tat, taken) VALUES (?, ?, 0) "
+            "ON CONFLICT (key) DO UPDATE SET taken = rate_buckets.taken RETURNING tat",
+            (key, now),
+        )
+        found.append((key, max(rows[0][0], now), interval, tolerance))
+    wait = max((tat - now - tolerance for _, tat, _, tolerance in found), default=0.0)
+    if wait > 0:
+        return wait
+    for key, tat, interval, _ in found:
+        await tx.execute("UPDATE rate_buckets SET tat = ?, taken = 1 WHERE key = ?", (tat + interval, key))
+    return 0.0
+
+
+async def give_back_tokens(tx: Tx, buckets: Sequence[tuple[str, float]]) -> None:
+    """Give one request back to each bucket ``(key, interval)`` that exists (a bucket
+    pushed below full by it is simply full: ``tat`` in the past)."""
+    for key, interval in sorted(buckets):
+        await tx.execute("UPDATE rate_buckets SET tat = tat - ? WHERE key = ?", (interval, key))
+
+
+@one_statement
+async def forget_bucket(tx: Tx, key: str) -> None:
+    """Refill the bucket ``key`` at once."""
+    await tx.execute("DELETE FROM rate_buckets WHERE key = ?", (key,))
+
+
+@single_read
+async def bucket_time(tx: Tx, key: str) -> float | None:
+    """The ``tat`` of the bucket ``key``; None without a row (a full bucket)."""
+    rows = await tx.execute("SELECT tat FROM rate_buckets WHERE key = ?", (key,))
+    return rows[0][0] if rows else None
+
+
+@single_read
+async def known_since(tx: Tx, account: str, address: str) -> float | None:
+    """When ``address`` (a client address group) last logged in to ``account``."""
+    rows = await tx.execute("SELECT seen FROM login_known WHERE account = ? AND address = ?", (account, address))
+    return rows[0][0] if rows else None
+
+
+async def remember_login(tx: Tx, account: str, address: str, now: float, keep: int) -> None:
+    """``address`` logged in to ``account`` at ``now``; only the ``keep`` most recent
+    addresses of the account are kept."""
+    await tx.execute(
+        "INSERT INTO login_known (account, address, seen) VALUES (?, ?, ?) "
+        "ON CONFLICT (account, address) DO UPDATE SET seen = excluded.seen",
+        (account, address, now),
+    )
+    await tx.execute(
+        "DELETE FROM login_known WHERE account = ? AND address NOT IN "
+        "(SELECT address FROM login_known WHERE account = ? ORDER BY seen DESC, address LIMIT ?)",
+        (account, account, keep),
+    )
+
+
+async def remember_gather_error(
+    tx: Tx, digest: str, expires: float, kind: str, status: int, message: str
+) -> None:
+    """Keep an img_gather.php failure for the URL whose SHA-256 is ``digest``."""
+    await tx.execute(
+        "INSERT INTO gather_errors (digest, expires, kind, status, message) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (digest) DO UPDATE SET expires = excluded.expires, kind = excluded.kind, "
+        "status = excluded.status, message = excluded.message",
+        (digest, expires, kind, status, message),
+    )
+
+
+@single_read
+async def find_gather_error(tx: Tx, digest: str, now: float) -> tuple[str, int, str] | None:
+    """The failure remembered for ``digest`` and not expired: (kind, status, message)."""
+    rows = await tx.execute(
+        "SELECT kind, status, message FROM gather_errors WHERE digest = ? AND expires > ?", (digest, now)
+    )
+    return tuple(rows[0]) if rows else None
+
+
+async def prune_shared_limits(tx: Tx, now: float, known_before: float) -> int:
+    """Drop what holds no information any more: full buckets, logins older than
+    ``known_before``, expired gather errors.  Returns the number of rows dropped."""
+    dropped = len(await tx.execute("DELETE FROM rate_buckets WHERE tat <= ? RETURNING key", (now,)))
+    dropped += len(await tx.execute("DELETE FROM login_known WHERE seen <= ? RETURNING account", (known_before,)))
+    dropped += len(await tx.execute("DELETE FROM gather_errors WHERE expires <= ? RETURNING digest", (now,)))
+    return dropped

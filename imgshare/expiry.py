@@ -1,4 +1,6 @@
-"""The expiry service: expired tokens and sessions go, expired and deleted files' objects go.
+"""The expiry service: expired tokens and sessions go, expired and deleted files' objects go,
+and so do the shared rate-limit rows that hold nothing any more (full buckets, old logins,
+expired gather errors).
 
 ``expire_once`` is one pass as a function of ``now``; ``ExpiryService`` runs it
 every few seconds on an injected clock and survives its own failures (a
@@ -15,6 +17,7 @@ from twisted.logger import Logger
 
 from imgshare import db
 from imgshare.library import STALE_UPLOAD_SECONDS, ImageLibrary
+from imgshare.ratelimit import KNOWN_FOR
 
 log = Logger()
 
@@ -38,6 +41,7 @@ async def expire_once(
     sessions = await database.run(db.delete_expired_sessions, now)
     if sessions:
         log.info("expired {count} browser session(s)", count=sessions)
+    await database.run(db.prune_shared_limits, now, now - KNOWN_FOR)
     await library.undo_failed_uploads()  # uploads whose commit failed: rows become deleted
     purged = 0
     for _ in range(MAX_BATCHES):

@@ -364,7 +364,9 @@ def _ssl_reason(error: SSL.Error) -> str:
 
 @attrs.define
 class ErrorCache:
-    """The last error of recently failed URLs: at most ``size`` of them, for ``lifetime`` seconds."""
+    """The last error of recently failed URLs: at most ``size`` of them, for ``lifetime``
+    seconds, in this process's memory (``sharedlimits.DatabaseErrorCache`` keeps them in
+    the database, with the same coroutines)."""
 
     clock: Any
     lifetime: float = ERROR_CACHE_SECONDS
@@ -373,14 +375,14 @@ class ErrorCache:
         OrderedDict
     )
 
-    def remember(self, key: str, error: errors.ApiError) -> None:
+    async def remember(self, key: str, error: errors.ApiError) -> None:
         """Keep ``error`` as the answer for ``key``."""
         self._entries[key] = (self.clock.seconds() + self.lifetime, type(error), error.status, error.message)
         self._entries.move_to_end(key)
         while len(self._entries) > self.size:
             self._entries.popitem(last=False)
 
-    def lookup(self, key: str) -> errors.ApiError | None:
+    async def lookup(self, key: str) -> errors.ApiError | None:
         """A fresh copy of the error remembered for ``key``, if it has not expired."""
         entry = self._entries.get(key)
         if entry is None:
@@ -413,13 +415,16 @@ class Gatherer:
     default ``reactor.nameResolver``) looks names up; ``clock`` (default the
     reactor) runs the total timeout and ages the error cache. ``allow`` is the
     address policy, relaxed only by tests, in code. ``trust_root`` replaces the
-    platform's CA certificates (tests use their own CA).
+    platform's CA certificates (tests use their own CA).  ``error_cache`` is the error
+    cache (default: an ``ErrorCache`` in memory; ``compose.build`` gives the shared
+    one on PostgreSQL).
     """
 
     def __init__(
         self, reactor: Any, config: Any, *, resolver: Any = None, clock: Any = None,
         allow: AddressPolicy = public_only, trust_root: Any = None,
         connect_timeout: float = CONNECT_TIMEOUT, total_timeout: float = TOTAL_TIMEOUT,
+        error_cache: Any = None,
     ):
         self.config = config
         self.clock = clock if clock is not None else reactor
@@ -431,7 +436,7 @@ class Gatherer:
         self.agent = Agent.usingEndpointFactory(
             reactor, self.endpoints, HTTPConnectionPool(reactor, persistent=False)
         )
-        self.errors = ErrorCache(self.clock)
+        self.errors = error_cache if error_cache is not None else ErrorCache(self.clock)
 
     async def fetch(self, url: str, account: str) -> tuple[str, str]:
         """Download ``url`` into the spool folder for ``account``.
@@ -442,7 +447,7 @@ class Gatherer:
         (415) or GatherFailed (502), each also remembered for the URL.
         """
         target = parse_target(url.strip())
-        cached = self.errors.lookup(target.url)
+        cached = await self.errors.lookup(target.url)
         if cached is not None:
             raise cached
         timed_out = False
@@ -463,7 +468,7 @@ class Gatherer:
                     f"the source did not deliver within {self.total_timeout:g} seconds"
                 )
             if isinstance(error, errors.ApiError):
-                self.errors.remember(target.url, error)
+                await self.errors.remember(target.url, error)
             if error is e:
                 raise
             raise error from e
@@ -472,12 +477,13 @@ class Gatherer:
                 timer.cancel()
         return path, url_filename(url.strip())
 
-    def remember_failure(self, url: str, error: errors.ApiError) -> None:
+    async def remember_failure(self, url: str, error: errors.ApiError) -> None:
         """Cache an error found in the gathered content (e.g. an unreadable image)."""
         try:
-            self.errors.remember(parse_target(url.strip()).url, error)
+            key = parse_target(url.strip()).url
         except errors.BadRequest:
-            pass
+            return
+        await self.errors.remember(key, error)
 
     async def _download(self, target: Target, account: str) -> str:
         headers = Headers({

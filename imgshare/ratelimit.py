@@ -1,11 +1,19 @@
-"""Token-bucket rate limits per client IP and per API token, in memory; and the
-login throttle, which counts failed password checks only."""
+"""Token-bucket rate limits per client IP and per API token; and the login
+throttle, which counts failed password checks only.
+
+The buckets live in a *limits store*: ``MemoryLimits`` keeps them in this
+process's memory (SQLite, tests); ``imgshare.sharedlimits`` keeps them in the
+database, where every process of a PostgreSQL deployment sees the same counts.
+Both do the same sums (the generic cell rate algorithm: a bucket is the time at
+which it is full again), and every check is a coroutine: ``await limiter.check(key)``.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 import math
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from imgshare.config import RateLimit
 from imgshare.domain.errors import RateLimited
@@ -27,66 +35,129 @@ LOGIN_PER_ACCOUNT_ADDRESS = RateLimit(10, 600.0)
 LOGIN_PER_ACCOUNT = RateLimit(50, 600.0)
 
 
-class RateLimiter:
-    """Allows ``limit.count`` requests per ``limit.period`` seconds for each key, in bursts."""
+def bucket_params(limit: RateLimit) -> tuple[float, float]:
+    """``(interval, tolerance)`` of a bucket of ``limit``: a request is admitted while
+    the bucket's full-again time is at most ``now + tolerance``, and pushes that
+    time on by ``interval`` (from ``now`` at the latest)."""
+    interval = limit.period / limit.count
+    return interval, (limit.count - 1) * interval
 
-    def __init__(self, limit: RateLimit, clock: Any, what: str):
-        self._rate = limit.count / limit.period
-        self._burst = float(limit.count)
-        self._clock = clock
-        self._what = what
-        self._buckets: dict[str, tuple[float, float]] = {}
 
-    def _level(self, key: str, now: float) -> float:
-        level, stamp = self._buckets.get(key, (self._burst, now))
-        return min(self._burst, level + (now - stamp) * self._rate)
+def whole_seconds(wait: float) -> int:
+    """A wait as the whole seconds of ``Retry-After`` (at least 1)."""
+    return max(1, math.ceil(round(wait, 6)))
 
-    def wait(self, key: str) -> int:
-        """Seconds until ``key``'s bucket holds a whole token (0: it does now); takes nothing."""
-        level = self._level(key, self._clock.seconds())
-        return 0 if level >= 1 else math.ceil((1 - level) / self._rate)
 
-    def check(self, key: str) -> None:
-        """Take one request from ``key``'s bucket, or raise RateLimited (429)."""
-        now = self._clock.seconds()
-        level = self._level(key, now)
-        if level < 1:
-            wait = math.ceil((1 - level) / self._rate)
-            self._buckets[key] = (level, now)
-            raise RateLimited(f"too many requests for this {self._what}; retry in {wait} s", wait)
-        self._store(key, level - 1, now)
+class Limits(Protocol):
+    """Where buckets and known logins are kept.  Keys name the limit and the client
+    (``api:192.0.2.1``, ``api:token:12``), never a secret."""
 
-    def spend(self, key: str) -> None:
-        """Take one token from ``key``'s bucket without checking (never below empty)."""
-        now = self._clock.seconds()
-        self._store(key, max(0.0, self._level(key, now) - 1), now)
+    async def take(self, key: str, limit: RateLimit) -> float:
+        """Take one request from ``key``'s bucket: 0 when taken, else the seconds
+        until it holds one (nothing taken)."""
+        ...
 
-    def refund(self, key: str) -> None:
-        """Give back one token taken from ``key``'s bucket (up to a full bucket)."""
-        if key in self._buckets:
-            now = self._clock.seconds()
-            level = min(self._burst, self._level(key, now) + 1)
-            if level >= self._burst:
-                del self._buckets[key]
-            else:
-                self._buckets[key] = (level, now)
+    async def take_all(self, buckets: Sequence[tuple[str, RateLimit]]) -> float:
+        """Take one request from each bucket, all or nothing; 0 or the longest wait."""
+        ...
 
-    def forget(self, key: str) -> None:
+    async def give_back(self, buckets: Sequence[tuple[str, RateLimit]]) -> None:
+        """Give one request back to each bucket (up to a full bucket)."""
+        ...
+
+    async def forget(self, key: str) -> None:
         """Refill ``key``'s bucket at once."""
-        self._buckets.pop(key, None)
+        ...
 
-    def _store(self, key: str, level: float, now: float) -> None:
-        if len(self._buckets) >= MAX_KEYS and key not in self._buckets:
-            self._prune(now)
-        self._buckets[key] = (level, now)
+    async def knows(self, account: str, group: str) -> bool:
+        """Whether the address group ``group`` logged in to ``account`` within ``KNOWN_FOR``."""
+        ...
 
-    def _prune(self, now: float) -> None:
-        """Forget buckets that have refilled: they hold no information."""
-        full = [k for k, (lvl, t) in self._buckets.items() if lvl + (now - t) * self._rate >= self._burst]
-        for k in full:
-            del self._buckets[k]
-        if len(self._buckets) >= MAX_KEYS:
-            self._buckets.clear()
+    async def remember(self, account: str, group: str) -> None:
+        """``group`` logged in to ``account`` now (the ``KNOWN_PER_ACCOUNT`` latest are kept)."""
+        ...
+
+
+class MemoryLimits:
+    """A limits store in this process's memory: each process counts on its own."""
+
+    def __init__(self, clock: Any):
+        self._clock = clock
+        self._full_at: dict[str, float] = {}
+        self._known: dict[str, dict[str, float]] = {}
+
+    async def take(self, key: str, limit: RateLimit) -> float:
+        return self._take_all([(key, limit)])
+
+    async def take_all(self, buckets: Sequence[tuple[str, RateLimit]]) -> float:
+        return self._take_all(buckets)
+
+    def _take_all(self, buckets: Sequence[tuple[str, RateLimit]]) -> float:
+        now = self._clock.seconds()
+        found = []
+        for key, limit in buckets:
+            interval, tolerance = bucket_params(limit)
+            found.append((key, max(self._full_at.get(key, now), now), interval, tolerance))
+        wait = max((full_at - now - tolerance for _, full_at, _, tolerance in found), default=0.0)
+        if wait > 0:
+            return wait
+        for key, full_at, interval, _ in found:
+            self._store(key, full_at + interval, now)
+        return 0.0
+
+    async def give_back(self, buckets: Sequence[tuple[str, RateLimit]]) -> None:
+        now = self._clock.seconds()
+        for key, limit in buckets:
+            if key in self._full_at:
+                full_at = self._full_at[key] - bucket_params(limit)[0]
+                if full_at <= now:
+                    del self._full_at[key]
+                else:
+                    self._full_at[key] = full_at
+
+    async def forget(self, key: str) -> None:
+        self._full_at.pop(key, None)
+
+    def _store(self, key: str, full_at: float, now: float) -> None:
+        if len(self._full_at) >= MAX_KEYS and key not in self._full_at:
+            # Forget buckets that have refilled: they hold no information.
+            self._full_at = {k: t for k, t in self._full_at.items() if t > now}
+            if len(self._full_at) >= MAX_KEYS:
+                self._full_at.clear()
+        self._full_at[key] = full_at
+
+    async def knows(self, account: str, group: str) -> bool:
+        seen = self._known.get(account, {}).get(group)
+        return seen is not None and seen + KNOWN_FOR > self._clock.seconds()
+
+    async def remember(self, account: str, group: str) -> None:
+        known = self._known.pop(account, {})
+        known.pop(group, None)
+        known[group] = self._clock.seconds()
+        while len(known) > KNOWN_PER_ACCOUNT:
+            del known[next(iter(known))]
+        if len(self._known) >= MAX_KEYS:
+            del self._known[next(iter(self._known))]
+        self._known[account] = known
+
+
+class RateLimiter:
+    """Allows ``limit.count`` requests per ``limit.period`` seconds for each key, in
+    bursts, counted in ``limits`` under ``name`` (so limiters sharing a store keep
+    apart); ``what`` names the key in the 429 message."""
+
+    def __init__(self, limit: RateLimit, limits: Limits, name: str, what: str):
+        self._limit = limit
+        self._limits = limits
+        self._name = name
+        self._what = what
+
+    async def check(self, key: str) -> None:
+        """Take one request from ``key``'s bucket, or raise RateLimited (429)."""
+        wait = await self._limits.take(f"{self._name}:{key}", self._limit)
+        if wait:
+            seconds = whole_seconds(wait)
+            raise RateLimited(f"too many requests for this {self._what}; retry in {seconds} s", seconds)
 
 
 def ip_group(host: str) -> str | None:
@@ -114,29 +185,30 @@ class LoginAttempt:
     """One password check under way: it holds one failure reserved in each bucket
     ``LoginThrottle.begin`` checked, until it is known how the check went."""
 
-    def __init__(self, throttle: LoginThrottle, account: str, group: str, stranger: bool):
+    def __init__(self, throttle: LoginThrottle, account: str, group: str,
+                 buckets: Sequence[tuple[str, RateLimit]]):
         self._throttle = throttle
         self._account = account
         self._group = group
-        self._stranger = stranger
+        self._buckets = buckets
         self._open = True
 
     def failed(self) -> None:
         """The password was wrong: the reserved failures stay spent."""
         self._open = False
 
-    def succeeded(self) -> None:
+    async def succeeded(self) -> None:
         """The password was right: the reservations are given back, the failures of
         this (account, address) are forgotten, and the address is known to the account."""
         if self._open:
             self._open = False
-            self._throttle._succeeded(self._account, self._group, self._stranger)
+            await self._throttle._succeeded(self._account, self._group, self._buckets)
 
-    def abandoned(self) -> None:
+    async def abandoned(self) -> None:
         """The check could not be made (the database is down, say): nothing is spent."""
         if self._open:
             self._open = False
-            self._throttle._give_back(self._account, self._group, self._stranger)
+            await self._throttle.limits.give_back(self._buckets)
 
 
 class LoginThrottle:
@@ -154,72 +226,54 @@ class LoginThrottle:
       is never held back by it, and its failures do not count there.
 
     ``begin`` refuses (RateLimited, with the longest wait) before any password
-    work, then reserves one failure in each bucket: attempts started together
-    cannot overrun a limit, and a success or an abandoned attempt gives the
-    reservations back, so only failures spend.  Everything is in memory, per
-    process, like the API's rate limits.
+    work, else reserves one failure in each bucket, all in one step of ``limits``
+    (one transaction when they are in the database): attempts started together,
+    in any process sharing the store, cannot overrun a limit, and a success or an
+    abandoned attempt gives the reservations back, so only failures spend.
     """
 
     def __init__(self, per_address: RateLimit, per_account_address: RateLimit, per_account: RateLimit,
-                 clock: Any):
-        self._clock = clock
-        self.per_address = RateLimiter(per_address, clock, "client address")
-        self.per_account_address = RateLimiter(per_account_address, clock, "account from this address")
-        self.per_account = RateLimiter(per_account, clock, "account")
-        self._known: dict[str, dict[str, float]] = {}
+                 limits: Limits):
+        self.limits = limits
+        self.per_address = per_address
+        self.per_account_address = per_account_address
+        self.per_account = per_account
 
-    def knows(self, account: str, group: str) -> bool:
+    def _buckets(self, account: str, group: str, stranger: bool) -> list[tuple[str, RateLimit]]:
+        buckets = [(f"login-address:{group}", self.per_address),
+                   (f"login-pair:{account}/{group}", self.per_account_address)]
+        if stranger:
+            buckets.append((f"login-account:{account}", self.per_account))
+        return buckets
+
+    async def knows(self, account: str, group: str) -> bool:
         """Whether ``group`` logged in to ``account`` within ``KNOWN_FOR``."""
-        seen = self._known.get(account, {}).get(group)
-        return seen is not None and seen + KNOWN_FOR > self._clock.seconds()
+        return await self.limits.knows(account, group)
 
-    def begin(self, account: str, address: str, *, session: bool = False) -> LoginAttempt:
+    async def begin(self, account: str, address: str, *, session: bool = False) -> LoginAttempt:
         """Refuse with RateLimited if a limit bites (nothing spent), else reserve and
         return the attempt.  ``session``: the visitor holds a session of ``account``."""
         group = address_group(address)
-        pair = f"{account}\n{group}"
-        stranger = not session and not self.knows(account, group)
-        wait = max(
-            self.per_address.wait(group), self.per_account_address.wait(pair),
-            self.per_account.wait(account) if stranger else 0,
-        )
+        stranger = not session and not await self.knows(account, group)
+        buckets = self._buckets(account, group, stranger)
+        wait = await self.limits.take_all(buckets)
         if wait:
-            raise RateLimited(f"Too many attempts. Try again in {wait} seconds.", wait)
-        self.per_address.spend(group)
-        self.per_account_address.spend(pair)
-        if stranger:
-            self.per_account.spend(account)
-        return LoginAttempt(self, account, group, stranger)
+            seconds = whole_seconds(wait)
+            raise RateLimited(f"Too many attempts. Try again in {seconds} seconds.", seconds)
+        return LoginAttempt(self, account, group, buckets)
 
-    def check_address(self, address: str) -> None:
+    async def check_address(self, address: str) -> None:
         """Setup and register submissions: each takes one from the address's bucket."""
-        group = address_group(address)
-        wait = self.per_address.wait(group)
+        wait = await self.limits.take(f"login-address:{address_group(address)}", self.per_address)
         if wait:
-            raise RateLimited(f"Too many attempts. Try again in {wait} seconds.", wait)
-        self.per_address.spend(group)
+            seconds = whole_seconds(wait)
+            raise RateLimited(f"Too many attempts. Try again in {seconds} seconds.", seconds)
 
-    def _give_back(self, account: str, group: str, stranger: bool) -> None:
-        self.per_address.refund(group)
-        self.per_account_address.refund(f"{account}\n{group}")
-        if stranger:
-            self.per_account.refund(account)
-
-    def remember(self, account: str, address: str) -> None:
+    async def remember(self, account: str, address: str) -> None:
         """``address`` logged in to ``account`` (a new account's first session, say)."""
-        self._remember(account, address_group(address))
+        await self.limits.remember(account, address_group(address))
 
-    def _succeeded(self, account: str, group: str, stranger: bool) -> None:
-        self._give_back(account, group, stranger)
-        self.per_account_address.forget(f"{account}\n{group}")
-        self._remember(account, group)
-
-    def _remember(self, account: str, group: str) -> None:
-        known = self._known.pop(account, {})
-        known.pop(group, None)
-        known[group] = self._clock.seconds()
-        while len(known) > KNOWN_PER_ACCOUNT:
-            del known[next(iter(known))]
-        if len(self._known) >= MAX_KEYS:
-            del self._known[next(iter(self._known))]
-        self._known[account] = known
+    async def _succeeded(self, account: str, group: str, buckets: Sequence[tuple[str, RateLimit]]) -> None:
+        await self.limits.give_back(buckets)
+        await self.limits.forget(f"login-pair:{account}/{group}")
+        await self.limits.remember(account, group)

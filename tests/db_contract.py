@@ -7,15 +7,51 @@ is cleaned up with the test.
 
 from __future__ import annotations
 
+from twisted.internet.task import Clock
+
 from imgshare import db
+from imgshare.config import RateLimit
+from imgshare.domain import errors
 from imgshare.domain.records import DELETED, LIVE, UPLOADING, Variant
+from imgshare.gather import ERROR_CACHE_SECONDS
+from imgshare.sharedlimits import DatabaseErrorCache, DatabaseLimits, url_digest
+from tests.limits_contract import LimitsContract
 
 T = 1_771_061_400.0
 
 
-class DatabaseContract:
+class DatabaseContract(LimitsContract):
+    """Also the limits contract, on the database's limits store (``sharedlimits``)."""
+
     async def make_database(self):
         raise NotImplementedError
+
+    async def make_limits(self, clock):
+        return DatabaseLimits(await self._db(), clock)
+
+    async def make_error_cache(self, clock):
+        return DatabaseErrorCache(await self._db(), clock, ERROR_CACHE_SECONDS)
+
+    async def test_shared_limits_are_pruned(self):
+        """The expiry pass drops full buckets, logins older than its limit and expired gather
+        errors, and keeps the rest; keys and digests are what is stored, never a URL."""
+        clock = Clock()
+        clock.advance(T)
+        limits = DatabaseLimits(await self._db(), clock)
+        cache = DatabaseErrorCache(self.database, clock, 60.0)
+        await limits.take("api:token:1", RateLimit(2, 60.0))  # full again at T + 30
+        await limits.take("api:token:2", RateLimit(1, 600.0))  # full again at T + 600
+        await limits.remember("kitten", "192.0.2.1")
+        await cache.remember("https://example.com/a.png?secret=x", errors.GatherFailed("refused"))
+        clock.advance(60)
+        dropped = await self.q(db.prune_shared_limits, clock.seconds(), T - 1)
+        self.assertEqual(dropped, 2)
+        self.assertIsNone(await self.q(db.bucket_time, "api:token:1"))
+        self.assertEqual(await self.q(db.bucket_time, "api:token:2"), T + 600)
+        self.assertTrue(await limits.knows("kitten", "192.0.2.1"))
+        self.assertEqual(await self.q(db.prune_shared_limits, clock.seconds(), T + 1), 1)
+        self.assertFalse(await limits.knows("kitten", "192.0.2.1"))
+        self.assertEqual(len(url_digest("https://example.com/a.png?secret=x")), 64)
 
     async def _db(self):
         self.database = await self.make_database()

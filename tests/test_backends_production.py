@@ -20,14 +20,19 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.threads import deferToThread
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 from twisted.web import resource, server
 
 from imgshare import backends as plugins
 from imgshare import db
+from imgshare.config import RateLimit
+from imgshare.domain.errors import RateLimited
 from imgshare.plugins import postgres, s3
 from imgshare.plugins.postgres import PostgresDatabase, to_pyformat
 from imgshare.plugins.s3 import Location, S3Storage
+from imgshare.ratelimit import LoginThrottle
+from imgshare.sharedlimits import DatabaseLimits
 from imgshare.storage import ObjectMissing, StorageUnavailable
 from imgshare.testing import (
     T0,
@@ -292,6 +297,106 @@ class PostgresTests(unittest.TestCase):
         self.assertEqual(response.code, 200, out)
         listed = await database.run(db.list_images, "kitten", clock.seconds(), 0, 10)
         self.assertEqual(len(listed), 2, "the failed upload recorded nothing")
+
+
+class SharedLimitsTests(unittest.TestCase):
+    """Rate limits and login throttles on PostgreSQL hold across pools (processes)."""
+
+    async def test_one_bucket_across_pools(self):
+        """30 checks at once through two pools on a bucket of 10: exactly 10 pass."""
+        dsn = await backends.create_database(self)
+        pools = [await open_postgres(self, dsn, pool_size=4) for _ in range(2)]
+        clock = Clock()
+        clock.advance(T)
+        stores = [DatabaseLimits(database, clock) for database in pools]
+        limit = RateLimit(10, 60.0)
+        waits = await gatherResults([
+            Deferred.fromCoroutine(stores[i % 2].take("api:token:1", limit)) for i in range(30)
+        ])
+        self.assertEqual(waits.count(0.0), 10)
+        self.assertEqual(sorted(w for w in waits if w)[0], 6.0)
+
+    async def test_login_reservations_across_pools(self):
+        """12 password checks started at once through two pools for one (account, address),
+        whose limit is 3: exactly 3 may go on; the rest are refused before any password work."""
+        dsn = await backends.create_database(self)
+        pools = [await open_postgres(self, dsn, pool_size=4) for _ in range(2)]
+        clock = Clock()
+        clock.advance(T)
+        throttles = [LoginThrottle(RateLimit(30, 60.0), RateLimit(3, 60.0), RateLimit(50, 60.0),
+                                   DatabaseLimits(database, clock)) for database in pools]
+
+        async def attempt(i):
+            try:
+                (await throttles[i % 2].begin("kitten", "192.0.2.1")).failed()
+            except RateLimited:
+                return False
+            return True
+
+        results = await gatherResults([Deferred.fromCoroutine(attempt(i)) for i in range(12)])
+        self.assertEqual(results.count(True), 3)
+
+    async def test_two_sites_share_limits_and_fall_back_in_an_outage(self):
+        """Two sites on one database (as two processes): 3 requests per token per minute in all;
+        while the database is down each counts on its own (no 500) and says so once, and
+        once it is back they share again."""
+        dsn = await backends.create_database(self)
+        name = dsn.rsplit("/", 1)[1]
+        clock = Clock()
+        clock.advance(T0)
+        sites = []
+        for _ in range(2):
+            data_dir = self.mktemp()
+            os.makedirs(data_dir)
+            database = await open_postgres(self, dsn, pool_size=2)
+            config = test_config(data_dir, rate_token=RateLimit(3, 60.0), rate_ip=RateLimit(4, 60.0))
+            sites.append(Fixture(self, database, MemoryStorage(), clock, config, network=MemoryNetwork(live=reactor)))
+        await sites[0].account("kitten")
+        token = await sites[0].token("kitten")
+        clients = [site.client() for site in sites]
+        delete = "http://img.example/api/v1/img_delete.php"
+        codes = []
+        for i in range(4):
+            response, _ = await clients[i % 2].request("POST", delete, data={"token": token, "file": "20260214_x.jpg"})
+            codes.append(response.code)
+        self.assertEqual(codes, [404, 404, 404, 429])
+        response, _ = await clients[0].request("POST", delete, data={"token": token, "file": "20260214_x.jpg"})
+        self.assertEqual(response.code, 429)
+        response, _ = await clients[1].request("GET", "http://img.example/api/v1/limits")
+        self.assertEqual(response.code, 429, "the address's 4 per minute are spent across both")
+
+        clock.advance(60)
+        self.addCleanup(backends.database_admin, f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+        await backends.database_admin(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
+        await _terminate_backends(dsn)
+        await sleep(0.3)
+        with capturedLogs() as events:
+            codes = []
+            for _ in range(6):
+                response, _ = await clients[0].request("GET", "http://img.example/api/v1/limits")
+                codes.append(response.code)
+        self.assertEqual(codes, [200, 200, 200, 200, 429, 429], "counted in this process")
+        lines = [formatEvent(e) for e in events]
+        self.assertEqual(sum("the database is unavailable: rate limits" in line for line in lines), 1, lines)
+        response, _ = await clients[1].request("GET", "http://img.example/api/v1/limits")
+        self.assertEqual(response.code, 200, "the other process counts on its own")
+
+        with capturedLogs() as events:
+            await backends.database_admin(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+            for _attempt in range(300):  # every pooled connection (2 sites x 2) reconnects by itself
+                if sum("PostgreSQL connection re-established" in formatEvent(e) for e in events) == 4:
+                    break
+                await sleep(0.1)
+            else:
+                self.fail("the pools did not reconnect within 30 s")
+            clock.advance(60)
+            codes = []
+            for i in range(5):
+                response, _ = await clients[i % 2].request("GET", "http://img.example/api/v1/limits")
+                codes.append(response.code)
+        lines = [formatEvent(e) for e in events]
+        self.assertEqual(sum("rate limits and login throttles are shared again" in line for line in lines), 2, lines)
+        self.assertEqual(codes, [200, 200, 200, 200, 429], "4 per minute across both again")
 
 
 # ------------------------------------------------------------------------- S3

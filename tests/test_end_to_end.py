@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import os
+import re
 import select
 import socket
 import struct
@@ -14,8 +16,10 @@ import zlib
 from treq.client import HTTPClient
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.http_headers import Headers
 
 from imgshare.testing import image_bytes
 from tests import backends
@@ -178,6 +182,19 @@ class EndToEndTests(NewcomerFlow, unittest.TestCase):
 # ------------------------------------------------- PostgreSQL + S3 (moto_server)
 
 
+def query_rows(dsn: str, sql: str) -> list[tuple]:
+    """The rows of one query on ``dsn`` (in a thread: psycopg2 blocks)."""
+    import psycopg2
+
+    connection = psycopg2.connect(dsn)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql)
+            return cursor.fetchall()
+    finally:
+        connection.close()
+
+
 async def production_backends(testcase) -> tuple[str, str]:
     """A fresh PostgreSQL database and S3 bucket for ``testcase``: (db URL, storage URL)."""
     dsn = await backends.create_database(testcase)
@@ -276,3 +293,67 @@ class TwoProcessTests(unittest.TestCase):
                 response = await http.get(f"{server.url}/img/kitten/{path}")
                 await response.content()
                 self.assertEqual(response.code, 404, (server.url, path))
+
+    async def test_limits_hold_across_two_processes(self):
+        """With --rate-limit-token 3/60 three requests spread over two processes pass and the
+        fourth is 429 on either; ten failed logins spread over both trip the login throttle on
+        both; a gather failure is kept in the database, by digest only."""
+        dsn, storage = await production_backends(self)
+        env = {"IMGSHARE_DB": dsn, "IMGSHARE_STORAGE": storage}
+        first_data, second_data = (os.path.abspath(self.mktemp()) for _ in range(2))
+        admin(first_data, "user", "add", "kitten", stdin="a long password\n", **env)
+        token = admin(first_data, "token", "create", "kitten", **env).strip()
+        other_token = admin(first_data, "token", "create", "kitten", **env).strip()
+        servers = [ServerProcess(d, "--db", dsn, "--storage", storage, "--rate-limit-token", "3/60")
+                   for d in (first_data, second_data)]
+        for server in servers:
+            self.addCleanup(server.stop)
+        await gatherResults([Deferred.fromCoroutine(s.start()) for s in servers])
+        http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
+
+        async def delete(server):
+            response = await http.post(server.url + "/api/v1/img_delete.php",
+                                       data={"token": token, "file": "20260214_none.jpg"})
+            return response.code, json.loads(await response.content())
+
+        answers = [await delete(servers[i % 2]) for i in range(3)]
+        self.assertEqual([code for code, _ in answers], [404, 404, 404], answers)
+        for server in servers:
+            code, body = await delete(server)
+            self.assertEqual(code, 429, body)
+
+        # The login form's pre-login CSRF cookie is signed with the servers' shared secret.
+        response = await http.get(servers[0].url + "/login")
+        page = (await response.content()).decode()
+        cookie = next(c.split(";", 1)[0] for c in response.headers.getRawHeaders("set-cookie")
+                      if c.startswith("imgshare_pre="))
+        csrf = html.unescape(re.search(r'name="csrf" value="([^"]+)"', page).group(1))
+
+        async def login(server, password):
+            response = await http.post(server.url + "/login",
+                                       data={"csrf": csrf, "name": "kitten", "password": password},
+                                       headers=Headers({"Cookie": [cookie]}))
+            await response.content()
+            return response.code, response.headers.getRawHeaders("retry-after")
+
+        for i in range(10):  # the failures allowed per account and address, spread over both
+            self.assertEqual(await login(servers[i % 2], "wrong password"), (400, None))
+        for server in servers:
+            code, retry_after = await login(server, "a long password")
+            self.assertEqual(code, 429, "the right password waits too: no guess is checked")
+            self.assertTrue(retry_after and int(retry_after[0]) > 0, retry_after)
+
+        url = "http://127.0.0.1:9/secret-token-in-the-url/x.png"
+        for server in servers:
+            response = await http.post(server.url + "/api/v1/img_gather.php",
+                                       data={"token": other_token, "url": url})
+            self.assertEqual(response.code, 403, await response.content())
+        rows = await deferToThread(query_rows, dsn, "SELECT digest, status, message FROM gather_errors")
+        self.assertEqual(len(rows), 1, rows)
+        self.assertEqual(rows[0][1], 403)
+        self.assertNotIn("secret-token-in-the-url", repr(rows))
+        keys = [key for (key,) in await deferToThread(query_rows, dsn, "SELECT key FROM rate_buckets")]
+        self.assertIn("api:127.0.0.1", keys)
+        self.assertTrue([key for key in keys if key.startswith("api:token:")], keys)
+        self.assertTrue([key for key in keys if key.startswith("login-pair:kitten/")], keys)
+        self.assertFalse([key for key in keys if token in key or other_token in key], "no secret in a key")

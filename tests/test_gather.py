@@ -357,21 +357,21 @@ class AddressGuardTests(unittest.SynchronousTestCase):
         )
         self.assertNotIn("\n", user_agent("https://img.example", "kitten", "a\r\nX-Evil: 1"))
 
-    def test_error_cache_is_bounded_and_ages(self):
+    async def test_error_cache_is_bounded_and_ages(self):
         """The cache keeps the most recently used entries only, each for ten minutes."""
         clock = Clock()
         cache = ErrorCache(clock, size=3)
         for n in range(4):
-            cache.remember(f"u{n}", errors.GatherFailed(f"failed {n}"))
-        self.assertIsNone(cache.lookup("u0"))
-        self.assertEqual(cache.lookup("u1").message, "failed 1")
-        cache.remember("u4", errors.TooLarge("big"))
-        self.assertIsNone(cache.lookup("u2"))  # u1 was used more recently
-        self.assertEqual((cache.lookup("u4").status, type(cache.lookup("u4"))), (413, errors.TooLarge))
+            await cache.remember(f"u{n}", errors.GatherFailed(f"failed {n}"))
+        self.assertIsNone(await cache.lookup("u0"))
+        self.assertEqual((await cache.lookup("u1")).message, "failed 1")
+        await cache.remember("u4", errors.TooLarge("big"))
+        self.assertIsNone(await cache.lookup("u2"))  # u1 was used more recently
+        self.assertEqual(((await cache.lookup("u4")).status, type(await cache.lookup("u4"))), (413, errors.TooLarge))
         clock.advance(599)
-        self.assertIsNotNone(cache.lookup("u4"))
+        self.assertIsNotNone(await cache.lookup("u4"))
         clock.advance(1)
-        self.assertIsNone(cache.lookup("u4"))
+        self.assertIsNone(await cache.lookup("u4"))
 
 
 class InMemoryTests(unittest.TestCase):

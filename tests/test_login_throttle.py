@@ -6,22 +6,20 @@ StubClient's requests otherwise all come from 127.0.0.1.
 
 from __future__ import annotations
 
-from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from imgshare import auth, db
-from imgshare.config import RateLimit
-from imgshare.domain.errors import RateLimited
+from imgshare.gather import ErrorCache
 from imgshare.ratelimit import (
-    KNOWN_FOR,
     LOGIN_PER_ACCOUNT,
     LOGIN_PER_ACCOUNT_ADDRESS,
     LOGIN_PER_ADDRESS,
-    LoginThrottle,
+    MemoryLimits,
     address_group,
 )
 from imgshare.testing import make_fixture
 from imgshare.web.sessions import SESSION_COOKIE
+from tests.limits_contract import LimitsContract
 from tests.test_pages import PASSWORD, Browser, csrf_of, header, location
 
 OWNER = "198.51.100.7"
@@ -272,46 +270,17 @@ class CsrfFromBodyTests(ThrottleTestCase):
         self.assertEqual(response.code, 303)
 
 
-class LoginThrottleUnitTests(unittest.TestCase):
-    def setUp(self):
-        self.clock = Clock()
-        self.throttle = LoginThrottle(RateLimit(6, 60.0), RateLimit(3, 60.0), RateLimit(4, 60.0), self.clock)
+class MemoryLimitsTests(LimitsContract, unittest.TestCase):
+    """The in-memory limits store and error cache (SQLite servers, unit tests)."""
 
-    def test_attempts_in_flight_count(self):
-        """An attempt reserves its failure before the password is checked, so attempts started
-        together cannot get past the limit; a success gives the reservation back."""
-        attempts = [self.throttle.begin("kitten", "192.0.2.1") for _ in range(3)]
-        self.assertRaises(RateLimited, self.throttle.begin, "kitten", "192.0.2.1")
-        attempts[0].succeeded()
-        self.throttle.begin("kitten", "192.0.2.1")
+    async def make_limits(self, clock):
+        return MemoryLimits(clock)
 
-    def test_an_abandoned_attempt_spends_nothing(self):
-        for _ in range(5):
-            self.throttle.begin("kitten", "192.0.2.1").abandoned()
-        self.throttle.begin("kitten", "192.0.2.1")
+    async def make_error_cache(self, clock):
+        return ErrorCache(clock)
 
-    def test_retry_after_is_the_longest_wait(self):
-        for _ in range(3):
-            self.throttle.begin("kitten", "192.0.2.1").failed()
-        with self.assertRaises(RateLimited) as caught:
-            self.throttle.begin("kitten", "192.0.2.1")
-        self.assertEqual(caught.exception.retry_after, 20)
 
-    def test_strangers_wait_when_the_account_is_under_attack(self):
-        """The account's own bucket counts failures from addresses that never logged in to it; when it
-        is spent they wait, but not a known address (for KNOWN_FOR) or a visitor with a session."""
-        self.throttle.begin("kitten", "192.0.2.1").succeeded()
-        for i in range(4):
-            self.throttle.begin("kitten", f"203.0.113.{i}").failed()
-        self.assertRaises(RateLimited, self.throttle.begin, "kitten", "203.0.113.9")
-        self.throttle.begin("kitten", "192.0.2.1").failed()
-        self.throttle.begin("kitten", "203.0.113.9", session=True).failed()
-        self.throttle.begin("bear", "203.0.113.9").failed()
-        self.clock.advance(KNOWN_FOR)
-        for i in range(4):
-            self.throttle.begin("kitten", f"198.51.100.{i}").failed()
-        self.assertRaises(RateLimited, self.throttle.begin, "kitten", "192.0.2.1")
-
+class AddressGroupTests(unittest.TestCase):
     def test_address_groups(self):
         self.assertEqual(address_group("192.0.2.1"), "192.0.2.1")
         self.assertEqual(address_group("2001:db8:1:2:3:4:5:6"), "2001:db8:1:2::/64")

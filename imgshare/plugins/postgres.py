@@ -151,6 +151,7 @@ class _PgTx:
     share_lock = " FOR SHARE"
     skip_locked = " FOR UPDATE SKIP LOCKED"
     least = "LEAST"
+    greatest = "GREATEST"
     byte_order = ' COLLATE "C"'
 
     def __init__(self, cursor: Any):
@@ -269,6 +270,14 @@ class _Connection(txpostgres.Connection):
         d.addErrback(self._rollback, cursor)
         return d
 
+    def runStatement(self, interaction: Any, *args: Any) -> Deferred[Any]:  # noqa: N802
+        """Run ``interaction(cursor, *args)`` without ``BEGIN``/``COMMIT``: for one
+        statement, which the (autocommit) connection runs as its own transaction."""
+        return self._doit(self._runStatement, interaction, *args)
+
+    def _runStatement(self, interaction: Any, *args: Any) -> Deferred[Any]:  # noqa: N802
+        return maybeDeferred(interaction, self.cursor(), *args)
+
     @staticmethod
     def _commit(result: Any, cursor: Any) -> Deferred[Any]:
         return cursor.execute("COMMIT").addCallback(lambda _: result)
@@ -299,6 +308,15 @@ class _Pool(txpostgres.ConnectionPool):
                              reconnectionIterator=_reconnection_delays, reactor=reactor)
         return _Connection(reactor, cooperator, detector=detector)
 
+    def runStatement(self, interaction: Any, *args: Any) -> Deferred[Any]:  # noqa: N802
+        """``_Connection.runStatement`` on a pooled connection."""
+        return self._semaphore.run(self._runStatement, interaction, *args)
+
+    def _runStatement(self, interaction: Any, *args: Any) -> Deferred[Any]:  # noqa: N802
+        connection = self.connections.pop()
+        d = connection.runStatement(interaction, *args)
+        return d.addBoth(self._putBackAndPassthrough, connection)
+
     def shut(self) -> None:
         """Close every connection and stop reconnecting."""
         for connection in self.every:
@@ -311,6 +329,9 @@ class PostgresDatabase:
     """An IDatabase on one PostgreSQL database."""
 
     dialect = "postgresql"
+    #: Several processes commonly share one PostgreSQL database: the rate limits, login
+    #: throttles and gather error cache are kept in it (``compose.build``).
+    shared = True
 
     def __init__(self, url: str, reactor: Any, runner: Any = None):
         self.url = url
@@ -373,10 +394,15 @@ class PostgresDatabase:
         return succeed(None)
 
     def run(self, operation: Any, *args: Any) -> Deferred[Any]:
-        """Run ``operation(tx, *args)`` in one transaction on a pooled connection."""
+        """Run ``operation(tx, *args)`` in one transaction on a pooled connection;
+        an operation marked ``db.one_statement`` without ``BEGIN``/``COMMIT`` (its one
+        statement is a transaction by itself), so it costs one round trip."""
         if self._pool is None:
             return fail(db.DatabaseUnavailable("the database is not open"))
-        d = self._pool.runInteraction(_interaction, operation, args)
+        if getattr(operation, "one_statement", False):
+            d = self._pool.runStatement(_interaction, operation, args)
+        else:
+            d = self._pool.runInteraction(_interaction, operation, args)
         return d.addErrback(_unavailable)
 
 

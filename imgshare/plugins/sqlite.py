@@ -89,6 +89,7 @@ class _SqliteTx:
     share_lock = ""
     skip_locked = ""
     least = "MIN"
+    greatest = "MAX"
     byte_order = ""  # SQLite compares text byte by byte (BINARY) unless told otherwise
 
     def __init__(self, cursor: Any):

@@ -40,7 +40,7 @@ class Api:
         """Method check, rate limits, form parsing and authentication, in that order."""
         set_format(request, output.pick_format(query(request, "format")))
         require_method(request, *methods)
-        self.ip_limiter.check(client_ip(request))
+        await self.ip_limiter.check(client_ip(request))
         token = None
         # A token outside the body (a header, else the query string) is checked
         # before a possibly large body is parsed: a bad one costs no parsing.
@@ -52,7 +52,7 @@ class Api:
             set_format(request, output.pick_format(form.get("format")))
             if token is None:
                 token = await self.library.authenticate(form.get("token"))
-            self.token_limiter.check(f"token:{token.id}")
+            await self.token_limiter.check(f"token:{token.id}")
         except BaseException:
             form.discard()
             raise
@@ -100,7 +100,7 @@ class Api:
                 name=form.get("name") or None, expire=form.get("expire"),
             )
         except (errors.BadImage, errors.UnsupportedType, errors.TooLarge) as e:
-            self.gatherer.remember_failure(url, e)  # the content is at fault: repeat the answer
+            await self.gatherer.remember_failure(url, e)  # the content is at fault: repeat the answer
             raise
         finally:
             await self.io.run(discard_spooled, path)
@@ -117,10 +117,10 @@ class Api:
         raise errors.Forbidden("refusing to delete the universe: you are standing in it")
 
     @app.route("/limits")
-    def limits(self, request: Any) -> bytes:
+    async def limits(self, request: Any) -> bytes:
         set_format(request, output.pick_format(query(request, "format")))
         require_method(request, b"GET", b"HEAD")
-        self.ip_limiter.check(client_ip(request))
+        await self.ip_limiter.check(client_ip(request))
         return respond(request, 200, limits_record(self.config, response_format(request) == "text"))
 
     @app.route("/", branch=True)

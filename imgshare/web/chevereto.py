@@ -93,7 +93,7 @@ class Chevereto:
     async def upload(self, request: Any) -> bytes:
         _set_format(request, query(request, "format"))
         require_method(request, b"GET", b"POST")
-        self.ip_limiter.check(client_ip(request))
+        await self.ip_limiter.check(client_ip(request))
         token = None
         outside = header_credential(request)
         if outside:  # checked before a possibly large body is parsed
@@ -107,7 +107,7 @@ class Chevereto:
             _set_format(request, form.get("format"))
             if token is None:
                 token = await self.library.authenticate(credential(request, form))
-            self.token_limiter.check(f"token:{token.id}")
+            await self.token_limiter.check(f"token:{token.id}")
             source = await self._source(request, form)
             image, filename = await self._store(token, form, source)
         finally:
@@ -200,7 +200,7 @@ class Chevereto:
         try:
             image = await self.library.upload(token.account, path, filename, **options)
         except (errors.BadImage, errors.UnsupportedType, errors.TooLarge) as e:
-            self.gatherer.remember_failure(source.url, e)  # the content is at fault: repeat the answer
+            await self.gatherer.remember_failure(source.url, e)  # the content is at fault: repeat the answer
             raise
         finally:
             await self.io.run(discard_spooled, path)

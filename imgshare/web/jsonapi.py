@@ -71,20 +71,20 @@ class JsonApi:
             found = (header_credential(request) or body_credential
                      or _first(query(request, "key"), query(request, "token")))
         token = await self.library.authenticate(found)
-        self.token_limiter.check(f"token:{token.id}")
+        await self.token_limiter.check(f"token:{token.id}")
         return token
 
-    def _start(self, request: Any, *methods: bytes) -> None:
+    async def _start(self, request: Any, *methods: bytes) -> None:
         """The method check and the address's rate limit, before anything else."""
         require_method(request, *methods)
-        self.ip_limiter.check(client_ip(request))
+        await self.ip_limiter.check(client_ip(request))
 
     # ------------------------------------------------------------- uploads
 
     @app.route("/upload", endpoint="upload")
     @app.route("/upload/", endpoint="upload_slash")
     async def upload(self, request: Any) -> bytes:
-        self._start(request, b"GET", b"HEAD", b"POST")
+        await self._start(request, b"GET", b"HEAD", b"POST")
         if request.method != b"POST":
             return self._answer(request, 200, discovery_record(self.config))
         token = None

@@ -61,7 +61,7 @@ class AuthPages(PageArea):
     async def setup_submit(self, request: Any) -> bytes:
         form = await self.form(request)
         await self.sessions.check_pre_csrf(request, form)
-        self.throttle.check_address(client_ip(request))
+        await self.throttle.check_address(client_ip(request))
         code, name = form.get("code") or "", (form.get("name") or "").strip()
         try:
             check_account_name(name)
@@ -75,7 +75,7 @@ class AuthPages(PageArea):
             raise errors.NotFound(SETUP_LINK_USED)
         log.info("first account {name} created through the setup link", name=account.name)
         await self.sessions.begin(request, account.name)
-        self.throttle.remember(account.name, client_ip(request))
+        await self.throttle.remember(account.name, client_ip(request))
         return redirect(request, "/images?done=welcome")
 
     # ------------------------------------------------------------ logging in
@@ -143,7 +143,7 @@ class AuthPages(PageArea):
             raise errors.NotFound(REGISTRATION_CLOSED)
         form = await self.form(request)
         await self.sessions.check_pre_csrf(request, form)
-        self.throttle.check_address(client_ip(request))
+        await self.throttle.check_address(client_ip(request))
         name, password = (form.get("name") or "").strip(), form.get("password") or ""
         try:
             check_new_password(password, form.get("repeat") or "")
@@ -154,7 +154,7 @@ class AuthPages(PageArea):
             return await self._register_page(request, name, e.message, 400)
         log.info("account {name} registered", name=account.name)
         await self.sessions.begin(request, account.name)
-        self.throttle.remember(account.name, client_ip(request))
+        await self.throttle.remember(account.name, client_ip(request))
         return redirect(request, "/images?done=welcome")
 
     @app.handle_errors(Exception)

@@ -138,16 +138,16 @@ class PageArea:
                              session: bool = False) -> Account | None:
         """``Accounts.verify`` under the login throttle: RateLimited (429) before any
         scrypt work when a limit bites; only a wrong password spends."""
-        attempt = self.throttle.begin(name, client_ip(request), session=session)
+        attempt = await self.throttle.begin(name, client_ip(request), session=session)
         try:
             account = await self.accounts.verify(name, password)
         except BaseException:
-            attempt.abandoned()
+            await attempt.abandoned()
             raise
         if account is None:
             attempt.failed()
         else:
-            attempt.succeeded()
+            await attempt.succeeded()
         return account
 
     async def render_failure(self, request: Any, failure: Failure) -> bytes:

@@ -66,7 +66,7 @@ class DeleteLinks(PageArea):
     app: ClassVar[Klein] = Klein()
 
     async def _linked(self, request: Any, account: str, name: str, secret: str) -> Any:
-        self.limiter.check(address_group(client_ip(request)))
+        await self.limiter.check(address_group(client_ip(request)))
         image = await self.library.linked_image(account, name, secret)
         if image is None:
             raise errors.NotFound(NOT_FOUND)
