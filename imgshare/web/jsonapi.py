@@ -161,7 +161,7 @@ class JsonApi:
         """Method and address checks, then the JSON body (read in the io pool) and the
         caller's token: from a header first (checked before the body is read), else
         from ``credential_fields`` of the body, else from the query."""
-        self._start(request, b"POST")
+        await self._start(request, b"POST")
         token = await self._token(request) if header_credential(request) else None
         ctype, _ = parse_options_header(request.getHeader(b"content-type") or b"")
         if ctype != b"application/json":
@@ -196,7 +196,7 @@ class JsonApi:
     @app.route("/upload/put/<opaque>", endpoint="presigned_put")
     async def presigned_put(self, request: Any, opaque: str) -> bytes:
         # No token: the signed URL is the credential, as an S3 presigned URL is.
-        self._start(request, b"PUT")
+        await self._start(request, b"PUT")
         answer = await self.presigned.receive(opaque, request.content)
         return self._answer(request, 200, answer)
 
