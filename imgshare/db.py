@@ -442,15 +442,42 @@ async def mark_deleted(tx: Tx, image_id: int, now: float) -> bool:
     return bool(rows)
 
 
-@readonly
-async def list_images(tx: Tx, account: str, now: float, offset: int, limit: int) -> list[Image]:
-    """The account's served images, newest first."""
+#: The account's served images, in listing order: live, unexpired, newest first.
+#: Written once for the page and its count, so both read the ``images_listing``
+#: index (migration 008) and agree on what is listed.
+_LISTED = "FROM images WHERE account = ? AND state = ? AND (expires IS NULL OR expires > ?)"
+_LISTING_ORDER = "ORDER BY uploaded DESC, id DESC"
+
+
+async def _listed_page(tx: Tx, account: str, now: float, offset: int, limit: int) -> list[Image]:
+    """``limit`` listed images after the first ``offset``.  The inner SELECT reads
+    only ``images_listing`` (it covers every column it names), so the skip walks
+    index entries, never rows; only the page's own rows are then read, by id."""
     rows = await tx.execute(
-        f"SELECT {_IMAGE} FROM images WHERE account = ? AND state = ? "
-        "AND (expires IS NULL OR expires > ?) ORDER BY uploaded DESC, id DESC LIMIT ? OFFSET ?",
+        f"SELECT {_IMAGE} FROM images WHERE id IN (SELECT id {_LISTED} {_LISTING_ORDER} LIMIT ? OFFSET ?) "
+        f"{_LISTING_ORDER}",
         (account, LIVE, now, limit, offset),
     )
     return [_IMAGE.record(r) for r in rows]
+
+
+@readonly
+async def list_images(tx: Tx, account: str, now: float, offset: int, limit: int) -> list[Image]:
+    """The account's served images, newest first."""
+    return await _listed_page(tx, account, now, offset, limit)
+
+
+@readonly
+async def list_images_page(tx: Tx, account: str, now: float, offset: int, limit: int) -> tuple[list[Image], int]:
+    """One page of the account's served images and how many there are in all, in one
+    transaction (one snapshot on SQLite; under PostgreSQL's read committed an upload
+    committed between the two statements may make them differ by one, harmless for
+    a listing).  Past the end the page is empty without a second query: an offset
+    beyond the total (even one too large for a 64-bit integer) never reaches SQL."""
+    total = (await tx.execute(f"SELECT COUNT(*) {_LISTED}", (account, LIVE, now)))[0][0]
+    if offset >= total:
+        return [], total
+    return await _listed_page(tx, account, now, offset, limit), total
 
 
 def _purgeable(now: float, stale_before: float) -> tuple[str, tuple]:
