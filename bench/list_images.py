@@ -252,7 +252,8 @@ def run(side_class: Any, args: argparse.Namespace) -> None:
         start = time.perf_counter()
         side.fill(args.images)
         print(f"\n== {side.name}: {args.images} served images of one account "
-              f"(+ deleted, expired, another account's), filled in {time.perf_counter() - start:.1f} s")
+              f"(+ deleted, expired, another account's), filled in {time.perf_counter() - start:.1f} s; "
+              f"load average {os.getloadavg()[0]:.2f} on {len(CPUS)} CPUs")
         now = time.time()
         for page in PAGES:
             measure_page(side, page, now, args)
