@@ -87,24 +87,30 @@ class SqliteTests(unittest.TestCase):
         self.assertEqual((await second.run(db.get_account, "kitten")).name, "kitten")
 
     async def test_listing_skips_index_entries_only(self):
-        """The listing's count and the skip of its page read the covering index
-        images_listing alone; only the page's rows are read from the table, by id."""
+        """The listing's count and the skip of its page, from either end, read the
+        covering index images_listing alone (the count less the expired rows, a
+        range of images_state_expires); only the page's rows are read from the
+        table, by id."""
         from imgshare import db
         from tests.db_contract import T
 
         database = await open_sqlite_sync(self)
         await database.run(db.create_account, "kitten", "h", False, T)
-        image = await database.run(db.reserve_image, "kitten", "20260214_a.jpg", "20260214_a", "image/jpeg",
-                                   1, 1, 1, "ab" * 32, T, None)
-        await database.run(db.commit_image, image.id, T)
-        explaining = _Explaining()
-        page, total = await database.run(explaining.run, db.list_images_page, "kitten", T, 0, 24)
-        self.assertEqual(([i.name for i in page], total), (["20260214_a.jpg"], 1))
-        count, listing = explaining.plans
-        self.assertEqual(count, ["SEARCH images USING COVERING INDEX images_listing (account=? AND state=?)"])
-        self.assertIn("SEARCH images USING COVERING INDEX images_listing (account=? AND state=?)", listing)
-        self.assertIn("SEARCH images USING INTEGER PRIMARY KEY (rowid=?)", listing)
-        self.assertFalse([line for line in listing if line.startswith("SCAN")], listing)
+        for i in range(3):
+            image = await database.run(db.reserve_image, "kitten", f"20260214_{i}.jpg", f"20260214_{i}",
+                                       "image/jpeg", 1, 1, 1, "ab" * 32, T + i, None)
+            await database.run(db.commit_image, image.id, T)
+        search = "SEARCH images USING COVERING INDEX images_listing (account=? AND state=?)"
+        for offset, expected in [(0, "20260214_2.jpg"), (2, "20260214_0.jpg")]:  # newest end, oldest end
+            explaining = _Explaining()
+            page, total = await database.run(explaining.run, db.list_images_page, "kitten", T, offset, 1)
+            self.assertEqual(([i.name for i in page], total), ([expected], 3))
+            count, listing = explaining.plans
+            self.assertEqual(count, ["SCAN CONSTANT ROW", "SCALAR SUBQUERY 1", search, "SCALAR SUBQUERY 2",
+                                     "SEARCH images USING INDEX images_state_expires (state=? AND expires<?)"])
+            self.assertIn(search, listing)
+            self.assertIn("SEARCH images USING INTEGER PRIMARY KEY (rowid=?)", listing)
+            self.assertFalse([line for line in listing if line.startswith("SCAN")], listing)
 
     def test_plugins_found_by_scheme(self):
         """The backend plugins are found by URL scheme; an unknown scheme is explained."""
