@@ -278,6 +278,11 @@ class ImageLibrary:
         """The account's served images, newest first: ``limit`` of them after the first ``offset``."""
         return await self._db(db.list_images, account, self.now(), offset, limit)
 
+    async def image_page(self, account: str, page: int, limit: int) -> tuple[list[Image], int]:
+        """Page ``page`` (from 1) of ``limit`` of the account's served images, newest
+        first, and how many it has in all (expiry is checked in the query)."""
+        return await self._db(db.list_images_page, account, self.now(), (page - 1) * limit, limit)
+
     async def pending_derivations(self, image_ids: list[int]) -> set[int]:
         """Which of these images still wait for their derived files."""
         return await self._db(db.pending_images, image_ids)
@@ -362,6 +367,17 @@ class ImageLibrary:
         else:
             image = await self._db(db.get_image_by_stem, account, ref.stem)
         if image is None or not image.is_served(self.now()):
+            raise errors.NotFound("no such file")
+        return await self._delete_served(image)
+
+    async def delete_named(self, caller: str, account: str, name: str) -> Image:
+        """Delete ``account``'s image ``name`` for ``caller`` (an id already parsed):
+        Forbidden unless it is the caller's own account, as ``delete`` answers a URL
+        of another account's file; NotFound unless it is served right now."""
+        if account != caller:
+            raise errors.Forbidden("not your file")
+        image = await self.served_image(account, name)
+        if image is None:
             raise errors.NotFound("no such file")
         return await self._delete_served(image)
 

@@ -2,7 +2,7 @@
 so that every process on one PostgreSQL database counts against the same limits.
 
 ``DatabaseLimits`` is the limits store of ``imgshare.ratelimit`` over the
-``rate_buckets`` and ``login_known`` tables (schema 009), ``DatabaseErrorCache``
+``rate_buckets`` and ``login_known`` tables (schema 008), ``DatabaseErrorCache``
 the gatherer's error cache over ``gather_errors``.  A rate-limit check is one
 statement, one round trip (``db.take_token``); the login throttle's steps are
 short transactions (logins are rare, and scrypt costs far more).

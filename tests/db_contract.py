@@ -326,6 +326,44 @@ class DatabaseContract(LimitsContract):
         self.assertEqual([i.name for i in page1], ["20260214_4.jpg", "20260214_3.jpg", "20260214_2.jpg"])
         self.assertEqual([i.name for i in page2], ["20260214_1.jpg", "20260214_0.jpg"])
 
+    async def test_list_images_page_and_total(self):
+        """A page and the total agree on what is listed: served images only, expiry
+        checked at ``now``, ties on the upload time broken by id, newest first; past
+        the end (an offset beyond any integer SQL takes, too) an empty page."""
+        await self._db()
+        names = []
+        for i in range(4):
+            names.append((await self._image(name=f"20260214_{i}.jpg", now=T + i // 2)).name)
+        await self._image(name="20260214_brief.jpg", now=T, expires=T + 5)
+        await self._image(name="20260214_up.jpg", live=False)
+        gone = await self._image(name="20260214_gone.jpg", now=T + 9)
+        await self.q(db.mark_deleted, gone.id, T)
+        await self._image(account="bear", name="20260214_bear.jpg", now=T + 9)
+        page, total = await self.q(db.list_images_page, "kitten", T + 5, 0, 2)
+        self.assertEqual(([i.name for i in page], total), ([names[3], names[2]], 4))
+        page, total = await self.q(db.list_images_page, "kitten", T + 4, 2, 10)
+        self.assertEqual(([i.name for i in page], total), (["20260214_brief.jpg", names[1], names[0]], 5))
+        self.assertEqual(await self.q(db.list_images_page, "kitten", T + 5, 4, 2), ([], 4))
+        self.assertEqual(await self.q(db.list_images_page, "kitten", T + 5, 10**30, 2), ([], 4))
+        self.assertEqual(await self.q(db.list_images_page, "nobody", T, 0, 2), ([], 0))
+
+    async def test_list_images_page_from_either_end(self):
+        """Every page of every size is the same slice of the listing, whether it is
+        read from the newest end or (in the older half) from the oldest."""
+        await self._db()
+        for i in range(7):
+            await self._image(name=f"20260214_{i}.jpg", now=T + i // 3)
+        await self._image(name="20260214_brief.jpg", now=T + 1, expires=T + 5)
+        gone = await self._image(name="20260214_gone.jpg", now=T + 1)
+        await self.q(db.mark_deleted, gone.id, T)
+        listing = [i.name for i in await self.q(db.list_images, "kitten", T + 5, 0, 100)]
+        self.assertEqual(len(listing), 7)
+        for limit in range(1, 9):
+            for offset in range(0, 9):
+                page, total = await self.q(db.list_images_page, "kitten", T + 5, offset, limit)
+                self.assertEqual(([i.name for i in page], total), (listing[offset:offset + limit], 7),
+                                 (offset, limit))
+
     async def test_mark_deleted_once(self):
         """Deleting marks a live image deleted once; a second delete finds nothing."""
         await self._db()

@@ -86,6 +86,32 @@ class SqliteTests(unittest.TestCase):
         second = await open_sqlite(self, path)
         self.assertEqual((await second.run(db.get_account, "kitten")).name, "kitten")
 
+    async def test_listing_skips_index_entries_only(self):
+        """The listing's count and the skip of its page, from either end, read the
+        covering index images_listing alone (the count less the expired rows, a
+        range of images_state_expires); only the page's rows are read from the
+        table, by id."""
+        from imgshare import db
+        from tests.db_contract import T
+
+        database = await open_sqlite_sync(self)
+        await database.run(db.create_account, "kitten", "h", False, T)
+        for i in range(3):
+            image = await database.run(db.reserve_image, "kitten", f"20260214_{i}.jpg", f"20260214_{i}",
+                                       "image/jpeg", 1, 1, 1, "ab" * 32, T + i, None)
+            await database.run(db.commit_image, image.id, T)
+        search = "SEARCH images USING COVERING INDEX images_listing (account=? AND state=?)"
+        for offset, expected in [(0, "20260214_2.jpg"), (2, "20260214_0.jpg")]:  # newest end, oldest end
+            explaining = _Explaining()
+            page, total = await database.run(explaining.run, db.list_images_page, "kitten", T, offset, 1)
+            self.assertEqual(([i.name for i in page], total), ([expected], 3))
+            count, listing = explaining.plans
+            self.assertEqual(count, ["SCAN CONSTANT ROW", "SCALAR SUBQUERY 1", search, "SCALAR SUBQUERY 2",
+                                     "SEARCH images USING INDEX images_state_expires (state=? AND expires<?)"])
+            self.assertIn(search, listing)
+            self.assertIn("SEARCH images USING INTEGER PRIMARY KEY (rowid=?)", listing)
+            self.assertFalse([line for line in listing if line.startswith("SCAN")], listing)
+
     def test_plugins_found_by_scheme(self):
         """The backend plugins are found by URL scheme; an unknown scheme is explained."""
         self.assertIsInstance(backends.open_database("sqlite:///tmp/x.db", reactor, None), SqliteDatabase)
@@ -93,6 +119,28 @@ class SqliteTests(unittest.TestCase):
         with self.assertRaises(ValueError) as e:
             backends.open_storage("ftp://x", reactor, None)
         self.assertIn("file", str(e.exception))
+
+
+class _Explaining:
+    """Runs an operation on a transaction that records the plan (EXPLAIN QUERY PLAN)
+    of every statement before running it."""
+
+    def __init__(self) -> None:
+        self.plans: list[list[str]] = []
+
+    async def run(self, tx, operation, *args):
+        explaining = self
+
+        class Tx:
+            def __getattr__(self, name):
+                return getattr(tx, name)
+
+            async def execute(self, sql, params=()):
+                rows = await tx.execute("EXPLAIN QUERY PLAN " + sql, params)
+                explaining.plans.append([row[-1] for row in rows])
+                return await tx.execute(sql, params)
+
+        return await operation(Tx(), *args)
 
 
 class LocalStorageContractTests(StorageContract, unittest.TestCase):

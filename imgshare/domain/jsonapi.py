@@ -7,7 +7,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from imgshare.domain import embed, ids, output, records
+from imgshare.domain import embed, errors, ids, output, records
 
 OK: dict[str, Any] = {"success": True, "status": "ok"}
 
@@ -76,8 +76,37 @@ def failed_upload_body(entries: list[dict[str, Any]]) -> dict[str, Any]:
     return {**error_body(entries[0]["error"]), "images": entries}
 
 
+#: The page size of a listing when none is asked for, and the largest (more is clamped).
+DEFAULT_LIMIT = 24
+MAX_LIMIT = 100
+
+
+def paging(page: str | None, limit: str | None) -> tuple[int, int]:
+    """``(page, limit)`` of a listing from the query's text values (None: absent).
+
+    ``page`` counts from 1; ``limit`` is clamped to ``MAX_LIMIT`` rather than refused,
+    as imgtree documents it; anything not a whole number of at least 1 is a
+    BadRequest (a page past the end is not an error: it is empty)."""
+    return _whole_number("page", page, 1), min(_whole_number("limit", limit, DEFAULT_LIMIT), MAX_LIMIT)
+
+
+def _whole_number(name: str, value: str | None, default: int) -> int:
+    """ASCII digits only: ``int()`` would also take ``" 2"``, ``"+2"``, ``"2_0"`` and
+    other scripts' digits, which no client means."""
+    if value is None:
+        return default
+    try:
+        number = int(value) if value.isascii() and value.isdigit() else 0
+    except ValueError:  # more digits than Python converts
+        number = 0
+    if number < 1:
+        raise errors.BadRequest(f"{name}: a whole number of at least 1")
+    return number
+
+
 def list_body(images: list[dict[str, Any]], page: int, limit: int, total: int) -> dict[str, Any]:
-    """One page of the caller's images."""
+    """One page of the caller's images (``images`` are image objects of records read
+    back, so without delete links: only the secret's hash is kept)."""
     return {**OK, "images": images, "page": page, "limit": limit, "total": total,
             "has_more": page * limit < total}
 

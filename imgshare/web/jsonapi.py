@@ -18,7 +18,7 @@ from klein import Klein
 from python_multipart.multipart import parse_options_header
 from twisted.python.failure import Failure
 
-from imgshare.domain import errors, jsonapi, output, presign
+from imgshare.domain import errors, ids, jsonapi, output, presign
 from imgshare.domain.records import Token
 from imgshare.library import ImageLibrary
 from imgshare.ratelimit import RateLimiter
@@ -235,6 +235,46 @@ class JsonApi:
     # ------------------------------------------------- list, get and delete
     # (section owned by the list/get/delete work)
 
+    @app.route("/images", endpoint="images")
+    @app.route("/images/", endpoint="images_slash")
+    async def images(self, request: Any) -> bytes:
+        """The caller's served images, newest first, one page of them."""
+        await self._start(request, b"GET", b"HEAD")
+        token = await self._token(request)
+        page, limit = jsonapi.paging(query(request, "page"), query(request, "limit"))
+        found, total = await self.library.image_page(token.account, page, limit)
+        objects = [jsonapi.image_object(image, self.config.public_url) for image in found]
+        return self._answer(request, 200, jsonapi.list_body(objects, page, limit, total))
+
+    @app.route("/image/<image_id>", endpoint="image")
+    @app.route("/images/<image_id>", endpoint="images_one")
+    async def image(self, request: Any, image_id: str) -> bytes:
+        """One image: GET (and HEAD) reads it, DELETE deletes it; one handler for
+        both paths, as ImgLink and imgtree each use one of them."""
+        await self._start(request, b"GET", b"HEAD", b"DELETE")
+        if request.method == b"DELETE":
+            return await self._delete(request, image_id)
+        return await self._get(request, image_id)
+
+    async def _get(self, request: Any, image_id: str) -> bytes:
+        """A composite id needs no token (the file is public anyway) and any credential
+        sent with it is not looked at; a bare name needs one (it names a file of the
+        caller's account)."""
+        caller = None if ids.SEPARATOR in image_id else (await self._token(request)).account
+        named = _named(image_id, caller)
+        image = await self.library.served_image(named.account, named.name)
+        if image is None:
+            raise errors.NotFound("no such image")
+        return self._answer(request, 200, jsonapi.get_body(image, self.config.public_url))
+
+    async def _delete(self, request: Any, image_id: str) -> bytes:
+        """Delete one of the caller's images: 403 for another account's id, 404 for
+        one that names nothing served; every version is 404 from this answer on."""
+        token = await self._token(request)
+        named = _named(image_id, token.account)
+        image = await self.library.delete_named(token.account, named.account, named.name)
+        return self._answer(request, 200, jsonapi.deleted_body(image))
+
     # -------------------------------------------------------------- errors
 
     @app.route("/", branch=True)
@@ -248,6 +288,16 @@ class JsonApi:
             failure = Failure(error)
         status, message = describe_failure(request, failure, lambda e: e.name.lower(), "internal error")
         return self._answer(request, status, jsonapi.error_body(message))
+
+
+def _named(image_id: str, caller: str | None) -> ids.ImageId:
+    """The image an id in the path names.  An id that cannot name any image is
+    "no such image" (404), as an unknown one is: ImgLink's ids are opaque, so its
+    clients cannot tell a malformed id from an unknown one and only need the 404."""
+    try:
+        return ids.parse_id(image_id, caller)
+    except errors.BadRequest:
+        raise errors.NotFound("no such image") from None
 
 
 def body_limit(config: Any, presigned: Any, path: bytes, request: Any) -> int:
@@ -290,6 +340,9 @@ ROUTES: dict[str, str] = {
     "put": "PUT /api/v1/upload/put/<opaque>",
     "complete": "POST /api/v1/upload/complete",
     "complete_batch": "POST /api/v1/upload/complete/batch",
+    "images": "GET /api/v1/images?page=&limit=",
+    "image": "GET /api/v1/image/<id> (alias /api/v1/images/<id>)",
+    "delete": "DELETE /api/v1/image/<id> (alias /api/v1/images/<id>)",
 }
 
 
