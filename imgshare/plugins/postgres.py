@@ -407,5 +407,9 @@ class PostgresFactory:
     def open(self, url: str, reactor: Any, runner: Any) -> PostgresDatabase:
         return PostgresDatabase(url, reactor, runner)
 
+    def missing(self, url: str) -> str | None:
+        """None: connecting never creates a PostgreSQL database (a missing one is an error then)."""
+        return None
+
 
 postgres_backend = PostgresFactory()

@@ -285,5 +285,13 @@ class SqliteFactory:
     def open(self, url: str, reactor: Any, runner: Any) -> SqliteDatabase:
         return SqliteDatabase(url, reactor)
 
+    def missing(self, url: str) -> str | None:
+        """The file's path when it does not exist (starting would create it, and its folder)."""
+        path = path_from_url(url)
+        if path == ":memory:" or os.path.exists(path):
+            return None
+        path = os.path.abspath(path)
+        return "/" + path.lstrip("/") if path.startswith("//") else path  # sqlite:////abs/path
+
 
 sqlite_backend = SqliteFactory()
