@@ -7,13 +7,17 @@ import contextlib
 import io
 import os
 import re
+import select
+import subprocess
+import sys
+import time
 
 from twisted.trial import unittest
 
 from imgshare import auth, cli, db
 from imgshare.cli import VERBS, CommandError, Console, build_parser, parse, run_command
 from imgshare.testing import T0, open_sqlite_sync
-from tests.serverprocess import run_admin
+from tests.serverprocess import environment, run_admin
 
 PASSWORD = "a long password"
 
@@ -250,6 +254,82 @@ class UsageTests(unittest.TestCase):
         self.assertIn("user admin NAME on|off", text)
         self.assertNotIn("token create", text)
         self.assertNotIn("action", text.replace("actions:", ""))
+
+
+#: The admin command with a pseudo-terminal as its controlling terminal (its stdin, stdout and
+#: stderr): it makes itself a session leader and takes the terminal before it starts.
+ON_TERMINAL = [sys.executable, "-c", "import fcntl, os, termios; os.setsid(); fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+               "from imgshare.cli import main; main()"]
+
+
+def run_on_terminal(data_dir, argv, replies, timeout=60.0):
+    """Run the real command on a pseudo-terminal, typing each reply once its prompt (a
+    string) has appeared; return (exit status, everything the terminal showed)."""
+    master, slave = os.openpty()
+    process = subprocess.Popen([*ON_TERMINAL, *argv], stdin=slave, stdout=slave, stderr=slave,
+                               env=environment(data_dir))
+    os.close(slave)
+    shown = b""
+    unanswered = 0  # where the next prompt is looked for: after the one answered last
+    deadline = time.monotonic() + timeout
+    replies = list(replies)
+    try:
+        while time.monotonic() < deadline:
+            found = shown.find(replies[0][0].encode(), unanswered) if replies else -1
+            if found >= 0:
+                unanswered = found + len(replies[0][0].encode())
+                os.write(master, replies.pop(0)[1].encode() + b"\n")
+                continue
+            readable, _, _ = select.select([master], [], [], 0.5)
+            if not readable:
+                continue
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # EIO: the command closed the terminal
+                break
+            if not data:
+                break
+            shown += data
+        return process.wait(timeout=max(1.0, deadline - time.monotonic())), shown.decode("utf-8", "replace")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(master)
+
+
+class TerminalTests(unittest.TestCase):
+    """The questions asked on a real (pseudo-)terminal."""
+
+    def setUp(self):
+        self.data = os.path.abspath(self.mktemp())
+        run_admin(self.data, "user", "add", "kitten", stdin=PASSWORD + "\n")
+        run_admin(self.data, "user", "add", "bear", stdin=PASSWORD + "\n")
+
+    def test_del_asks_for_the_name(self):
+        """user del on a terminal asks for the account's name; another answer removes nothing."""
+        status, shown = run_on_terminal(self.data, ["user", "del", "bear"], [("Type bear to confirm: ", "kitten")])
+        self.assertEqual(status, 1, shown)
+        self.assertIn("This removes the account bear and its 0 images, with its tokens and sessions.", shown)
+        self.assertIn("imgshare: not confirmed; nothing was removed", shown)
+        self.assertIn("bear\tuser", run_admin(self.data, "user", "list").stdout)
+        status, shown = run_on_terminal(self.data, ["user", "del", "bear"], [("Type bear to confirm: ", "bear")])
+        self.assertEqual(status, 0, shown)
+        self.assertIn("imgshare: removing bear and its 0 images", shown)
+        self.assertNotIn("bear", run_admin(self.data, "user", "list").stdout)
+
+    def test_passwd_asks_twice_without_echo(self):
+        """user passwd on a terminal asks twice, shows nothing typed, and refuses a mismatch."""
+        status, shown = run_on_terminal(self.data, ["user", "passwd", "bear"],
+                                        [("Password: ", "first try here"), ("Again: ", "second try here")])
+        self.assertEqual(status, 1, shown)
+        self.assertIn("imgshare: the passwords differ", shown)
+        status, shown = run_on_terminal(self.data, ["user", "passwd", "bear"],
+                                        [("Password: ", "bears new password"), ("Again: ", "bears new password")])
+        self.assertEqual(status, 0, shown)
+        self.assertIn("set a new password for bear", shown)
+        for typed in ["first try", "second try", "bears new password"]:
+            self.assertNotIn(typed, shown, "a password typed is never shown")
 
 
 class ConsoleScriptTests(unittest.TestCase):
