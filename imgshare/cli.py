@@ -2,7 +2,8 @@
 
 It says on stderr which database and storage it works on.  Only ``user add`` may
 create a database (and says so); every other verb refuses a SQLite file that does
-not exist, so a command run from the wrong folder creates nothing.
+not exist, and a database (SQLite or PostgreSQL) without IMGSHARE's tables, so a
+command run from the wrong folder or with the wrong URL creates nothing.
 """
 
 from __future__ import annotations
@@ -327,7 +328,18 @@ def main(argv: list[str] | None = None) -> None:
 
     async def body(reactor: Any) -> None:
         database = backends.open_database(config.db, reactor, InlineRunner())
-        await database.start()
+        if console.new_database:
+            await database.start()
+        else:
+            try:
+                await database.start(create=False)
+            except db.NoSchema:
+                await database.stop()
+                if verb != CREATES:
+                    raise CommandError(f"no IMGSHARE tables in the database at {console.database}: pass "
+                                       "the server's --db, or start the server once") from None
+                await database.start()  # an empty PostgreSQL database, made for IMGSHARE
+                console.new_database = True
         try:
             await run_command(args, database, reactor, console)
         finally:

@@ -75,6 +75,10 @@ class LastAdmin(Exception):
     """The change would leave accounts without any administrator."""
 
 
+class NoSchema(Exception):
+    """The database holds no IMGSHARE tables, and was opened with ``create=False``."""
+
+
 class LostClaim(Exception):
     """A derived-file worker no longer holds the job it worked on: its lease ran out
     and another worker claimed the job (or the job is gone)."""
@@ -89,8 +93,10 @@ class IDatabase(Interface):
 
     url = Attribute("The URL this database was opened from.")
 
-    def start():
-        """Connect and apply pending migrations."""
+    def start(create=True):
+        """Connect and apply pending migrations; with ``create=False`` a database without
+        IMGSHARE's tables is left as it is and ``NoSchema`` raised (the admin command's verbs
+        that must not make a database)."""
 
     def stop():
         """Close every connection; fires once they are closed."""
@@ -182,9 +188,12 @@ async def current_version(tx: Tx) -> int:
     return rows[0][0] or 0
 
 
-async def migrate(tx: Tx, files: list[tuple[int, str]]) -> int:
-    """Apply every schema file newer than the recorded version; return the new version."""
+async def migrate(tx: Tx, files: list[tuple[int, str]], create: bool = True) -> int:
+    """Apply every schema file newer than the recorded version; return the new version.
+    Without ``create``, NoSchema (and the transaction rolled back) on a database that has none."""
     version = await current_version(tx)
+    if not version and not create:
+        raise NoSchema("no IMGSHARE tables")
     for number, script in files:
         if number <= version:
             continue

@@ -12,11 +12,16 @@ import subprocess
 import sys
 import time
 
+from twisted.internet import reactor
+from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 
 from imgshare import auth, cli, db
+from imgshare import backends as backends_module
 from imgshare.cli import VERBS, CommandError, Console, build_parser, parse, run_command
+from imgshare.plugins.postgres import PostgresDatabase
 from imgshare.testing import T0, open_sqlite_sync
+from tests import backends
 from tests.serverprocess import environment, run_admin
 
 PASSWORD = "a long password"
@@ -417,3 +422,47 @@ class ConsoleScriptTests(unittest.TestCase):
         self.assertEqual(done.returncode, 2)
         self.assertIn("commands:\n  user add NAME [--admin]", done.stderr)
         self.assertFalse(os.path.exists(self.data))
+
+    def test_a_file_without_tables_is_not_made_a_database(self):
+        """An existing SQLite file without IMGSHARE's tables is refused by every verb but user
+        add, which makes it a new database and says so."""
+        os.makedirs(self.data)
+        path = os.path.join(self.data, "imgshare.sqlite3")
+        open(path, "wb").close()
+        done = run_admin(self.data, "user", "list")
+        self.assertEqual(done.returncode, 1)
+        self.assertTrue(done.stderr.endswith(
+            f"imgshare: no IMGSHARE tables in the database at sqlite:///{path}: pass the server's --db, "
+            "or start the server once\n"), done.stderr)
+        added = run_admin(self.data, "user", "add", "kitten", stdin=PASSWORD + "\n")
+        self.assertEqual(added.returncode, 0, added.stderr)
+        self.assertIn(f"this is a new database at sqlite:///{path}; kitten is its first account", added.stderr)
+
+
+class PostgresCommandTests(unittest.TestCase):
+    """The real command on PostgreSQL (the server scripts/test starts)."""
+
+    timeout = 120
+
+    async def test_empty_postgres_database(self):
+        """On a PostgreSQL database without IMGSHARE's tables a read-only verb fails and leaves it
+        empty; user add makes the tables and says it is a new database."""
+        dsn = await backends.create_database(self)
+        shown = backends_module.redact_url(dsn)
+        data = os.path.abspath(self.mktemp())
+        done = await deferToThread(run_admin, data, "user", "list", IMGSHARE_DB=dsn)
+        self.assertEqual(done.returncode, 1, done.stderr)
+        self.assertIn(f"imgshare: database {shown}\n", done.stderr)
+        self.assertTrue(done.stderr.endswith(f"imgshare: no IMGSHARE tables in the database at {shown}: pass the "
+                                             "server's --db, or start the server once\n"), done.stderr)
+        database = PostgresDatabase(dsn, reactor)
+        with self.assertRaises(db.NoSchema):
+            await database.start(create=False)
+        added = await deferToThread(run_admin, data, "user", "add", "kitten", stdin=PASSWORD + "\n", IMGSHARE_DB=dsn)
+        self.assertEqual(added.returncode, 0, added.stderr)
+        self.assertIn(f"imgshare: this is a new database at {shown}; kitten is its first account and an admin\n",
+                      added.stderr)
+        listed = await deferToThread(run_admin, data, "user", "list", IMGSHARE_DB=dsn)
+        self.assertTrue(listed.stdout.startswith("kitten\tadmin\t"), listed.stderr)
+        self.assertFalse(os.path.exists(data), "nothing made in the data folder")
+

@@ -174,12 +174,12 @@ class SqliteDatabase:
             cp_reactor=self._reactor,
         )
 
-    async def start(self) -> None:
-        if self.path != ":memory:":
+    async def start(self, create: bool = True) -> None:
+        if self.path != ":memory:" and create:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         self._pool = self._make_pool(1, reader=False)
         self._pool.start()
-        await self.run(db.migrate, db.schema_files(self.dialect))
+        await self.run(db.migrate, db.schema_files(self.dialect), create)
         if self.readers:  # after the migration: the file exists, in WAL mode
             self._read_pool = self._make_pool(self.readers, reader=True)
             self._read_pool.start()
@@ -231,8 +231,8 @@ class SyncSqliteDatabase:
         self.busy_timeout = busy_timeout
         self._connection: sqlite3.Connection | None = None
 
-    def start(self) -> Deferred[None]:
-        if self.path != ":memory:":
+    def start(self, create: bool = True) -> Deferred[None]:
+        if self.path != ":memory:" and create:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         connection = None
         try:
@@ -244,7 +244,7 @@ class SyncSqliteDatabase:
                 connection.close()
             return fail(failure).addErrback(_translate)
         self._connection = connection
-        return self.run(db.migrate, db.schema_files(self.dialect)).addCallback(lambda _: None)
+        return self.run(db.migrate, db.schema_files(self.dialect), create).addCallback(lambda _: None)
 
     def stop(self) -> Deferred[None]:
         connection, self._connection = self._connection, None
