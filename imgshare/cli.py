@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     actions: dict[str, Any] = {}
     for area, what in _AREAS.items():
         area_parser = sub.add_parser(
-            area, formatter_class=argparse.RawDescriptionHelpFormatter, usage=f"imgshare {area} ACTION ...",
+            area, prog=f"imgshare {area}", formatter_class=argparse.RawDescriptionHelpFormatter,
+            usage=f"imgshare {area} ACTION ...",
             description=f"Manage {what}.\n\nactions:\n" + _listing(area),
         )
         actions[area] = area_parser.add_subparsers(dest="action", metavar="ACTION", help=argparse.SUPPRESS)

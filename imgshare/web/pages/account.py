@@ -21,6 +21,9 @@ from imgshare.web.views import AccountBody, AccountView, ConfirmBody, ResetBody
 
 log = Logger()
 
+OWN_PASSWORD = "Change your own password with the form on the account page (it asks for the current one)."
+OWN_ROLE = "You cannot change your own role here: another administrator can, or the imgshare command."
+
 
 @attrs.define
 class AccountPages(PageArea):
@@ -90,10 +93,11 @@ class AccountPages(PageArea):
         log.info("{admin} created the account {name}", admin=visitor.account, name=account.name)
         return redirect(request, "/account?done=account-created")
 
-    async def _other_account(self, visitor: Visitor, name: str) -> Any:
-        """The account ``name`` an administrator acts on: another one than their own."""
+    async def _other_account(self, visitor: Visitor, name: str, own: str) -> Any:
+        """The account ``name`` an administrator acts on: another one than their own
+        (BadRequest saying ``own`` for that)."""
         if name == visitor.account:
-            raise errors.BadRequest("Use the forms for your own account instead.")
+            raise errors.BadRequest(own)
         account = await self.accounts.get(name) if name else None
         if account is None:
             raise errors.NotFound("No such account.")
@@ -103,7 +107,7 @@ class AccountPages(PageArea):
     async def reset_form(self, request: Any) -> bytes:
         visitor = await self.visitor(request)
         self._require_admin(visitor)
-        account = await self._other_account(visitor, (query(request, "name") or "").strip())
+        account = await self._other_account(visitor, (query(request, "name") or "").strip(), OWN_PASSWORD)
         return await self._reset_page(request, visitor, account.name)
 
     async def _reset_page(self, request: Any, visitor: Visitor, name: str, problem: str | None = None,
@@ -116,7 +120,7 @@ class AccountPages(PageArea):
         """An administrator sets another account's password: its sessions end, its tokens stay."""
         visitor, form = await self.post(request)
         self._require_admin(visitor)
-        account = await self._other_account(visitor, (form.get("name") or "").strip())
+        account = await self._other_account(visitor, (form.get("name") or "").strip(), OWN_PASSWORD)
         password = form.get("password") or ""
         try:
             check_new_password(password, form.get("repeat") or "")
@@ -132,7 +136,7 @@ class AccountPages(PageArea):
         """Give (``admin=1``) or take (``admin=0``) another account's administrator rights, once confirmed."""
         visitor, form = await self.post(request)
         self._require_admin(visitor)
-        account = await self._other_account(visitor, (form.get("name") or "").strip())
+        account = await self._other_account(visitor, (form.get("name") or "").strip(), OWN_ROLE)
         if form.get("admin") not in ("0", "1"):
             raise errors.BadRequest("Say admin=1 or admin=0.")
         wanted = form.get("admin") == "1"
