@@ -26,6 +26,13 @@ SETUP_CODE_SETTING = "setup_code"
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
 MAX_LABEL = 100
+LAST_ADMIN = "{name} is the only administrator: make another account an administrator first."
+
+
+class LastAdmin(errors.ApiError):
+    """The change would leave the accounts without an administrator (409)."""
+
+    status = 409
 
 
 def check_new_password(password: str, repeated: str) -> None:
@@ -60,6 +67,7 @@ class Accounts:
     io: Any  # Runner for scrypt
     clock: Any  # IReactorTime
     _dummy_hash: str | None = None
+    _seen_accounts: bool = False  # some account existed once: has_accounts(cached=True) stops asking
 
     def now(self) -> float:
         return self.clock.seconds()
@@ -88,9 +96,20 @@ class Accounts:
         return await self._db(db.get_account, name)
 
     async def set_password(self, name: str, password: str) -> None:
+        """The account owner's own change (its sessions are the caller's business)."""
         digest = await self.io.run(auth.hash_password, password)
         if not await self._db(db.set_password_hash, name, digest):
             raise errors.NotFound("no such account")
+
+    async def reset_password(self, name: str, password: str) -> int:
+        """An administrator's reset: the new password, and every session of the account
+        ended (API tokens stay); the number of sessions ended.  NotFound without the account.
+        The caller has checked the password's length."""
+        digest = await self.io.run(auth.hash_password, password)
+        ended = await self._db(db.reset_password, name, digest)
+        if ended is None:
+            raise errors.NotFound("no such account")
+        return ended
 
     # --------------------------------------------------------------- accounts
 
@@ -136,8 +155,40 @@ class Accounts:
             db.create_first_account, SETUP_CODE_SETTING, code, name, digest, self.now()
         )
 
-    async def has_accounts(self) -> bool:
-        return bool(await self._db(db.count_accounts))
+    async def register(self, name: str, password: str) -> Account | None:
+        """A self-registered account (never an admin); None while no account exists yet
+        (the first one, an admin, comes from the setup link or the admin command).
+        BadRequest for a bad name, 409 if the name is taken."""
+        check_account_name(name)
+        digest = await self.io.run(auth.hash_password, password)
+        try:
+            return await self._db(db.register_account, name, digest, self.now())
+        except db.Conflict:
+            raise errors.ApiError(
+                "That name is taken (or an account of that name is still being removed).", 409
+            ) from None
+
+    async def has_accounts(self, *, cached: bool = False) -> bool:
+        """Whether any account exists; with ``cached``, True without asking once one was seen
+        (for what pages offer; decisions ask the database)."""
+        if cached and self._seen_accounts:
+            return True
+        found = bool(await self._db(db.count_accounts))
+        self._seen_accounts = self._seen_accounts or found
+        return found
+
+    async def set_admin(self, name: str, is_admin: bool) -> None:
+        """Make ``name`` an administrator or not; NotFound, or LastAdmin when it is the only one."""
+        try:
+            found = await self._db(db.set_admin, name, is_admin)
+        except db.LastAdmin:
+            raise LastAdmin(LAST_ADMIN.format(name=name)) from None
+        if not found:
+            raise errors.NotFound("no such account")
+
+    async def image_count(self, name: str) -> int:
+        """How many images go with the account (stored or being uploaded)."""
+        return await self._db(db.count_images, name)
 
     async def get(self, name: str) -> Account | None:
         """The account named ``name``, if there is one."""
@@ -147,8 +198,13 @@ class Accounts:
         return await self._db(db.list_accounts)
 
     async def remove(self, name: str) -> None:
-        """Remove an account: its tokens and sessions at once, its images shortly after."""
-        if not await self._db(db.delete_account, name, self.now()):
+        """Remove an account: its tokens and sessions at once, its images shortly after.
+        NotFound, or LastAdmin when it is the only administrator and other accounts exist."""
+        try:
+            found = await self._db(db.delete_account, name, self.now())
+        except db.LastAdmin:
+            raise LastAdmin(LAST_ADMIN.format(name=name)) from None
+        if not found:
             raise errors.NotFound("no such account")
 
     # ----------------------------------------------------------------- tokens

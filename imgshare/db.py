@@ -78,6 +78,14 @@ class AccountGone(Exception):
     """The account was removed while one of its requests was under way."""
 
 
+class LastAdmin(Exception):
+    """The change would leave accounts without any administrator."""
+
+
+class NoSchema(Exception):
+    """The database holds no IMGSHARE tables, and was opened with ``create=False``."""
+
+
 class LostClaim(Exception):
     """A derived-file worker no longer holds the job it worked on: its lease ran out
     and another worker claimed the job (or the job is gone)."""
@@ -100,8 +108,10 @@ class IDatabase(Interface):
         "Optional, default False: True when several processes commonly share this "
         "database (PostgreSQL), so per-client limits are kept in it.")
 
-    def start():
-        """Connect and apply pending migrations."""
+    def start(create=True):
+        """Connect and apply pending migrations; with ``create=False`` a database without
+        IMGSHARE's tables is left as it is and ``NoSchema`` raised (the admin command's verbs
+        that must not make a database)."""
 
     def stop():
         """Close every connection; fires once they are closed."""
@@ -117,6 +127,11 @@ class IDatabaseFactory(Interface):
 
     def open(url, reactor, runner):
         """Return an IDatabase for ``url`` (not started yet)."""
+
+    def missing(url):
+        """Where the database at ``url`` would be created if it does not exist yet (a
+        SQLite file's path), else None: it exists, or only the server it lives on could
+        make it (PostgreSQL: ``CREATE DATABASE`` is the operator's)."""
 
 
 def readonly(operation: Any) -> Any:
@@ -200,12 +215,15 @@ async def current_version(tx: Tx) -> int:
     return rows[0][0] or 0
 
 
-async def migrate(tx: Tx, files: list[tuple[int, str]]) -> int:
+async def migrate(tx: Tx, files: list[tuple[int, str]], create: bool = True) -> int:
     """Apply every schema file newer than the recorded version; return the new version.
 
-    A database migrated by a newer IMGSHARE (a downgrade) is refused: this version
+    Without ``create``, NoSchema (and the transaction rolled back) on a database that has
+    none.  A database migrated by a newer IMGSHARE (a downgrade) is refused: this version
     would not know its tables' meaning."""
     version = await current_version(tx)
+    if not version and not create:
+        raise NoSchema("no IMGSHARE tables")
     known = max((number for number, _ in files), default=0)
     if version > known:
         raise SchemaTooNew(f"the database schema is version {version}, newer than this IMGSHARE "
@@ -276,11 +294,70 @@ async def list_accounts(tx: Tx) -> list[Account]:
     return [_ACCOUNT.record(r) for r in await tx.execute(f"SELECT {_ACCOUNT} FROM accounts ORDER BY name")]
 
 
-async def delete_account(tx: Tx, name: str, now: float) -> bool:
-    """Remove an account, its tokens and sessions; its images become deleted (purged later)."""
-    rows = await tx.execute("DELETE FROM accounts WHERE name = ? RETURNING id", (name,))
+#: The ``tx.lock`` key serializing the changes that could remove the last admin.
+ADMINS_LOCK = "admins"
+
+
+async def _refuse_last_admin(tx: Tx, name: str, *, unless_alone: bool = False) -> None:
+    """LastAdmin if ``name`` is the only administrator (with ``unless_alone``: and other
+    accounts exist).  The caller holds ``ADMINS_LOCK``, so two such changes made at
+    once cannot both pass."""
+    if await tx.execute("SELECT 1 FROM accounts WHERE is_admin AND name <> ? LIMIT 1", (name,)):
+        return
+    if unless_alone and not await tx.execute("SELECT 1 FROM accounts WHERE name <> ? LIMIT 1", (name,)):
+        return
+    raise LastAdmin(name)
+
+
+async def set_admin(tx: Tx, name: str, is_admin: bool) -> bool:
+    """Make ``name`` an administrator or not; False if there is no such account,
+    ``LastAdmin`` (nothing changed) if it is the only administrator and would stop being one."""
+    await tx.lock(ADMINS_LOCK)
+    rows = await tx.execute("SELECT is_admin FROM accounts WHERE name = ?", (name,))
     if not rows:
         return False
+    if rows[0][0] and not is_admin:
+        await _refuse_last_admin(tx, name)
+    await tx.execute("UPDATE accounts SET is_admin = ? WHERE name = ?", (is_admin, name))
+    return True
+
+
+async def reset_password(tx: Tx, name: str, password_hash: str) -> int | None:
+    """Give ``name`` a new password and end every session of it (an administrator's reset:
+    whoever knew the old password is logged out); the number of sessions ended, or None
+    if there is no such account.  Its API tokens stay."""
+    if not await set_password_hash(tx, name, password_hash):
+        return None
+    return len(await tx.execute("DELETE FROM sessions WHERE account = ? RETURNING digest", (name,)))
+
+
+@readonly
+async def count_images(tx: Tx, account: str) -> int:
+    """How many images of ``account`` are stored or being uploaded (not deleted)."""
+    rows = await tx.execute("SELECT COUNT(*) FROM images WHERE account = ? AND state <> ?", (account, DELETED))
+    return rows[0][0]
+
+
+async def register_account(tx: Tx, name: str, password_hash: str, now: float) -> Account | None:
+    """A self-registered (never admin) account, only once some account exists: the first
+    one comes from the setup link or the admin command.  None, and nothing stored, on a
+    database without accounts; ``Conflict`` as ``create_account``."""
+    if not (await tx.execute("SELECT COUNT(*) FROM accounts"))[0][0]:
+        return None
+    return await create_account(tx, name, password_hash, False, now)
+
+
+async def delete_account(tx: Tx, name: str, now: float) -> bool:
+    """Remove an account, its tokens and sessions; its images become deleted (purged later).
+
+    ``LastAdmin`` (nothing changed) if it is the only administrator while other accounts exist."""
+    await tx.lock(ADMINS_LOCK)
+    rows = await tx.execute("SELECT is_admin FROM accounts WHERE name = ?", (name,))
+    if not rows:
+        return False
+    if rows[0][0]:
+        await _refuse_last_admin(tx, name, unless_alone=True)
+    await tx.execute("DELETE FROM accounts WHERE name = ?", (name,))
     await tx.execute("DELETE FROM tokens WHERE account = ?", (name,))
     await tx.execute("DELETE FROM sessions WHERE account = ?", (name,))
     await tx.execute(

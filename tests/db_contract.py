@@ -176,6 +176,47 @@ class DatabaseContract(LimitsContract):
         await self.q(db.remove_image, image.id)
         await self.q(db.create_account, "kitten", "h", False, T + 3)
 
+    async def test_admin_rights_keep_an_admin(self):
+        """set_admin changes the role; neither it nor delete_account removes the last administrator
+        while other accounts exist (LastAdmin, nothing changed)."""
+        await self._db()
+        await self.q(db.create_account, "kitten", "h", True, T)
+        await self.q(db.create_account, "bear", "h", False, T)
+        with self.assertRaises(db.LastAdmin):
+            await self.q(db.set_admin, "kitten", False)
+        with self.assertRaises(db.LastAdmin):
+            await self.q(db.delete_account, "kitten", T)
+        self.assertTrue((await self.q(db.get_account, "kitten")).is_admin)
+        self.assertTrue(await self.q(db.set_admin, "bear", True))
+        self.assertTrue(await self.q(db.set_admin, "kitten", False))
+        self.assertFalse((await self.q(db.get_account, "kitten")).is_admin)
+        self.assertFalse(await self.q(db.set_admin, "nobody", True))
+        self.assertTrue(await self.q(db.delete_account, "kitten", T))
+        self.assertTrue(await self.q(db.delete_account, "bear", T), "the last account may go")
+
+    async def test_register_reset_and_count(self):
+        """register_account needs an existing account; reset_password ends the account's sessions;
+        count_images counts what is not deleted."""
+        await self._db()
+        self.assertIsNone(await self.q(db.register_account, "mallory", "h", T))
+        self.assertEqual(await self.q(db.count_accounts), 0)
+        await self.q(db.create_account, "kitten", "h", True, T)
+        self.assertFalse((await self.q(db.register_account, "bear", "h", T)).is_admin)
+        with self.assertRaises(db.Conflict):
+            await self.q(db.register_account, "bear", "h", T)
+        await self.q(db.create_session, "1" * 64, "bear", T, T + 60)
+        await self.q(db.create_session, "2" * 64, "kitten", T, T + 60)
+        self.assertEqual(await self.q(db.reset_password, "bear", "h2"), 1)
+        self.assertEqual(await self.q(db.get_password_hash, "bear"), "h2")
+        self.assertIsNotNone(await self.q(db.find_session, "2" * 64, T))
+        self.assertIsNone(await self.q(db.reset_password, "nobody", "h"))
+        self.assertEqual(await self.q(db.count_images, "bear"), 0)
+        await self._image("bear", "20260214_a.jpg")
+        gone = await self._image("bear", "20260214_b.jpg")
+        await self._image("bear", "20260214_c.jpg", live=False)
+        await self.q(db.mark_deleted, gone.id, T)
+        self.assertEqual(await self.q(db.count_images, "bear"), 2)
+
     async def test_tokens_expire_at_the_instant(self):
         """A token is found until its expiry instant and never from then on."""
         await self._db()
@@ -602,6 +643,7 @@ class DatabaseContract(LimitsContract):
         await self.q(db.create_session, "s4", "bear", T, T + 100)
         await self.q(db.delete_session, "s4")
         self.assertIsNone(await self.q(db.find_session, "s4", T))
+        await self.q(db.set_admin, "bear", True)  # the only admin is not removed while others exist
         await self.q(db.delete_account, "kitten", T)
         self.assertIsNone(await self.q(db.find_session, "s1", T), "gone with its account")
 

@@ -18,21 +18,35 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _LISTENING = re.compile(r"IMGSHARE listening on IPv4Address\(type='TCP', host='127\.0\.0\.1', port=(\d+)\)")
 
 
-def environment(data_dir: str, **extra: str) -> dict[str, str]:
-    # The caller's own IMGSHARE_* settings must not leak into a test server.
+#: The ``imgshare`` console script, run from the checkout.
+ADMIN_COMMAND = [sys.executable, "-c", "from imgshare.cli import main; main()"]
+
+
+def environment(data_dir: str | None, **extra: str) -> dict[str, str]:
+    """The environment of a test process: none of the caller's own IMGSHARE_* settings (they
+    must not leak into a test server), the checkout on the path, and ``IMGSHARE_DATA_DIR``
+    unless ``data_dir`` is None."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMGSHARE_") or k.startswith("IMGSHARE_TEST_")}
     env["PYTHONPATH"] = REPO + os.pathsep + os.environ.get("PYTHONPATH", "")
-    env["IMGSHARE_DATA_DIR"] = data_dir
+    if data_dir is not None:
+        env["IMGSHARE_DATA_DIR"] = data_dir
     env.update(extra)
     return env
 
 
+def run_admin(data_dir: str | None, *argv: str, stdin: str = "", cwd: str | None = None,
+              **env: str) -> subprocess.CompletedProcess:
+    """Run the ``imgshare`` admin command (in ``cwd``; without ``IMGSHARE_DATA_DIR`` if
+    ``data_dir`` is None); its exit status, stdout and stderr, whatever they are."""
+    return subprocess.run(
+        [*ADMIN_COMMAND, *argv], input=stdin, capture_output=True, text=True,
+        env=environment(data_dir, **env), cwd=cwd, timeout=60,
+    )
+
+
 def admin(data_dir: str, *argv: str, stdin: str = "", **env: str) -> str:
     """Run the ``imgshare`` admin command; return its stdout (raises on failure)."""
-    done = subprocess.run(
-        [sys.executable, "-c", "from imgshare.cli import main; main()", *argv],
-        input=stdin, capture_output=True, text=True, env=environment(data_dir, **env), timeout=60,
-    )
+    done = run_admin(data_dir, *argv, stdin=stdin, **env)
     if done.returncode:
         raise AssertionError(f"imgshare {' '.join(argv)} failed: {done.stderr}")
     return done.stdout

@@ -361,6 +361,27 @@ class BrowserTests(unittest.TestCase):
         self.assertIn("<script>alert(1)</script>", site.find("table.list").text, "shown as text")
         site.shoot("tokens")
 
+        # The administrator (kitten, the first account) resets bear's password and makes it an
+        # administrator, through the form page and the confirmation page.
+        admin(self.data, "user", "add", "bear", stdin=PASSWORD + "\n")
+        site.open("/account")
+        site.shoot("account-admin")
+        site.find("a[href='/account/reset?name=bear']").click()
+        site.wait_path("/account/reset?name=bear")
+        site.fill(password="bears new password", repeat="bears new password")
+        site.shoot("reset-password")
+        site.find("form.stack button[type=submit]").click()
+        site.wait_path("/account?done=password-reset")
+        self.assertIn("browsers were logged out", site.find(".notice").text)
+        site.find("form[action='/account/admin'] button").click()
+        site.wait_path("/account/admin")
+        self.assertIn("Make bear an administrator?", site.find(".question").text)
+        site.shoot("confirm-make-admin")
+        site.find(".confirm button[type=submit]").click()
+        site.wait_path("/account?done=admin-on")
+        self.assertIn("Remove admin", site.find("table.list").text)
+        self.assertIn("bear\tadmin", admin(self.data, "user", "list"))
+
 
 def _alert(driver: Any) -> Any:
     from selenium.common.exceptions import NoAlertPresentException

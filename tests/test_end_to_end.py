@@ -357,3 +357,60 @@ class TwoProcessTests(unittest.TestCase):
         self.assertTrue([key for key in keys if key.startswith("api:token:")], keys)
         self.assertTrue([key for key in keys if key.startswith("login-pair:kitten/")], keys)
         self.assertFalse([key for key in keys if token in key or other_token in key], "no secret in a key")
+
+class FreshOpenServerTests(unittest.TestCase):
+    """A fresh real server started with ``--registration open``: nobody registers before the
+    setup link has made the first account (an admin)."""
+
+    timeout = 120
+
+    async def setUp(self):
+        self.data = os.path.abspath(self.mktemp())
+        self.server = await ServerProcess(self.data, "--registration", "open").start()
+        self.addCleanup(self.server.stop)
+
+    async def test_stranger_cannot_take_a_fresh_open_server(self):
+        await deferToThread(self._stranger_then_owner)
+
+    def _stranger_then_owner(self) -> None:
+        import requests
+
+        url = self.server.url
+        m = re.search(r"/setup\?code=([A-Za-z0-9_-]+)", self.server.log())
+        self.assertIsNotNone(m, "the server logs the one-time setup link")
+        setup = f"/setup?code={m.group(1)}"
+
+        stranger = requests.Session()
+        login = stranger.get(url + "/login", timeout=10)
+        self.assertNotIn('href="/register"', login.text)
+        self.assertEqual(stranger.get(url + "/register", timeout=10).status_code, 403)
+        fields = {"csrf": _csrf(login.text), "name": "mallory", "password": "a long password",
+                  "repeat": "a long password"}
+        refused = stranger.post(url + "/register", data=fields, allow_redirects=False, timeout=10)
+        self.assertEqual(refused.status_code, 403, refused.text)
+        self.assertIn("the first account comes from the setup link", refused.text)
+        self.assertEqual(admin(self.data, "user", "list"), "", "no account was made")
+
+        owner = requests.Session()
+        form = owner.get(url + setup, timeout=10)
+        self.assertEqual(form.status_code, 200)
+        made = owner.post(url + "/setup", data={"csrf": _csrf(form.text), "code": m.group(1), "name": "boss",
+                                                "password": "a long password", "repeat": "a long password"},
+                          allow_redirects=False, timeout=10)
+        self.assertEqual((made.status_code, made.headers.get("Location")), (303, "/images?done=welcome"))
+        self.assertTrue(admin(self.data, "user", "list").startswith("boss\tadmin\t"))
+
+        page = stranger.get(url + "/register", timeout=10)
+        self.assertEqual(page.status_code, 200)
+        fields["csrf"] = _csrf(page.text)
+        joined = stranger.post(url + "/register", data=fields, allow_redirects=False, timeout=10)
+        self.assertEqual(joined.status_code, 303, joined.text)
+        self.assertIn("mallory\tuser\t", admin(self.data, "user", "list"))
+        self.assertNotIn("a long password", self.server.log())
+
+
+def _csrf(page: str) -> str:
+    m = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert m, "the page has a form"
+    return html.unescape(m.group(1))
+

@@ -259,6 +259,7 @@ class CsrfFromBodyTests(ThrottleTestCase):
 
     async def test_register_refuses_csrf_in_the_query(self):
         f = await make_fixture(self, registration="open")
+        await f.account("kitten")  # registration opens once the first account exists
         browser = BrowserAt(f, OWNER)
         _, body = await browser.get("/register")
         token = csrf_of(body)

@@ -9,7 +9,7 @@ from http.cookies import SimpleCookie
 
 from twisted.trial import unittest
 
-from imgshare import db
+from imgshare import auth, db
 from imgshare.accounts import SETUP_CODE_SETTING
 from imgshare.expiry import expire_once
 from imgshare.ratelimit import LOGIN_PER_ACCOUNT_ADDRESS
@@ -109,8 +109,6 @@ class PagesTestCase(unittest.TestCase):
 
     async def make_admin(self, name):
         await self.f.database.run(db.delete_account, name, T0)
-        from imgshare import auth
-
         await self.f.database.run(db.create_account, name, auth.hash_password(PASSWORD, b"1" * 16), True, T0)
 
     async def api_upload(self, token, data=None, filename="photo.png", **fields):
@@ -379,6 +377,45 @@ class RegisterTests(PagesTestCase):
         self.assertFalse((await f.database.run(db.get_account, "newbie")).is_admin)
         response, _ = await browser.get("/images")
         self.assertEqual(response.code, 200)
+
+
+    async def test_open_registration_waits_for_the_first_account(self):
+        """On a fresh server with --registration open nobody registers before the setup link
+        made the first account (an admin): the page is refused, a stranger's POST is refused and
+        stores nothing, nothing offers it; the setup link still works, and then registration opens."""
+        f = await make_fixture(self, registration="open")
+        await f.database.run(db.setting_or_insert, SETUP_CODE_SETTING, "the-code")
+        stranger = Browser(f, address="203.0.113.9")
+        response, body = await stranger.get("/register")
+        self.assertEqual(response.code, 403)
+        self.assertIn("the first account comes from the setup link", body)
+        self.assertNotIn('name="password"', body)
+        token = await stranger.csrf("/login")
+        response, body = await stranger.post("/register", {"csrf": token, "name": "mallory",
+                                                           "password": "a long password",
+                                                           "repeat": "a long password"})
+        self.assertEqual(response.code, 403)
+        self.assertEqual(await f.database.run(db.count_accounts), 0)
+        self.assertNotIn("mallory", body)
+        body = (await stranger.get("/login"))[1]
+        self.assertNotIn('href="/register"', body)
+        self.assertIn("No account exists yet", body)
+
+        owner = Browser(f)
+        token = await owner.csrf("/setup?code=the-code")
+        response, _ = await owner.post("/setup", {"csrf": token, "code": "the-code", "name": "boss",
+                                                  "password": "a long password", "repeat": "a long password"})
+        self.assertEqual((response.code, location(response)), (303, "/images?done=welcome"))
+        self.assertTrue((await f.database.run(db.get_account, "boss")).is_admin)
+
+        body = (await stranger.get("/login"))[1]
+        self.assertIn('href="/register"', body)
+        token = csrf_of((await stranger.get("/register"))[1])
+        response, _ = await stranger.post("/register", {"csrf": token, "name": "mallory",
+                                                        "password": "a long password",
+                                                        "repeat": "a long password"})
+        self.assertEqual(response.code, 303)
+        self.assertFalse((await f.database.run(db.get_account, "mallory")).is_admin)
 
 
 class ImagesTests(PagesTestCase):
@@ -774,6 +811,118 @@ class AccountTests(PagesTestCase):
         response, _ = await self.browser.post("/account/remove", {"csrf": csrf, "name": "bear", "confirm": "1"})
         self.assertEqual(response.code, 403)
         self.assertIsNotNone(await self.f.database.run(db.get_account, "bear"))
+
+
+class AdminFormsTests(PagesTestCase):
+    """An administrator's forms for other accounts: a new password, administrator rights."""
+
+    async def setUp(self):
+        await super().setUp()
+        await self.make_admin("boss")
+        await self.browser.login("boss")
+        self.csrf = await self.browser.csrf("/account")
+
+    async def test_admin_sees_the_forms_for_other_accounts_only(self):
+        """Each other account's row offers a new password and the role change; one's own row neither."""
+        response, body = await self.browser.get("/account")
+        self.assertIn('href="/account/reset?name=kitten"', body)
+        self.assertIn('href="/account/reset?name=bear"', body)
+        self.assertNotIn('href="/account/reset?name=boss"', body)
+        self.assertEqual(body.count(">Make admin</button>"), 2)
+        self.assertNotIn(">Remove admin</button>", body)
+        self.assertIn('data-confirm="Make kitten an administrator?', body)
+        await self.browser.post("/account/admin", {"csrf": self.csrf, "name": "bear", "admin": "1", "confirm": "1"})
+        body = (await self.browser.get("/account"))[1]
+        self.assertEqual(body.count(">Remove admin</button>"), 1)
+        self.assertIn('data-confirm="Remove the administrator rights of bear?"', body)
+
+    async def test_admin_sets_a_new_password(self):
+        """The form asks for the password twice; the reset ends that account's sessions, keeps its
+        tokens, and the new password logs in."""
+        kitten = await self.logged_in("kitten")
+        secret = await self.f.token("kitten")
+        response, body = await self.browser.get("/account/reset?name=kitten")
+        self.assertEqual(response.code, 200)
+        self.assertIn("Choose a new password for <strong>kitten</strong>", body)
+        self.assertIn('action="/account/reset"', body)
+        csrf = csrf_of(body)
+        for fields in [{"password": "new password!", "repeat": "different!!"},
+                       {"password": "short", "repeat": "short"}]:
+            response, body = await self.browser.post("/account/reset", {"csrf": csrf, "name": "kitten", **fields})
+            self.assertEqual(response.code, 400, fields)
+            self.assertIn('class="problem"', body)
+        self.assertEqual((await kitten.get("/images"))[0].code, 200, "nothing changed yet")
+        response, _ = await self.browser.post("/account/reset", {
+            "csrf": csrf, "name": "kitten", "password": "new password!", "repeat": "new password!"})
+        self.assertEqual((response.code, location(response)), (303, "/account?done=password-reset"))
+        self.assertIn("browsers were logged out; its tokens still work",
+                      (await self.browser.get("/account?done=password-reset"))[1])
+        self.assertEqual((await kitten.get("/images"))[0].code, 303, "kitten's session ended")
+        self.assertEqual((await self.browser.get("/account"))[0].code, 200, "the admin's own stays")
+        self.assertIsNotNone(await self.f.database.run(db.find_token, auth.token_digest(secret), T0))
+        await Browser(self.f).login("kitten", "new password!")
+        response, _ = await self.api_upload(secret)
+        self.assertEqual(response.code, 200)
+
+    async def test_admin_gives_and_takes_admin_rights(self):
+        """Without JavaScript the role change asks first; once confirmed it takes effect on the
+        account's live session; one's own role and unknown accounts are refused."""
+        kitten = await self.logged_in("kitten")
+        response, body = await self.browser.post("/account/admin", {"csrf": self.csrf, "name": "kitten", "admin": "1"})
+        self.assertEqual(response.code, 200)
+        self.assertIn("Make kitten an administrator?", body)
+        self.assertIn('name="confirm" value="1"', body)
+        self.assertFalse((await self.f.database.run(db.get_account, "kitten")).is_admin)
+        response, _ = await self.browser.post("/account/admin", {"csrf": self.csrf, "name": "kitten", "admin": "1",
+                                                                 "confirm": "1"})
+        self.assertEqual(location(response), "/account?done=admin-on")
+        self.assertTrue((await self.f.database.run(db.get_account, "kitten")).is_admin)
+        self.assertIn("Create an account", (await kitten.get("/account"))[1])
+        response, _ = await self.browser.post("/account/admin", {"csrf": self.csrf, "name": "kitten", "admin": "0",
+                                                                 "confirm": "1"})
+        self.assertEqual(location(response), "/account?done=admin-off")
+        self.assertFalse((await self.f.database.run(db.get_account, "kitten")).is_admin)
+        self.assertNotIn("Create an account", (await kitten.get("/account"))[1])
+        for fields, status in [({"name": "boss", "admin": "0"}, 400), ({"name": "nobody", "admin": "1"}, 404),
+                               ({"name": "kitten", "admin": "yes"}, 400)]:
+            response, _ = await self.browser.post("/account/admin", {"csrf": self.csrf, "confirm": "1", **fields})
+            self.assertEqual(response.code, status, fields)
+        self.assertTrue((await self.f.database.run(db.get_account, "boss")).is_admin)
+        for path in ["/account/reset?name=boss", "/account/reset?name=nobody", "/account/reset"]:
+            self.assertIn((await self.browser.get(path))[0].code, (400, 404), path)
+
+    async def test_admin_forms_need_csrf(self):
+        """Without the session's CSRF token both forms are 403 and change nothing."""
+        for path, fields in [("/account/reset", {"name": "kitten", "password": "new password!",
+                                                 "repeat": "new password!"}),
+                             ("/account/admin", {"name": "kitten", "admin": "1", "confirm": "1"})]:
+            for csrf in [{}, {"csrf": "0" * 64}]:
+                response, _ = await self.browser.post(path, {**fields, **csrf})
+                self.assertEqual(response.code, 403, (path, csrf))
+            response, _ = await self.browser.post(path + "?csrf=" + self.csrf, fields)
+            self.assertEqual(response.code, 403, "a token in the query string counts for nothing")
+        self.assertFalse((await self.f.database.run(db.get_account, "kitten")).is_admin)
+        await Browser(self.f).login("kitten", PASSWORD)
+
+    async def test_users_cannot_use_the_admin_forms(self):
+        """A plain user sees neither form and is refused (403) with a valid CSRF token."""
+        kitten = await self.logged_in("kitten")
+        response, body = await kitten.get("/account")
+        for text in ["Set a new password", "Make admin", "Remove admin", "/account/reset", "/account/admin"]:
+            self.assertNotIn(text, body)
+        csrf = csrf_of(body)
+        self.assertEqual((await kitten.get("/account/reset?name=bear"))[0].code, 403)
+        response, _ = await kitten.post("/account/reset", {"csrf": csrf, "name": "bear", "password": "new password!",
+                                                           "repeat": "new password!"})
+        self.assertEqual(response.code, 403)
+        for name in ["kitten", "bear"]:
+            response, _ = await kitten.post("/account/admin", {"csrf": csrf, "name": name, "admin": "1", "confirm": "1"})
+            self.assertEqual(response.code, 403)
+            self.assertFalse((await self.f.database.run(db.get_account, name)).is_admin)
+        response, _ = await kitten.post("/account/admin", {"csrf": csrf, "name": "boss", "admin": "0", "confirm": "1"})
+        self.assertEqual(response.code, 403)
+        self.assertTrue((await self.f.database.run(db.get_account, "boss")).is_admin)
+        await Browser(self.f).login("bear", PASSWORD)
 
 
 class HeaderTests(PagesTestCase):

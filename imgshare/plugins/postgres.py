@@ -353,8 +353,9 @@ class PostgresDatabase:
             return  # libpq reports the failure in its own words
         self.dsn = with_hostaddr(self.dsn, found[0][4][0])
 
-    async def start(self) -> None:
-        """Open every pooled connection, then migrate (one process at a time)."""
+    async def start(self, create: bool = True) -> None:
+        """Open every pooled connection, then migrate (one process at a time); without
+        ``create``, NoSchema on a database without IMGSHARE's tables (left untouched)."""
         await self._pin_address()
         pool = _Pool(self._reactor, self.dsn, self.pool_size)
         timed_out: list[bool] = []
@@ -378,7 +379,7 @@ class PostgresDatabase:
                 timer.cancel()
         self._pool = pool
         try:
-            version = await self.run(migrate_locked, db.schema_files(self.dialect))
+            version = await self.run(migrate_locked, db.schema_files(self.dialect), create)
         except BaseException:
             await self.stop()
             raise
@@ -416,11 +417,11 @@ def _unavailable(failure: Failure) -> Failure:
     return failure
 
 
-async def migrate_locked(tx: db.Tx, files: list[tuple[int, str]]) -> int:
+async def migrate_locked(tx: db.Tx, files: list[tuple[int, str]], create: bool = True) -> int:
     """``db.migrate`` under a transaction-scoped advisory lock: when several processes
     start at once, the first migrates and the others then find nothing to do."""
     await tx.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
-    return await db.migrate(tx, files)
+    return await db.migrate(tx, files, create)
 
 
 @implementer(IPlugin, db.IDatabaseFactory)
@@ -432,6 +433,10 @@ class PostgresFactory:
 
     def open(self, url: str, reactor: Any, runner: Any) -> PostgresDatabase:
         return PostgresDatabase(url, reactor, runner)
+
+    def missing(self, url: str) -> str | None:
+        """None: connecting never creates a PostgreSQL database (a missing one is an error then)."""
+        return None
 
 
 postgres_backend = PostgresFactory()

@@ -175,12 +175,12 @@ class SqliteDatabase:
             cp_reactor=self._reactor,
         )
 
-    async def start(self) -> None:
-        if self.path != ":memory:":
+    async def start(self, create: bool = True) -> None:
+        if self.path != ":memory:" and create:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         self._pool = self._make_pool(1, reader=False)
         self._pool.start()
-        await self.run(db.migrate, db.schema_files(self.dialect))
+        await self.run(db.migrate, db.schema_files(self.dialect), create)
         if self.readers:  # after the migration: the file exists, in WAL mode
             self._read_pool = self._make_pool(self.readers, reader=True)
             self._read_pool.start()
@@ -232,8 +232,8 @@ class SyncSqliteDatabase:
         self.busy_timeout = busy_timeout
         self._connection: sqlite3.Connection | None = None
 
-    def start(self) -> Deferred[None]:
-        if self.path != ":memory:":
+    def start(self, create: bool = True) -> Deferred[None]:
+        if self.path != ":memory:" and create:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         connection = None
         try:
@@ -245,7 +245,7 @@ class SyncSqliteDatabase:
                 connection.close()
             return fail(failure).addErrback(_translate)
         self._connection = connection
-        return self.run(db.migrate, db.schema_files(self.dialect)).addCallback(lambda _: None)
+        return self.run(db.migrate, db.schema_files(self.dialect), create).addCallback(lambda _: None)
 
     def stop(self) -> Deferred[None]:
         connection, self._connection = self._connection, None
@@ -285,6 +285,14 @@ class SqliteFactory:
 
     def open(self, url: str, reactor: Any, runner: Any) -> SqliteDatabase:
         return SqliteDatabase(url, reactor)
+
+    def missing(self, url: str) -> str | None:
+        """The file's path when it does not exist (starting would create it, and its folder)."""
+        path = path_from_url(url)
+        if path == ":memory:" or os.path.exists(path):
+            return None
+        path = os.path.abspath(path)
+        return "/" + path.lstrip("/") if path.startswith("//") else path  # sqlite:////abs/path
 
 
 sqlite_backend = SqliteFactory()

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import attrs
 from twisted.web.template import Element, Tag, TagLoader, XMLString, flattenString, renderer, tags
@@ -597,6 +598,7 @@ class AccountView:
     created: str
     created_iso: str
     is_self: bool
+    is_admin: bool = False
 
 
 class AccountBody(Element):
@@ -627,15 +629,35 @@ class AccountRow(Element):
     """One row of the accounts table."""
 
     def __init__(self, view: AccountView, tag: Tag):
+        if view.is_admin:
+            question, button = f"Remove the administrator rights of {view.name}?", "Remove admin"
+        else:
+            question, button = f"Make {view.name} an administrator? It can then manage every account.", "Make admin"
         super().__init__(loader=TagLoader(tag.fillSlots(
             name=view.name, role=view.role, created=view.created, created_iso=view.created_iso,
+            reset_href="/account/reset?" + urlencode({"name": view.name}),
+            admin_value="0" if view.is_admin else "1", admin_question=question, admin_button=button,
         )))
         self.view = view
 
     @renderer
-    def when_removable(self, request: Any, tag: Tag) -> Tag | str:
+    def when_other(self, request: Any, tag: Tag) -> Tag | str:
         return _shown_if(not self.view.is_self, tag)
 
     @renderer
     def when_self(self, request: Any, tag: Tag) -> Tag | str:
         return _shown_if(self.view.is_self, tag)
+
+
+class ResetBody(Element):
+    """An administrator's form setting a new password for another account."""
+
+    loader = template("reset.xhtml")
+
+    def __init__(self, csrf: str, name: str):
+        super().__init__()
+        self.csrf, self.name = csrf, name
+
+    @renderer
+    def form(self, request: Any, tag: Tag) -> Tag:
+        return tag.fillSlots(csrf=self.csrf, name=self.name)

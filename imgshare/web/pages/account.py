@@ -1,5 +1,6 @@
 """The account page (SPEC section 9), under ``/account``: the password change,
-and for administrators the list of accounts, new accounts and removal."""
+and for administrators the list of accounts, new accounts, a new password for
+another account, administrator rights given or taken, and removal."""
 
 from __future__ import annotations
 
@@ -16,14 +17,18 @@ from imgshare.web.errors import set_error_headers
 from imgshare.web.http import query
 from imgshare.web.pages.base import NOTICES, PageArea, redirect
 from imgshare.web.sessions import Visitor
-from imgshare.web.views import AccountBody, AccountView, ConfirmBody
+from imgshare.web.views import AccountBody, AccountView, ConfirmBody, ResetBody
 
 log = Logger()
+
+OWN_PASSWORD = "Change your own password with the form on the account page (it asks for the current one)."
+OWN_ROLE = "You cannot change your own role here: another administrator can, or the imgshare command."
 
 
 @attrs.define
 class AccountPages(PageArea):
-    """Routes of /account, /account/password, /account/create and /account/remove."""
+    """Routes of /account, /account/password, /account/create, /account/reset,
+    /account/admin and /account/remove."""
 
     app: ClassVar[Klein] = Klein()
 
@@ -40,7 +45,7 @@ class AccountPages(PageArea):
             views = [
                 AccountView(a.name, "administrator" if a.is_admin else "user",
                             words.since_in_words(a.created, now), output.iso_time(a.created),
-                            a.name == visitor.account)
+                            a.name == visitor.account, a.is_admin)
                 for a in await self.accounts.every()
             ]
         body = AccountBody(visitor.csrf, visitor.account, visitor.is_admin, views, new_name)
@@ -87,6 +92,68 @@ class AccountPages(PageArea):
             return await self._account_page(request, visitor, problem=e.message, status=400, new_name=name)
         log.info("{admin} created the account {name}", admin=visitor.account, name=account.name)
         return redirect(request, "/account?done=account-created")
+
+    async def _other_account(self, visitor: Visitor, name: str, own: str) -> Any:
+        """The account ``name`` an administrator acts on: another one than their own
+        (BadRequest saying ``own`` for that)."""
+        if name == visitor.account:
+            raise errors.BadRequest(own)
+        account = await self.accounts.get(name) if name else None
+        if account is None:
+            raise errors.NotFound("No such account.")
+        return account
+
+    @app.route("/account/reset", methods=["GET"])
+    async def reset_form(self, request: Any) -> bytes:
+        visitor = await self.visitor(request)
+        self._require_admin(visitor)
+        account = await self._other_account(visitor, (query(request, "name") or "").strip(), OWN_PASSWORD)
+        return await self._reset_page(request, visitor, account.name)
+
+    async def _reset_page(self, request: Any, visitor: Visitor, name: str, problem: str | None = None,
+                          status: int = 200) -> bytes:
+        return await self.page(request, f"A new password for {name}", ResetBody(visitor.csrf, name), visitor,
+                               current="/account", problem=problem, status=status, narrow=True)
+
+    @app.route("/account/reset", methods=["POST"])
+    async def reset_password(self, request: Any) -> bytes:
+        """An administrator sets another account's password: its sessions end, its tokens stay."""
+        visitor, form = await self.post(request)
+        self._require_admin(visitor)
+        account = await self._other_account(visitor, (form.get("name") or "").strip(), OWN_PASSWORD)
+        password = form.get("password") or ""
+        try:
+            check_new_password(password, form.get("repeat") or "")
+        except errors.BadRequest as e:
+            return await self._reset_page(request, visitor, account.name, e.message, 400)
+        ended = await self.accounts.reset_password(account.name, password)
+        log.info("{admin} set a new password for {name}; {ended} of its sessions ended",
+                 admin=visitor.account, name=account.name, ended=ended)
+        return redirect(request, "/account?done=password-reset")
+
+    @app.route("/account/admin", methods=["POST"])
+    async def set_admin(self, request: Any) -> bytes:
+        """Give (``admin=1``) or take (``admin=0``) another account's administrator rights, once confirmed."""
+        visitor, form = await self.post(request)
+        self._require_admin(visitor)
+        account = await self._other_account(visitor, (form.get("name") or "").strip(), OWN_ROLE)
+        if form.get("admin") not in ("0", "1"):
+            raise errors.BadRequest("Say admin=1 or admin=0.")
+        wanted = form.get("admin") == "1"
+        if form.get("confirm") != "1":
+            if wanted:
+                question = (f"Make {account.name} an administrator? It can then create, change and remove "
+                            "every account.")
+            else:
+                question = f"Remove the administrator rights of {account.name}? It stays a plain user."
+            body = ConfirmBody(question, "/account/admin", {"name": account.name, "admin": form.get("admin")},
+                               visitor.csrf, "Make admin" if wanted else "Remove admin", "/account")
+            return await self.page(request, "Change this account's role?", body, visitor, current="/account",
+                                   narrow=True)
+        await self.accounts.set_admin(account.name, wanted)
+        log.info("{admin} " + ("made {name} an administrator" if wanted else "took the administrator rights "
+                               "of {name}"), admin=visitor.account, name=account.name)
+        return redirect(request, "/account?done=" + ("admin-on" if wanted else "admin-off"))
 
     @app.route("/account/remove", methods=["POST"])
     async def remove_account(self, request: Any) -> bytes:

@@ -24,6 +24,8 @@ log = Logger()
 
 SETUP_LINK_USED = "This setup link is not valid, or it was used already. Log in instead."
 REGISTRATION_CLOSED = "Registration is closed on this server. Ask its administrator for an account."
+REGISTRATION_NOT_YET = ("Registration opens once this server's administrator has set it up: "
+                        "the first account comes from the setup link.")
 
 
 @attrs.define
@@ -92,7 +94,7 @@ class AuthPages(PageArea):
         body = LoginBody(
             await self.sessions.pre_csrf(request), name,
             next_path if next_path in NEXT_PAGES else "",
-            no_accounts=not await self.accounts.has_accounts(), registration=self.registration_open,
+            no_accounts=not await self.accounts.has_accounts(), registration=await self.registration_offered(),
         )
         return await self.page(request, "Log in", body, None, current="/login", notice=notice,
                                problem=problem, status=status, narrow=True)
@@ -124,10 +126,17 @@ class AuthPages(PageArea):
 
     # ----------------------------------------------------------- registering
 
-    @app.route("/register", methods=["GET"])
-    async def register(self, request: Any) -> bytes:
+    async def _check_registration(self) -> None:
+        """NotFound when registration is closed; Forbidden while no account exists yet
+        (so that a stranger cannot take a fresh server before its setup link is used)."""
         if not self.registration_open:
             raise errors.NotFound(REGISTRATION_CLOSED)
+        if not await self.accounts.has_accounts(cached=True):
+            raise errors.Forbidden(REGISTRATION_NOT_YET)
+
+    @app.route("/register", methods=["GET"])
+    async def register(self, request: Any) -> bytes:
+        await self._check_registration()
         return await self._register_page(request)
 
     async def _register_page(self, request: Any, name: str = "", problem: str | None = None,
@@ -139,19 +148,21 @@ class AuthPages(PageArea):
 
     @app.route("/register", methods=["POST"])
     async def register_submit(self, request: Any) -> bytes:
-        if not self.registration_open:
-            raise errors.NotFound(REGISTRATION_CLOSED)
+        await self._check_registration()
         form = await self.form(request)
         await self.sessions.check_pre_csrf(request, form)
         await self.throttle.check_address(client_ip(request))
         name, password = (form.get("name") or "").strip(), form.get("password") or ""
         try:
             check_new_password(password, form.get("repeat") or "")
-            account = await self.accounts.create(name, password, is_admin=False)
+            # Atomic with the check that an account exists (a cached answer is not enough).
+            account = await self.accounts.register(name, password)
         except errors.ApiError as e:
             if e.status not in (400, 409):
                 raise
             return await self._register_page(request, name, e.message, 400)
+        if account is None:
+            raise errors.Forbidden(REGISTRATION_NOT_YET)
         log.info("account {name} registered", name=account.name)
         await self.sessions.begin(request, account.name)
         await self.throttle.remember(account.name, client_ip(request))

@@ -39,6 +39,9 @@ NOTICES: dict[str, Any] = {
     "password": "Your password was changed. Your other browsers were logged out.",
     "account-created": "The account was created.",
     "account-removed": "The account was removed. Its images are being deleted.",
+    "password-reset": "The new password is set. That account's browsers were logged out; its tokens still work.",
+    "admin-on": "The account is now an administrator.",
+    "admin-off": "The account is now a plain user.",
     "logout": "You are logged out.",
 }
 
@@ -101,7 +104,17 @@ class PageArea:
 
     @property
     def registration_open(self) -> bool:
+        """``--registration open``; even then nobody registers before the first account exists."""
         return self.config.registration == "open"
+
+    async def registration_offered(self) -> bool:
+        """Whether the pages offer registration: open, and the first account (an admin) exists."""
+        if not self.registration_open:
+            return False
+        try:
+            return await self.accounts.has_accounts(cached=True)
+        except errors.Unavailable:
+            return False  # an error page during an outage offers nothing
 
     async def visitor(self, request: Any) -> Visitor:
         """The logged-in visitor, or LoginRequired (a redirect to the login page)."""
@@ -131,7 +144,7 @@ class PageArea:
         """``body`` in the site's layout, rendered with ``status``; ``meta`` are extra
         ``<meta>`` tags (attribute, key, content)."""
         page = Layout(title, body, visitor, current=current, notice=notice, problem=problem,
-                      registration=self.registration_open, narrow=narrow, meta=meta)
+                      registration=await self.registration_offered(), narrow=narrow, meta=meta)
         return await render(request, page, status)
 
     async def check_password(self, request: Any, name: str, password: str, *,
