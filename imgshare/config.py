@@ -96,6 +96,8 @@ class Config:
     min_body_rate: RateLimit | None = MIN_BODY_RATE
     max_connections_per_address: int = MAX_CONNECTIONS_PER_ADDRESS  # 0: no cap
     max_files: int = MAX_FILES
+    #: "on" (/metrics on the main listeners), "off", or an endpoint description of its own listener.
+    metrics: str = attrs.field(default="on", converter=str.strip)
 
     def __attrs_post_init__(self) -> None:
         """Checks only: the defaults that depend on other settings come from the converters."""
@@ -105,11 +107,19 @@ class Config:
             raise ValueError("--max-size, --max-pixels, --resize-threads and --max-files must be positive")
         if self.head_timeout < 0 or self.max_connections_per_address < 0:
             raise ValueError("--head-timeout and --max-connections-per-address must not be negative")
+        if self.metrics not in ("on", "off") and ":" not in self.metrics:
+            raise ValueError(f"--metrics must be on, off or an endpoint such as tcp:9100:interface=127.0.0.1, "
+                             f"not {self.metrics!r}")
         if self.max_size > self.tiers[-1].max_size:
             raise ValueError(
                 f"--max-size ({self.max_size} bytes) is above the largest lifetime tier "
                 f"({self.tiers[-1].max_size} bytes): add a tier for it with --tiers"
             )
+
+    @property
+    def metrics_listen(self) -> str | None:
+        """The endpoint of the metrics' own listener, if they have one."""
+        return None if self.metrics in ("on", "off") else self.metrics
 
     @property
     def spool_dir(self) -> str:

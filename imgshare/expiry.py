@@ -29,9 +29,10 @@ async def expire_once(database: Any, library: ImageLibrary, now: float) -> tuple
     returns (tokens deleted, images purged).
 
     Expired browser sessions are deleted too (and only logged)."""
-    tokens = await database.run(db.delete_expired_tokens, now)
+    accounts = await database.run(db.delete_expired_tokens, now)
+    tokens = len(accounts)
     if tokens:
-        log.info("expired {count} token(s)", count=tokens)
+        log.info("expired {count} token(s) of {accounts}", count=tokens, accounts=_tally(accounts))
     sessions = await database.run(db.delete_expired_sessions, now)
     if sessions:
         log.info("expired {count} browser session(s)", count=sessions)
@@ -50,6 +51,14 @@ async def expire_once(database: Any, library: ImageLibrary, now: float) -> tuple
     if swept:
         log.info("removed {count} leftover spool file(s)", count=swept)
     return tokens, purged
+
+
+def _tally(accounts: list[str]) -> str:
+    """``["bear", "kitten", "kitten"]`` -> ``"bear, kitten (2)"``."""
+    counts: dict[str, int] = {}
+    for account in accounts:
+        counts[account] = counts.get(account, 0) + 1
+    return ", ".join(name if n == 1 else f"{name} ({n})" for name, n in sorted(counts.items()))
 
 
 class ExpiryService(TimerService):

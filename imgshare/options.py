@@ -34,6 +34,8 @@ SERVER_OPTIONS = [
                       "0 for no limit [default: 16384/30]"),
     ("max-connections-per-address", "Concurrent connections per client address (an IPv6 /64), 0 for no cap; "
                                     "raise it behind a proxy that does not send the PROXY protocol [default: 64]"),
+    ("metrics", "Prometheus metrics: on (GET /metrics on every --listen), off, or an endpoint "
+                "description such as tcp:9100:interface=127.0.0.1 (served there only) [default: on]"),
 ]
 BACKEND_OPTIONS = ("data-dir", "db", "storage")
 
@@ -62,7 +64,7 @@ def resolve(given: Mapping[str, Any], environ: Mapping[str, str] | None = None) 
 def build_config(values: Mapping[str, Any]) -> Config:
     """A validated Config from resolved option values (ValueError explains a bad one)."""
     kwargs: dict[str, Any] = {}
-    for key in ("data_dir", "db", "storage", "public_url", "contact", "registration"):
+    for key in ("data_dir", "db", "storage", "public_url", "contact", "registration", "metrics"):
         if key in values:
             kwargs[key] = values[key]
     if "listen" in values:

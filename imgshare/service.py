@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from imgshare import backends, compose, memory
 from imgshare.config import Config
 from imgshare.threads import ThreadPoolService
+from imgshare.web.request import ImgshareSite
 
 log = Logger()
 
@@ -84,6 +85,11 @@ class ImgshareService(MultiService):
             self.ports.append(port)
             log.info("IMGSHARE listening on {address}; public URL {url}",
                      address=port.getHost(), url=self.config.public_url)
+        if self.config.metrics_listen is not None:
+            site = ImgshareSite(self.components.health.metrics_only(), max_body=0, reactor=self.reactor)
+            port = await serverFromString(self.reactor, self.config.metrics_listen).listen(site)
+            self.ports.append(port)
+            log.info("IMGSHARE metrics on {address} (GET /metrics)", address=port.getHost())
 
     async def _announce_setup(self) -> None:
         """With no accounts yet, log a one-time link that creates the first (admin) account."""
