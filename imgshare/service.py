@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from imgshare import backends, compose, memory
 from imgshare.config import Config
 from imgshare.threads import ThreadPoolService
-from imgshare.web.request import ImgshareSite
+from imgshare.web.request import ImgshareSite, quiet_endpoint
 
 log = Logger()
 
@@ -81,13 +81,13 @@ class ImgshareService(MultiService):
         await self.derivations.release_dead_claimants()
         self.derivations.startService()
         for description in self.config.listen:
-            port = await serverFromString(self.reactor, description).listen(self.site)
+            port = await quiet_endpoint(serverFromString(self.reactor, description)).listen(self.site)
             self.ports.append(port)
             log.info("IMGSHARE listening on {address}; public URL {url}",
                      address=port.getHost(), url=self.config.public_url)
         if self.config.metrics_listen is not None:
             site = ImgshareSite(self.components.health.metrics_only(), max_body=0, reactor=self.reactor)
-            port = await serverFromString(self.reactor, self.config.metrics_listen).listen(site)
+            port = await quiet_endpoint(serverFromString(self.reactor, self.config.metrics_listen)).listen(site)
             self.ports.append(port)
             log.info("IMGSHARE metrics on {address} (GET /metrics)", address=port.getHost())
 

@@ -49,9 +49,9 @@ from imgshare.web.redact import redact_query, redact_uri, redact_url
 __all__ = ["redact_query", "redact_uri", "redact_url"]  # the access log's redaction, from imgshare.web.redact
 
 try:  # PROXY-protocol connections learn their real client address from the first bytes
-    from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper
+    from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper, HAProxyWrappingFactory
 except ImportError:  # pragma: no cover - every supported Twisted has it
-    HAProxyProtocolWrapper = None
+    HAProxyProtocolWrapper = HAProxyWrappingFactory = None
 
 log = Logger()
 
@@ -95,6 +95,19 @@ def address_key(address: Any) -> str | None:
 def _client(address: Any) -> str:
     key = address_key(address)
     return key if key is not None else type(address).__name__
+
+
+if HAProxyWrappingFactory is not None:
+    class _QuietHAProxyWrappingFactory(HAProxyWrappingFactory):
+        noisy = False
+
+
+def quiet_endpoint(endpoint: Any) -> Any:
+    """``endpoint`` (from ``serverFromString``), its PROXY-protocol wrapper made quiet: Twisted's
+    logs "Starting factory <...HAProxyWrappingFactory object at 0x...>" at every listen."""
+    if HAProxyWrappingFactory is not None and getattr(endpoint, "_wrapperFactory", None) is HAProxyWrappingFactory:
+        endpoint._wrapperFactory = _QuietHAProxyWrappingFactory
+    return endpoint
 
 
 class LimitLog:
