@@ -161,9 +161,7 @@ class Derivations(Service):
         while self.running:
             try:
                 done = await self.run_one()
-                if self.waiting_for_database:
-                    self.waiting_for_database = False
-                    log.info("derived-file worker reached the database again")
+                self.waiting_for_database = False  # the database's own line says it is back
             except db.DatabaseUnavailable as e:
                 if not self.waiting_for_database:  # once per outage, not at every poll of every loop
                     self.waiting_for_database = True

@@ -109,6 +109,8 @@ class ImgshareService(MultiService):
             await self.library.drain()
             await self.database.stop()
             await self.storage.stop()
+            self.components.database.outage.close()
+            self.components.storage.outage.close()
             await super(ImgshareService, self).stopService()
 
         return Deferred.fromCoroutine(stop())

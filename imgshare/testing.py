@@ -164,6 +164,9 @@ class Fixture:
         self.components = compose.build(
             config, clock, database, storage, InlineRunner(), InlineRunner(), gatherer=gatherer,
         )
+        # An outage's end still settling is logged at cleanup, not left on the clock.
+        testcase.addCleanup(self.components.database.outage.close)
+        testcase.addCleanup(self.components.storage.outage.close)
         self.library = self.components.library
         self.api = self.components.api
         self.pages = self.components.pages

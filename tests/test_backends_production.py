@@ -25,6 +25,7 @@ from twisted.web import resource, server
 
 from imgshare import backends as plugins
 from imgshare import db
+from imgshare.outage import SETTLE_SECONDS
 from imgshare.plugins import postgres, s3
 from imgshare.plugins.postgres import PostgresDatabase, to_pyformat
 from imgshare.plugins.s3 import Location, S3Storage
@@ -201,6 +202,38 @@ class PostgresTests(unittest.TestCase):
         await gatherResults(loops)
         self.assertEqual(sorted(i for _, i in claims), sorted(i.id for i in images))
         self.assertEqual({name[0] for name, _ in claims}, {"a", "b"}, "both pools took jobs")
+
+    async def test_one_outage_line_for_the_whole_pool(self):
+        """Every pooled connection killed at once is one "unavailable" line and one "available
+        again" line, not one per connection (nor one per failed operation)."""
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        lines: list[str] = []
+
+        def observe(event: dict) -> None:
+            lines.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        dsn = await backends.create_database(self)
+        database = await open_postgres(self, dsn, pool_size=6)
+        await _terminate_backends(dsn)
+        answered = 0
+        for _attempt in range(200):  # every connection is used, so each finds out it was killed
+            try:
+                await database.run(db.list_accounts)
+                answered += 1
+            except db.DatabaseUnavailable:
+                await sleep(0.05)
+            if answered >= 12:
+                break
+        self.assertEqual(answered, 12, "the pool did not reconnect")
+        await sleep(SETTLE_SECONDS + 0.5)
+        outage = [line for line in lines if "PostgreSQL" in line and "available" in line]
+        self.assertEqual(len(outage), 2, outage)
+        self.assertRegex(outage[0], r"^The database \(PostgreSQL\) is unavailable \(PostgreSQL connection lost: ")
+        self.assertRegex(outage[1], r"^The database \(PostgreSQL\) is available again after ")
+        self.assertEqual([line for line in lines if "connection lost" in line and line not in outage], [])
 
     async def test_reconnects_after_connections_are_killed(self):
         """Connections killed on the server are re-established; meanwhile an operation fails

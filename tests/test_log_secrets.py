@@ -62,6 +62,10 @@ class LogSecretsTests(unittest.TestCase):
                                                      "csrf": csrf}, cookies=pre)
         self.assertEqual(wrong.status_code, 400)
         secrets["wrong password"] = "wrong " + PASSWORD
+        typed = "hunter2-in-the-name-field"  # a password typed into the name field
+        wrong = requests.post(base + "/login", data={"name": typed, "password": "x" * 10, "csrf": csrf}, cookies=pre)
+        self.assertEqual(wrong.status_code, 400)
+        secrets["password in the name field"] = typed
 
         photo = image_bytes("PNG", (120, 90))
         records = []
@@ -132,6 +136,8 @@ class LogSecretsTests(unittest.TestCase):
         self.assertRegex(log, r"Limit reached: PROXY protocol header missing \(a connection from 127\.0\.0\.1 ")
         self.assertRegex(log, r"IMGSHARE metrics on IPv4Address\(type='TCP', host='127\.0\.0\.1', "
                               rf"port={self.metrics_port}\)")
+        self.assertIn("failed login for kitten from 127.0.0.1", log)
+        self.assertIn("failed login for an unknown account name from 127.0.0.1", log)
         for noise in ("Starting factory", "Stopping factory", "Timing out client"):
             self.assertNotIn(noise, log)
         json.dumps(secrets)  # plain text values

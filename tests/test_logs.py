@@ -187,19 +187,27 @@ class OutageTests(unittest.TestCase):
                 await database.run(db.ping)
             clock.advance(0.5)
         raw.available = True
+        await database.run(db.ping)
+        clock.advance(1)
+        raw.available = False  # a blip within the settling time: the same outage
+        with self.assertRaises(db.DatabaseUnavailable):
+            await database.run(db.ping)
+        raw.available = True
         for _ in range(5):
             await database.run(db.ping)
+            clock.advance(0.5)
         starts = captured.matching("unavailable")
         ends = captured.matching("available again")
         self.assertEqual(starts, ["The database is unavailable (connection refused (test)); answering 503 until "
                                   "it is back"])
-        self.assertEqual(ends, ["The database is available again after 25.0 s (50 failed operation(s) meanwhile)"])
-        self.assertEqual(errors._value.get(), 50)
+        self.assertEqual(ends, ["The database is available again after 26.0 s (51 failed operation(s) meanwhile)"])
+        self.assertEqual(errors._value.get(), 51)
 
     def test_sources(self):
         """Eight pooled connections lost at once are one outage; it ends with the last of them."""
         captured = Captured(self)
-        outage = Outage("the database (PostgreSQL)", Clock())
+        clock = Clock()
+        outage = Outage("the database (PostgreSQL)", clock)
         for n in range(8):
             outage.failed("PostgreSQL connection lost: server closed the connection", f"connection {n}")
         for n in range(7):
@@ -209,6 +217,10 @@ class OutageTests(unittest.TestCase):
         self.assertTrue(outage.down)
         outage.recovered("connection 7")
         self.assertFalse(outage.down)
+        self.assertEqual(captured.matching("available again"), [])  # settling
+        outage.failed("PostgreSQL connection lost", "connection 3")  # found dead only when next used
+        outage.recovered("connection 3")
+        clock.advance(2)
         self.assertEqual(len(captured.matching("unavailable")), 1)
         self.assertEqual(len(captured.matching("available again")), 1)
 
@@ -229,6 +241,7 @@ class OutageTests(unittest.TestCase):
         f.storage.available = True
         response, _ = await client.request("GET", url)
         self.assertEqual(response.code, 200)
+        f.clock.advance(2)
         self.assertEqual(len(captured.matching("unavailable")), 1)
         self.assertEqual(len(captured.matching("Storage is available again")), 1)
         self.assertEqual(captured.matching("streaming .* failed"), [])
@@ -243,15 +256,15 @@ class OutageTests(unittest.TestCase):
         for _ in range(30):
             f.clock.advance(0.5)
         f.database.available = True
-        for _ in range(4):
+        for _ in range(10):
             f.clock.advance(0.5)
         f.database.available = False
         for _ in range(4):
             f.clock.advance(0.5)
         self.assertGreater(f.database.refused, 10)
         self.assertEqual(len(captured.matching("worker waiting for the database")), 2)  # two outages
-        self.assertEqual(len(captured.matching("worker reached the database again")), 1)
         self.assertEqual(len(captured.matching("The database is unavailable")), 2)
+        self.assertEqual(len(captured.matching("The database is available again")), 1)
 
 
 class PurgeLineTests(unittest.TestCase):

@@ -383,6 +383,7 @@ class PostgresDatabase:
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shut()
+        self.outage.close()
         return succeed(None)
 
     def run(self, operation: Any, *args: Any) -> Deferred[Any]:
