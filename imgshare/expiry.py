@@ -14,7 +14,9 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from imgshare import db
+from imgshare.domain import errors
 from imgshare.library import STALE_UPLOAD_SECONDS, ImageLibrary
+from imgshare.storage import StorageUnavailable
 
 log = Logger()
 
@@ -73,5 +75,13 @@ class ExpiryService(TimerService):
     def tick(self) -> Deferred[None]:
         d = Deferred.fromCoroutine(expire_once(self.database, self.library, self.clock.seconds()))
         d.addCallback(lambda _: None)
-        d.addErrback(lambda f: log.failure("expiry pass failed; retrying next time", f))
+        d.addErrback(_failed)
         return d
+
+
+def _failed(failure: Any) -> None:
+    if failure.check(db.DatabaseUnavailable, errors.Unavailable, StorageUnavailable):
+        # The outage is logged once, when it starts (imgshare.outage), not at every pass.
+        log.debug("expiry pass skipped: {error}", error=failure.getErrorMessage())
+        return
+    log.failure("expiry pass failed; retrying next time", failure)

@@ -4,7 +4,8 @@
 both, so every component uses them): an operation that fails because the
 backend is unavailable counts in the metrics and reports to the backend's
 ``Outage`` (one log line when an outage starts, one when it ends); any other
-result reports a recovery.  They add one callback pair per operation, nothing more.
+result reports a recovery.  They add one errback per operation (and, during an
+outage, the callback that notices the recovery), nothing more.
 
 ``Readiness`` answers ``/readyz``: ``SELECT 1`` on the database and the storage's
 ``probe()`` (S3 ``HeadBucket``, a folder ``stat``), each bounded by
@@ -45,7 +46,10 @@ class WatchedDatabase:
 
     def run(self, operation: Any, *args: Any) -> Deferred[Any]:
         d = self.database.run(operation, *args)
-        d.addCallbacks(self._answered, self._failed)
+        if self.outage.down:  # only then can a success change anything
+            d.addCallbacks(self._answered, self._failed)
+        else:
+            d.addErrback(self._failed)
         return d
 
     def _answered(self, result: Any) -> Any:
@@ -74,7 +78,10 @@ class WatchedStorage:
         return getattr(self.storage, name)
 
     def _watch(self, d: Deferred[Any]) -> Deferred[Any]:
-        d.addCallbacks(self._answered, self._failed)
+        if self.outage.down:  # only then can a success change anything
+            d.addCallbacks(self._answered, self._failed)
+        else:
+            d.addErrback(self._failed)
         return d
 
     def _answered(self, result: Any) -> Any:

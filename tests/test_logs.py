@@ -326,3 +326,18 @@ class PurgeLineTests(unittest.TestCase):
         await self.f.token("bear", expires=T0 + 5)
         await expire_once(self.f.database, self.f.library, T0 + 10)
         self.assertEqual(self.captured.matching("^expired .* token"), ["expired 3 token(s) of bear, kitten (2)"])
+
+
+class ExpiryOutageTests(unittest.TestCase):
+    async def test_no_traceback_per_pass(self):
+        """During a database outage the expiry service logs no failure at each pass."""
+        captured = Captured(self)
+        f = await make_fixture(self, switchable=True)
+        f.database.available = False
+        f.components.expiry.startService()
+        self.addCleanup(f.components.expiry.stopService)
+        for _ in range(10):
+            f.clock.advance(10)
+        self.assertEqual(captured.matching("expiry pass failed"), [])
+        self.assertEqual(len(captured.matching("The database is unavailable")), 1)
+        self.assertEqual(self.flushLoggedErrors(), [])

@@ -81,7 +81,10 @@ class Readyz(_Endpoint):
                 body = _json(request, 503, data)
             _finish(request, body)
 
-        self.readiness.check().addCallback(write)
+        def failed(failure: Any) -> None:  # a bug in the probe itself: still an answer
+            _finish(request, _json(request, 503, {"status": "unavailable", "error": failure.getErrorMessage()}))
+
+        self.readiness.check().addCallbacks(write, failed)
         return NOT_DONE_YET
 
 

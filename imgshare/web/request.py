@@ -44,9 +44,7 @@ from zope.interface import provider
 
 from imgshare.config import HEAD_TIMEOUT, MAX_CONNECTIONS_PER_ADDRESS, MIN_BODY_RATE, RateLimit
 from imgshare.ratelimit import ip_group
-from imgshare.web.redact import redact_query, redact_uri, redact_url
-
-__all__ = ["redact_query", "redact_uri", "redact_url"]  # the access log's redaction, from imgshare.web.redact
+from imgshare.web.redact import redact_uri, redact_url
 
 try:  # PROXY-protocol connections learn their real client address from the first bytes
     from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper, HAProxyWrappingFactory
