@@ -251,11 +251,17 @@ class PostgresTests(unittest.TestCase):
         await _terminate_backends(dsn)
         with self.assertRaises(db.DatabaseUnavailable):
             await interrupted
+        answered = 0
         for _attempt in range(100):
+            # Both pooled connections must answer: an idle one learns it was killed only
+            # when it is next used (then it fails at once and reconnects).
             try:
                 accounts = await database.run(db.list_accounts)
-                break
+                answered += 1
+                if answered == 2:
+                    break
             except db.DatabaseUnavailable:
+                answered = 0
                 await sleep(0.1)
         else:
             self.fail("the pool did not reconnect within 10 s")
