@@ -33,6 +33,9 @@ def redact_query(uri: bytes) -> bytes:
 def redact_path(path: bytes) -> bytes:
     """``path`` (no query) with a delete link's or a presigned upload's secret segment,
     and whatever follows it, replaced by ``***``."""
+    lowered = path.lower()
+    if b"%" not in path and b"delete" not in lowered and b"put" not in lowered:
+        return path  # most paths (every /img/ one): no segment to look at
     segments = path.split(b"/")
     kept = [(i, unquote_to_bytes(s).lower()) for i, s in enumerate(segments) if s]
     for leading, skip in _SECRET_PATHS:
