@@ -17,8 +17,11 @@ from imgshare.accounts import Accounts
 from imgshare.config import Config
 from imgshare.expiry import ExpiryService
 from imgshare.gather import ErrorCache, Gatherer
+from imgshare.health import Readiness, WatchedDatabase, WatchedStorage
 from imgshare.jobs import Derivations
 from imgshare.library import ImageLibrary
+from imgshare.metrics import Metrics
+from imgshare.outage import Outage
 from imgshare.presign import PresignedUploads
 from imgshare.ratelimit import (
     LOGIN_PER_ACCOUNT,
@@ -39,6 +42,7 @@ from imgshare.web.api import Api
 from imgshare.web.chevereto import PREFIXES as CHEVERETO_PREFIXES
 from imgshare.web.chevereto import Chevereto
 from imgshare.web.files import Files
+from imgshare.web.health import HealthRoutes
 from imgshare.web.jsonapi import JsonApi
 from imgshare.web.jsonapi import body_limit as jsonapi_body_limit
 from imgshare.web.pages import Pages
@@ -77,6 +81,12 @@ class Components:
     site: ImgshareSite
     derivations: Derivations
     expiry: ExpiryService
+    #: The backends as every component above uses them (watched: outages, error counts).
+    database: WatchedDatabase
+    storage: WatchedStorage
+    metrics: Metrics
+    readiness: Readiness
+    health: HealthRoutes
 
 
 def body_limits(config: Config, presigned: Any) -> dict[bytes, Any]:
@@ -108,7 +118,14 @@ def build(
         error_cache = FallbackErrorCache(DatabaseErrorCache(database, reactor, error_cache.lifetime), error_cache)
     if gatherer is BUILD:
         gatherer = Gatherer(reactor, config, error_cache=error_cache)
-    library = ImageLibrary(config, database, storage, io, reactor)
+    metrics = Metrics()
+    database = WatchedDatabase(
+        database, getattr(database, "outage", None) or Outage("the database", reactor), metrics.database_errors)
+    storage = WatchedStorage(
+        storage, getattr(storage, "outage", None) or Outage("storage", reactor), metrics.storage_errors)
+    readiness = Readiness(database, storage, reactor)
+    health = HealthRoutes(readiness, metrics, database, serve_metrics=config.metrics == "on")
+    library = ImageLibrary(config, database, storage, io, reactor, metrics=metrics)
     accounts = Accounts(database, io, reactor)
     sessions = Sessions(database, reactor)
     cookies = SessionCookies(sessions, config.public_url)
@@ -127,19 +144,20 @@ def build(
     presigned = PresignedUploads(library, database, storage, io, reactor)
     jsonapi = JsonApi(library, io, ip_limiter, token_limiter, presigned)
     files = Files(library, storage, viewer=cookies.account_of)
-    root = Root(api, files, pages, chevereto, jsonapi)
+    root = Root(api, files, pages, chevereto, jsonapi, health)
     resource = root.resource()
     site = ImgshareSite(
         resource, max_body=config.max_body, reactor=reactor,
         head_timeout=config.head_timeout, min_body_rate=config.min_body_rate,
         max_connections_per_address=config.max_connections_per_address,
-        body_limits=body_limits(config, presigned),
+        body_limits=body_limits(config, presigned), metrics=metrics,
     )
-    derivations = Derivations(library, database, image_runner, config.resize_threads)
+    derivations = Derivations(library, database, image_runner, config.resize_threads, metrics=metrics)
     library.on_committed = derivations.wake
     expiry = ExpiryService(database, library, reactor, presigned=presigned)
     return Components(
         library=library, accounts=accounts, sessions=sessions, cookies=cookies, throttle=throttle,
-        pages=pages, api=api, chevereto=chevereto, jsonapi=jsonapi, presigned=presigned, files=files, root=root, resource=resource, site=site,
-        derivations=derivations, expiry=expiry,
+        pages=pages, api=api, chevereto=chevereto, jsonapi=jsonapi, presigned=presigned, files=files, root=root,
+        resource=resource, site=site, derivations=derivations, expiry=expiry, database=database, storage=storage,
+        metrics=metrics, readiness=readiness, health=health,
     )

@@ -166,6 +166,8 @@ class Config:
     max_files: int = MAX_FILES
     #: What start-up says when --public-url was not given and the listener's URL is a guess.
     public_url_warning: str | None = None
+    #: "on" (/metrics on the main listeners), "off", or an endpoint description of its own listener.
+    metrics: str = attrs.field(default="on", converter=str.strip)
 
     def __attrs_post_init__(self) -> None:
         """Checks only: the defaults that depend on other settings come from the converters."""
@@ -175,6 +177,9 @@ class Config:
             raise ValueError("--max-size, --max-pixels, --resize-threads and --max-files must be positive")
         if self.head_timeout < 0 or self.max_connections_per_address < 0:
             raise ValueError("--head-timeout and --max-connections-per-address must not be negative")
+        if self.metrics not in ("on", "off") and ":" not in self.metrics:
+            raise ValueError(f"--metrics must be on, off or an endpoint such as tcp:9100:interface=127.0.0.1, "
+                             f"not {self.metrics!r}")
         if self.max_size > self.tiers[-1].max_size:
             raise ValueError(
                 f"--max-size ({self.max_size} bytes) is above the largest lifetime tier "
@@ -191,6 +196,11 @@ class Config:
             if tier.max_size >= self.max_size:
                 break
         return tuple(offered)
+
+    @property
+    def metrics_listen(self) -> str | None:
+        """The endpoint of the metrics' own listener, if they have one."""
+        return None if self.metrics in ("on", "off") else self.metrics
 
     @property
     def spool_dir(self) -> str:

@@ -252,6 +252,12 @@ async def _lock_account(tx: Tx, account: str) -> None:
 
 
 @single_read
+async def ping(tx: Tx) -> None:
+    """``SELECT 1``: the database answers (the readiness probe)."""
+    await tx.execute("SELECT 1")
+
+
+@single_read
 async def count_accounts(tx: Tx) -> int:
     return (await tx.execute("SELECT COUNT(*) FROM accounts"))[0][0]
 
@@ -414,9 +420,11 @@ async def delete_token(tx: Tx, account: str, token_id: int) -> bool:
     return bool(rows)
 
 
-async def delete_expired_tokens(tx: Tx, now: float) -> int:
-    rows = await tx.execute("DELETE FROM tokens WHERE expires IS NOT NULL AND expires <= ? RETURNING id", (now,))
-    return len(rows)
+async def delete_expired_tokens(tx: Tx, now: float) -> list[str]:
+    """Delete the expired tokens; the account of each (one entry per token, sorted)."""
+    rows = await tx.execute(
+        "DELETE FROM tokens WHERE expires IS NOT NULL AND expires <= ? RETURNING account", (now,))
+    return sorted(row[0] for row in rows)
 
 
 # -------------------------------------------------------------------- images
@@ -814,6 +822,12 @@ async def get_variant(tx: Tx, image_id: int, variant: str) -> Variant | None:
         f"SELECT {_VARIANT} FROM variants WHERE image_id = ? AND variant = ?", (image_id, variant)
     )
     return _VARIANT.record(rows[0]) if rows else None
+
+
+@single_read
+async def count_jobs(tx: Tx) -> int:
+    """Derived-file jobs waiting or running (the metrics' queue length)."""
+    return (await tx.execute("SELECT COUNT(*) FROM jobs"))[0][0]
 
 
 @single_read

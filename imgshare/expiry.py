@@ -16,8 +16,10 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from imgshare import db
+from imgshare.domain import errors
 from imgshare.library import STALE_UPLOAD_SECONDS, ImageLibrary
 from imgshare.ratelimit import KNOWN_FOR
+from imgshare.storage import StorageUnavailable
 
 log = Logger()
 
@@ -35,9 +37,10 @@ async def expire_once(
 
     Expired browser sessions are deleted too, and spent or expired presigned-upload
     grants (``presigned.sweep``: their staged objects and rows), which are only logged."""
-    tokens = await database.run(db.delete_expired_tokens, now)
+    accounts = await database.run(db.delete_expired_tokens, now)
+    tokens = len(accounts)
     if tokens:
-        log.info("expired {count} token(s)", count=tokens)
+        log.info("expired {count} token(s) of {accounts}", count=tokens, accounts=_tally(accounts))
     sessions = await database.run(db.delete_expired_sessions, now)
     if sessions:
         log.info("expired {count} browser session(s)", count=sessions)
@@ -63,6 +66,14 @@ async def expire_once(
     return tokens, purged
 
 
+def _tally(accounts: list[str]) -> str:
+    """``["bear", "kitten", "kitten"]`` -> ``"bear, kitten (2)"``."""
+    counts: dict[str, int] = {}
+    for account in accounts:
+        counts[account] = counts.get(account, 0) + 1
+    return ", ".join(name if n == 1 else f"{name} ({n})" for name, n in sorted(counts.items()))
+
+
 class ExpiryService(TimerService):
     """Runs ``expire_once`` every ``interval`` seconds of ``clock``."""
 
@@ -80,5 +91,13 @@ class ExpiryService(TimerService):
     def tick(self) -> Deferred[None]:
         d = Deferred.fromCoroutine(expire_once(self.database, self.library, self.clock.seconds(), self.presigned))
         d.addCallback(lambda _: None)
-        d.addErrback(lambda f: log.failure("expiry pass failed; retrying next time", f))
+        d.addErrback(_failed)
         return d
+
+
+def _failed(failure: Any) -> None:
+    if failure.check(db.DatabaseUnavailable, errors.Unavailable, StorageUnavailable):
+        # The outage is logged once, when it starts (imgshare.outage), not at every pass.
+        log.debug("expiry pass skipped: {error}", error=failure.getErrorMessage())
+        return
+    log.failure("expiry pass failed; retrying next time", failure)

@@ -49,7 +49,7 @@ from twisted.internet.interfaces import IResolutionReceiver, IStreamClientEndpoi
 from twisted.internet.protocol import Protocol
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.client import Agent, ResponseDone
 from twisted.web.error import SchemeNotSupported
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
@@ -59,6 +59,7 @@ from zope.interface import implementer
 import imgshare
 from imgshare.domain import errors, sniff
 from imgshare.domain.addresses import AddressPolicy, IPAddress, parse_host_literal, public_only
+from imgshare.httpclient import quiet_pool
 from imgshare.spool import remove_if_present
 
 MAX_REDIRECTS = 5
@@ -433,9 +434,7 @@ class Gatherer:
             reactor, resolver if resolver is not None else reactor.nameResolver,
             allow, connect_timeout, trust_root,
         )
-        self.agent = Agent.usingEndpointFactory(
-            reactor, self.endpoints, HTTPConnectionPool(reactor, persistent=False)
-        )
+        self.agent = Agent.usingEndpointFactory(reactor, self.endpoints, quiet_pool(reactor, persistent=False))
         self.errors = error_cache if error_cache is not None else ErrorCache(self.clock)
 
     async def fetch(self, url: str, account: str) -> tuple[str, str]:

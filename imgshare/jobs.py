@@ -34,6 +34,7 @@ from imgshare import db, derive, memory
 from imgshare.domain import naming
 from imgshare.domain.records import Image, Job, Variant
 from imgshare.library import ImageLibrary
+from imgshare.metrics import Metrics
 from imgshare.spool import remove_if_present
 from imgshare.storage import ObjectMissing, StorageUnavailable
 
@@ -112,6 +113,9 @@ class Derivations(Service):
     leases: dict[int, Lease] = attrs.Factory(dict)
     _loops: list[Deferred[None]] = attrs.Factory(list)
     _sleepers: list[Deferred[None]] = attrs.Factory(list)
+    metrics: Metrics = attrs.Factory(Metrics)
+    #: True from the first loop that found the database unavailable until one that reached it.
+    waiting_for_database: bool = False
 
     @property
     def clock(self) -> Any:
@@ -157,8 +161,11 @@ class Derivations(Service):
         while self.running:
             try:
                 done = await self.run_one()
+                self.waiting_for_database = False  # the database's own line says it is back
             except db.DatabaseUnavailable as e:
-                log.warn("derived-file worker waiting for the database: {error}", error=e)
+                if not self.waiting_for_database:  # once per outage, not at every poll of every loop
+                    self.waiting_for_database = True
+                    log.warn("derived-file worker waiting for the database: {error}", error=e)
                 done = False
             except Exception:
                 log.failure("derived-file worker error; continuing")
@@ -210,6 +217,7 @@ class Derivations(Service):
             derived = await self.image_runner.run(
                 derive_and_hash, source, out_dir, image.stem, library.config.max_pixels
             )
+            self.metrics.derive_seconds.observe(self.clock.seconds() - started)
             await lease.confirm()  # the derivation may have outlived the lease
             for d, _ in derived:
                 lease.check()
@@ -232,8 +240,9 @@ class Derivations(Service):
         except Exception as e:
             outage = isinstance(e, StorageUnavailable | db.DatabaseUnavailable)
             delay = RETRY_BACKOFF[min(job.attempts - 1, len(RETRY_BACKOFF) - 1)]
-            log.warn("deriving {name} failed ({error!r}); retrying in {delay:.0f} s",
-                     name=image.name, error=e, delay=delay)
+            # An outage is logged once by itself (imgshare.outage), not per job.
+            (log.debug if outage else log.warn)("deriving {name} failed ({error!r}); retrying in {delay:.0f} s",
+                                                name=image.name, error=e, delay=delay)
             await self.database.run(db.retry_job, job, self.clock.seconds() + delay, outage)
         finally:
             await library.io.run(shutil.rmtree, out_dir, True)
@@ -296,8 +305,9 @@ class Lease:
             held = await self.database.run(db.renew_lease, self.job, until)
         except Exception as e:
             self.failures += 1
-            log.warn("renewing the lease on the job of {account}/{name} failed ({error}); trying again",
-                     account=image.account, name=image.name, error=e)
+            if self.failures == 1:  # once per lease: an outage would repeat it every period
+                log.warn("renewing the lease on the job of {account}/{name} failed ({error}); trying again",
+                         account=image.account, name=image.name, error=e)
             return
         if self._stopped:
             return

@@ -22,8 +22,9 @@ from twisted.logger import Logger
 from imgshare import auth, db
 from imgshare.config import Config
 from imgshare.domain import errors, lifetime, naming, sniff
-from imgshare.domain.records import DELETED, Image, Token, Variant
+from imgshare.domain.records import DELETED, LIVE, UPLOADING, Image, Token, Variant
 from imgshare.gateway import run_query
+from imgshare.metrics import Metrics
 from imgshare.spool import remove_if_present
 from imgshare.storage import StorageUnavailable
 
@@ -84,6 +85,10 @@ class ImageLibrary:
     _failed: dict[int, Image] = attrs.Factory(dict)
     #: The undoing of a failed upload under way, by image id.
     _undoing: dict[int, Any] = attrs.Factory(dict)
+    metrics: Metrics = attrs.Factory(Metrics)
+    #: Why a deleted image goes, by image id, for its purge's log line (this process's
+    #: deletions; one deleted by another process, or before a restart, is just "deleted").
+    _deleted_because: dict[int, str] = attrs.Factory(dict)
 
     def now(self) -> float:
         return self.clock.seconds()
@@ -123,6 +128,7 @@ class ImageLibrary:
         served; what the reservation left is removed in the background (see
         ``_forget_upload``).
         """
+        started = self.now()
         info = await self.io.run(sniff.inspect_file, path, self.config.max_pixels)
         if info.size > self.config.max_size:
             raise errors.TooLarge(f"file too large: the limit is {self.config.max_size} bytes")
@@ -142,7 +148,8 @@ class ImageLibrary:
         try:
             await self.storage.put(key, path, info.type.mime)
         except Exception as e:
-            log.warn("storing {key} failed: {error}", key=key, error=e)
+            if not isinstance(e, StorageUnavailable):  # an outage is logged once, not per upload
+                log.warn("storing {key} failed: {error}", key=key, error=e)
             self._forget_upload(image)
             raise errors.Unavailable("storage is unavailable; nothing was stored") from e
         try:
@@ -155,10 +162,12 @@ class ImageLibrary:
             self._forget_upload(image)
             raise errors.Unauthorized("this token's account was removed") from None
         except Exception as e:
-            log.warn("recording {key} failed: {error}", key=key, error=e)
+            if not isinstance(e, errors.Unavailable):  # an outage is logged once, not per upload
+                log.warn("recording {key} failed: {error}", key=key, error=e)
             self._forget_upload(image)
             raise
         image = attrs.evolve(image, delete_secret=secret)  # returned once, never stored
+        self.metrics.upload_seconds.observe(self.now() - started)
         log.info("stored {account}/{name} ({size} bytes)", account=account, name=image.name, size=image.size)
         try:  # keep the upload as the derived-file worker's source
             await self.io.run(os.replace, path, self.spool_path(image.id))
@@ -252,6 +261,7 @@ class ImageLibrary:
         self._failed.pop(image.id, None)
         if state != DELETED:  # live: committed after all; None: purged already
             return
+        self._deleted_because[image.id] = "failed upload"
         try:
             await self.purge(image)  # on failure the row stays deleted: the expiry service retries
         except Exception as e:
@@ -347,6 +357,7 @@ class ImageLibrary:
         """An image the library cannot decode: delete every version and its row."""
         log.warn("{account}/{name} is broken and was deleted: {reason}",
                  account=image.account, name=image.name, reason=reason)
+        self._deleted_because[image.id] = "broken"
         await self._db(db.mark_deleted, image.id, self.now())
         self.derived_ready(image.id)
         await self.purge(image)
@@ -368,7 +379,7 @@ class ImageLibrary:
             image = await self._db(db.get_image_by_stem, account, ref.stem)
         if image is None or not image.is_served(self.now()):
             raise errors.NotFound("no such file")
-        return await self._delete_served(image)
+        return await self._delete_served(image, "by its owner")
 
     async def delete_named(self, caller: str, account: str, name: str) -> Image:
         """Delete ``account``'s image ``name`` for ``caller`` (an id already parsed):
@@ -379,13 +390,15 @@ class ImageLibrary:
         image = await self.served_image(account, name)
         if image is None:
             raise errors.NotFound("no such file")
-        return await self._delete_served(image)
+        return await self._delete_served(image, "by its owner")
 
-    async def _delete_served(self, image: Image, how: str = "") -> Image:
-        """Stop serving ``image`` now (NotFound if it went meanwhile), then purge it."""
+    async def _delete_served(self, image: Image, how: str) -> Image:
+        """Stop serving ``image`` now (NotFound if it went meanwhile), then purge it;
+        ``how``: "by its owner", "through its delete link"."""
         if not await self._db(db.mark_deleted, image.id, self.now()):
             raise errors.NotFound("no such file")
-        log.info("deleted {account}/{name}{how}", account=image.account, name=image.name, how=how)
+        self._deleted_because[image.id] = f"deleted {how}"
+        log.info("deleted {account}/{name} {how}", account=image.account, name=image.name, how=how)
         self.purge_soon(image)
         return image
 
@@ -411,7 +424,7 @@ class ImageLibrary:
         image = await self.linked_image(account, name, secret)
         if image is None:
             raise errors.NotFound("no such delete link")
-        return await self._delete_served(image, " through its delete link")
+        return await self._delete_served(image, "through its delete link")
 
     def purge_soon(self, image: Image) -> None:
         """Try to purge ``image`` right away, in the background (the expiry service retries)."""
@@ -450,15 +463,28 @@ class ImageLibrary:
             await self.remove_objects(image)
         except StorageUnavailable as e:
             delay = PURGE_BACKOFF[min(attempts, len(PURGE_BACKOFF) - 1)]
-            log.warn("removing {name} failed ({error}); retrying in {delay:.0f} s",
-                     name=image.name, error=e, delay=delay)
+            # The storage outage itself is logged once (imgshare.outage).
+            log.debug("removing {name} failed ({error}); retrying in {delay:.0f} s",
+                      name=image.name, error=e, delay=delay)
             await self._db(db.postpone_purge, image.id, now + delay)
             return False
         await self._db(db.remove_image, image.id)
         await self.io.run(remove_if_present, self.spool_path(image.id))
-        log.info("purged {account}/{name} ({state})", account=image.account, name=image.name,
-                 state=image.state)
+        log.info("purged {account}/{name} ({why})", account=image.account, name=image.name,
+                 why=self._purge_reason(image, now))
         return True
+
+    def _purge_reason(self, image: Image, now: float) -> str:
+        """Why a purged image went: expired, deleted by its owner or through its delete
+        link, broken, a failed or abandoned upload."""
+        why = self._deleted_because.pop(image.id, None)
+        if why is not None:
+            return why
+        if image.state == LIVE and image.expires is not None and image.expires <= now:
+            return "expired"
+        if image.state == UPLOADING:
+            return "abandoned upload"
+        return "deleted"
 
     async def sweep_spool(self, now: float) -> int:
         """Remove spool files nobody needs: worker copies of originals whose job is

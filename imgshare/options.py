@@ -41,6 +41,8 @@ SERVER_OPTIONS = [
                       "0 for no limit [default: 16384/30]"),
     ("max-connections-per-address", "Concurrent connections per client address (an IPv6 /64), 0 for no cap; "
                                     "raise it behind a proxy that does not send the PROXY protocol [default: 64]"),
+    ("metrics", "Prometheus metrics: on (GET /metrics on every --listen), off, or an endpoint "
+                "description such as tcp:9100:interface=127.0.0.1 (served there only) [default: on]"),
 ]
 BACKEND_OPTIONS = ("data-dir", "db", "storage")
 
@@ -122,7 +124,7 @@ def build_config(values: Mapping[str, Any], where: Mapping[str, str] | None = No
     names the option (and, by ``where`` from ``origins``, the variable it came from)."""
     where = where or {}
     kwargs: dict[str, Any] = {}
-    for key in ("data_dir", "db", "storage", "public_url", "contact", "registration"):
+    for key in ("data_dir", "db", "storage", "public_url", "contact", "registration", "metrics"):
         if key in values:
             kwargs[key] = values[key]
     kwargs["listen"] = tuple(values["listen"]) if "listen" in values else (DEFAULT_LISTEN,)

@@ -22,6 +22,7 @@ from twisted.python.failure import Failure
 from imgshare import backends, compose, memory
 from imgshare.config import Config
 from imgshare.threads import ThreadPoolService
+from imgshare.web.request import ImgshareSite, quiet_endpoint
 
 log = Logger()
 
@@ -133,13 +134,22 @@ class ImgshareService(MultiService):
         self.derivations.startService()
         for description in config.listen:
             try:
-                port = await serverFromString(self.reactor, description).listen(self.site)
+                port = await quiet_endpoint(serverFromString(self.reactor, description)).listen(self.site)
             except CannotListenError as e:
                 raise StartupFailed(f"cannot listen on {description} ({_message(e.socketError)}): "
                                     "stop what uses it or choose another --listen") from e
             self.ports.append(port)
             log.info("IMGSHARE listening on {address}; public URL {url}",
                      address=port.getHost(), url=config.public_url)
+        if config.metrics_listen is not None:
+            site = ImgshareSite(self.components.health.metrics_only(), max_body=0, reactor=self.reactor)
+            try:
+                port = await quiet_endpoint(serverFromString(self.reactor, config.metrics_listen)).listen(site)
+            except CannotListenError as e:
+                raise StartupFailed(f"cannot listen on {config.metrics_listen} for the metrics "
+                                    f"({_message(e.socketError)}): stop what uses it or choose another --metrics") from e
+            self.ports.append(port)
+            log.info("IMGSHARE metrics on {address} (GET /metrics)", address=port.getHost())
 
     async def _announce_setup(self) -> None:
         """With no accounts yet, log a one-time link that creates the first (admin) account."""
@@ -159,6 +169,8 @@ class ImgshareService(MultiService):
             await self.library.drain()
             await self.database.stop()
             await self.storage.stop()
+            self.components.database.outage.close()
+            self.components.storage.outage.close()
             await super(ImgshareService, self).stopService()
 
         return Deferred.fromCoroutine(stop())

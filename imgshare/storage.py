@@ -40,6 +40,9 @@ class IStorage(Interface):
     def stop():
         """Release resources; fires once they are released."""
 
+    def probe():
+        """A cheap check that storage answers (for /readyz); fails with StorageUnavailable."""
+
     def put(key, path, content_type):
         """Store the file at ``path`` under ``key``; fires once it is durable.
 

@@ -44,6 +44,8 @@ class Options(usage.Options):
         try:
             self.config = build_config(resolve(self), origins(self))
             check_listen(reactor, self.config.listen)
+            if self.config.metrics_listen is not None:
+                check_listen(reactor, (self.config.metrics_listen,), "--metrics")
             from imgshare import backends
 
             backends.check_urls(self.config.db, self.config.storage)

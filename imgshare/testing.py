@@ -56,6 +56,13 @@ class MemoryStorage:
     def stop(self) -> Deferred[None]:
         return succeed(None)
 
+    def probe(self) -> Deferred[None]:
+        try:
+            self._check("probe", "")
+        except Exception:
+            return fail()
+        return succeed(None)
+
     def put(self, key: str, path: str, content_type: str) -> Deferred[None]:
         try:
             self._check("put", key)
@@ -98,6 +105,26 @@ class MemoryStorage:
         return RangeSender(data, length).begin(consumer)
 
 
+class SwitchableDatabase:
+    """A database whose every operation fails with ``DatabaseUnavailable`` while
+    ``available`` is False, like an outage; otherwise the wrapped one's."""
+
+    def __init__(self, database: Any):
+        self.database = database
+        self.available = True
+        #: Operations refused while unavailable.
+        self.refused = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.database, name)
+
+    def run(self, operation: Any, *args: Any) -> Deferred[Any]:
+        if not self.available:
+            self.refused += 1
+            return fail(db.DatabaseUnavailable("connection refused (test)"))
+        return self.database.run(operation, *args)
+
+
 def test_config(data_dir: str, **overrides: Any) -> Config:
     """A Config for tests: everything under ``data_dir``, generous rate limits."""
     settings: dict[str, Any] = dict(
@@ -137,6 +164,9 @@ class Fixture:
         self.components = compose.build(
             config, clock, database, storage, InlineRunner(), InlineRunner(), gatherer=gatherer,
         )
+        # An outage's end still settling is logged at cleanup, not left on the clock.
+        testcase.addCleanup(self.components.database.outage.close)
+        testcase.addCleanup(self.components.storage.outage.close)
         self.library = self.components.library
         self.api = self.components.api
         self.pages = self.components.pages
@@ -166,7 +196,7 @@ class Fixture:
 async def make_fixture(
     testcase: Any, storage: Any = None,
     make_gatherer: Callable[[Config, Clock], Gatherer] | None = None,
-    threaded: bool = False, network: MemoryNetwork | None = None, **config: Any,
+    threaded: bool = False, network: MemoryNetwork | None = None, switchable: bool = False, **config: Any,
 ) -> Fixture:
     """A Fixture in the test's temp folder; ``make_gatherer(config, clock)`` builds its gatherer.
 
@@ -177,12 +207,15 @@ async def make_fixture(
     answers arrive on the real reactor, and the clients' network is live.
     ``network`` is the in-memory network the clients use (and a gatherer may);
     by default a synchronous one, or a live one (see ``MemoryNetwork``) with ``threaded``.
+    ``switchable``: the database is a ``SwitchableDatabase`` (outages on demand).
     """
     clock = Clock()
     clock.advance(T0)
     data_dir = testcase.mktemp()
     os.makedirs(data_dir)
     database = await (open_sqlite(testcase) if threaded else open_sqlite_sync(testcase))
+    if switchable:  # fixture.database.available = False: a database outage
+        database = SwitchableDatabase(database)
     if network is None:
         network = MemoryNetwork(live=global_reactor if threaded else None)
     settings = test_config(data_dir, **config)

@@ -254,8 +254,8 @@ class DatabaseContract(LimitsContract):
         await self.q(db.create_token, "kitten", "1" * 64, "", T, T + 10)
         await self.q(db.create_token, "kitten", "2" * 64, "", T, T + 100)
         await self.q(db.create_token, "kitten", "3" * 64, "", T, None)
-        self.assertEqual(await self.q(db.delete_expired_tokens, T + 10), 1)
-        self.assertEqual(await self.q(db.delete_expired_tokens, T + 10), 0)
+        self.assertEqual(await self.q(db.delete_expired_tokens, T + 10), ["kitten"])
+        self.assertEqual(await self.q(db.delete_expired_tokens, T + 10), [])
         self.assertEqual(len(await self.q(db.list_tokens, "kitten", T)), 2)
 
     async def test_image_names_are_reserved_by_stem(self):

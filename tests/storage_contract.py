@@ -127,3 +127,9 @@ class StorageContract:
         with self.assertRaises(ConnectionError):
             await storage.stream("kitten/20260214_big.jpg", consumer, 0, len(data))
         self.assertLess(len(consumer.data), len(data))
+
+    async def test_probe(self):
+        """The readiness probe succeeds on a started storage (and changes nothing)."""
+        storage = await self.make_storage()
+        self.assertIsNone(await storage.probe())
+        self.assertIsNone(await stored_size(self, storage, "kitten/missing.jpg"))

@@ -28,6 +28,7 @@ from imgshare import backends as plugins
 from imgshare import db
 from imgshare.config import RateLimit
 from imgshare.domain.errors import RateLimited
+from imgshare.outage import SETTLE_SECONDS
 from imgshare.plugins import postgres, s3
 from imgshare.plugins.postgres import PostgresDatabase, to_pyformat
 from imgshare.plugins.s3 import Location, S3Storage
@@ -207,6 +208,38 @@ class PostgresTests(unittest.TestCase):
         self.assertEqual(sorted(i for _, i in claims), sorted(i.id for i in images))
         self.assertEqual({name[0] for name, _ in claims}, {"a", "b"}, "both pools took jobs")
 
+    async def test_one_outage_line_for_the_whole_pool(self):
+        """Every pooled connection killed at once is one "unavailable" line and one "available
+        again" line, not one per connection (nor one per failed operation)."""
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        lines: list[str] = []
+
+        def observe(event: dict) -> None:
+            lines.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        dsn = await backends.create_database(self)
+        database = await open_postgres(self, dsn, pool_size=6)
+        await _terminate_backends(dsn)
+        answered = 0
+        for _attempt in range(200):  # every connection is used, so each finds out it was killed
+            try:
+                await database.run(db.list_accounts)
+                answered += 1
+            except db.DatabaseUnavailable:
+                await sleep(0.05)
+            if answered >= 12:
+                break
+        self.assertEqual(answered, 12, "the pool did not reconnect")
+        await sleep(SETTLE_SECONDS + 0.5)
+        outage = [line for line in lines if "PostgreSQL" in line and "available" in line]
+        self.assertEqual(len(outage), 2, outage)
+        self.assertRegex(outage[0], r"^The database \(PostgreSQL\) is unavailable \(PostgreSQL connection lost: ")
+        self.assertRegex(outage[1], r"^The database \(PostgreSQL\) is available again after ")
+        self.assertEqual([line for line in lines if "connection lost" in line and line not in outage], [])
+
     async def test_reconnects_after_connections_are_killed(self):
         """Connections killed on the server are re-established; meanwhile an operation fails
         with DatabaseUnavailable and never leaves half of its writes behind."""
@@ -223,11 +256,17 @@ class PostgresTests(unittest.TestCase):
         await _terminate_backends(dsn)
         with self.assertRaises(db.DatabaseUnavailable):
             await interrupted
+        answered = 0
         for _attempt in range(100):
+            # Both pooled connections must answer: an idle one learns it was killed only
+            # when it is next used (then it fails at once and reconnects).
             try:
                 accounts = await database.run(db.list_accounts)
-                break
+                answered += 1
+                if answered == 2:
+                    break
             except db.DatabaseUnavailable:
+                answered = 0
                 await sleep(0.1)
         else:
             self.fail("the pool did not reconnect within 10 s")

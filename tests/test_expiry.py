@@ -37,7 +37,7 @@ class ExpiryTests(unittest.TestCase):
         for _ in range(9):  # 90 s in 10 s steps
             self.f.clock.advance(10)
         rows = await self.f.database.run(db.delete_expired_tokens, self.f.clock.seconds())
-        self.assertEqual(rows, 0, "the service had already deleted the expired token")
+        self.assertEqual(rows, [], "the service had already deleted the expired token")
         self.assertEqual(len(await self.f.database.run(db.list_tokens, "kitten", T0)), 1)
 
     async def test_expired_files_purged(self):

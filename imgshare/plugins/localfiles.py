@@ -48,6 +48,23 @@ class LocalStorage:
     def stop(self) -> Deferred[None]:
         return succeed(None)
 
+    def probe(self) -> Deferred[None]:
+        """The folder is there and writable (a ``stat``, in the runner: a hung mount
+        must not hang the reactor)."""
+        return self._runner.run(self._probe)
+
+    def _probe(self) -> None:
+        import stat
+
+        try:
+            info = os.stat(self.root)
+        except OSError as e:
+            raise StorageUnavailable(f"cannot reach {self.root}: {e.strerror or e}") from e
+        if not stat.S_ISDIR(info.st_mode):
+            raise StorageUnavailable(f"{self.root} is not a folder")
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise StorageUnavailable(f"{self.root} is not writable")
+
     def put(self, key: str, path: str, content_type: str) -> Deferred[None]:
         return self._runner.run(self._put, self._path(key), path)
 

@@ -37,6 +37,7 @@ from txpostgres import reconnection, retrying, txpostgres
 from zope.interface import implementer
 
 from imgshare import db
+from imgshare.outage import Outage
 
 log = Logger()
 
@@ -184,16 +185,20 @@ def _reconnection_delays() -> Any:
 
 
 class _Detector(reconnection.DeadConnectionDetector):
-    """txpostgres' reconnection, with a bounded connection attempt, logging, and a stop."""
+    """txpostgres' reconnection, with a bounded connection attempt, a stop, and a report
+    to the database's ``Outage`` (one line for the whole pool, not one per connection)."""
 
     stopped = False
     _retrying: Deferred[Any] | None = None
+    outage: Outage | None = None
+    source = "a connection"
 
     def startReconnecting(self, f: Failure) -> None:
         if self.stopped:
             return
         reason = (f.getErrorMessage().strip().splitlines() or [f.type.__name__])[0]
-        log.warn("PostgreSQL connection lost ({error}); reconnecting", error=reason)
+        if self.outage is not None:
+            self.outage.failed(f"PostgreSQL connection lost: {reason}; reconnecting", self.source)
         rc = retrying.RetryingCall(self.reconnect)
         rc.reactor = self.reactor
         self._retrying = rc.start(self.reconnectionIterator())
@@ -209,7 +214,8 @@ class _Detector(reconnection.DeadConnectionDetector):
         return d.addBoth(lambda result: (timer.active() and timer.cancel(), result)[1])
 
     def connectionRecovered(self) -> Any:
-        log.info("PostgreSQL connection re-established")
+        if self.outage is not None:
+            self.outage.recovered(self.source)
         return super().connectionRecovered()
 
     def stop(self) -> None:
@@ -288,7 +294,7 @@ class _Connection(txpostgres.Connection):
         d = maybeDeferred(cursor.execute, "ROLLBACK")
 
         def rollback_failed(error: Failure) -> Failure:
-            log.warn("rolling back failed ({error}); reconnecting", error=error.getErrorMessage())
+            log.debug("rolling back failed ({error}); reconnecting", error=error.getErrorMessage())
             return Failure(txpostgres.RollbackFailed(self, failure))
 
         return d.addCallbacks(lambda _: failure, rollback_failed)
@@ -297,8 +303,10 @@ class _Connection(txpostgres.Connection):
 class _Pool(txpostgres.ConnectionPool):
     """A txpostgres pool whose connections reconnect by themselves."""
 
-    def __init__(self, reactor: Any, dsn: str, size: int):
+    def __init__(self, reactor: Any, dsn: str, size: int, outage: Outage | None = None):
         self.reactor = reactor
+        self.outage = outage
+        self._made = 0
         super().__init__(None, dsn, min=size)
         #: Every connection, including those checked out (``connections`` holds the idle ones).
         self.every = list(self.connections)
@@ -306,6 +314,9 @@ class _Pool(txpostgres.ConnectionPool):
     def connectionFactory(self, reactor: Any, cooperator: Any) -> txpostgres.Connection:  # noqa: N802
         detector = _Detector(deathChecker=is_connection_failure,
                              reconnectionIterator=_reconnection_delays, reactor=reactor)
+        self._made += 1
+        detector.outage = self.outage
+        detector.source = f"connection {self._made}"
         return _Connection(reactor, cooperator, detector=detector)
 
     def runStatement(self, interaction: Any, *args: Any) -> Deferred[Any]:  # noqa: N802
@@ -339,6 +350,8 @@ class PostgresDatabase:
         self._reactor = reactor
         self._runner = runner
         self._pool: _Pool | None = None
+        #: Lost connections and failed operations report here: one line per outage.
+        self.outage = Outage("the database (PostgreSQL)", reactor)
 
     async def _pin_address(self) -> None:
         """Look the server's name up once, in the runner, and connect by address from
@@ -357,7 +370,7 @@ class PostgresDatabase:
         """Open every pooled connection, then migrate (one process at a time); without
         ``create``, NoSchema on a database without IMGSHARE's tables (left untouched)."""
         await self._pin_address()
-        pool = _Pool(self._reactor, self.dsn, self.pool_size)
+        pool = _Pool(self._reactor, self.dsn, self.pool_size, self.outage)
         timed_out: list[bool] = []
 
         def give_up() -> None:
@@ -392,6 +405,7 @@ class PostgresDatabase:
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shut()
+        self.outage.close()
         return succeed(None)
 
     def run(self, operation: Any, *args: Any) -> Deferred[Any]:

@@ -45,9 +45,10 @@ from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
-from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
+from twisted.web.client import Agent
 from zope.interface import implementer
 
+from imgshare.httpclient import quiet_pool
 from imgshare.producers import BodyRelay
 from imgshare.storage import IStorage, IStorageFactory, ObjectMissing, StorageUnavailable, check_key
 from imgshare.threads import PoolRunner
@@ -162,8 +163,7 @@ class S3Storage:
         self.pool = ThreadPool(minthreads=0, maxthreads=threads, name="imgshare-s3")
         self.runner = PoolRunner(reactor, self.pool)
         self.client: Any = None
-        self._http_pool = HTTPConnectionPool(reactor, persistent=True)
-        self._http_pool._factory = _QuietClientFactory  # no log lines per S3 connection
+        self._http_pool = quiet_pool(reactor, persistent=True)  # no log lines per S3 connection
         self._http_pool.maxPersistentPerHost = 32
         self._http_pool.cachedConnectionTimeout = 20
         self._http: Any = None
@@ -223,6 +223,16 @@ class S3Storage:
             self.pool.stop()
         return self._http_pool.closeCachedConnections()
 
+    def probe(self) -> Deferred[None]:
+        """``HeadBucket`` within the read deadline: the bucket answers."""
+        return self._call(self.location.first_byte_timeout, "looking up the bucket", self._head_bucket)
+
+    def _head_bucket(self) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.location.bucket)
+        except Exception as e:
+            raise StorageUnavailable(f"bucket {self.location.bucket!r}: {_describe(e)}") from e
+
     def _key(self, key: str) -> str:
         check_key(key)
         return self.location.prefix + key
@@ -255,7 +265,7 @@ class S3Storage:
                 on_late(result)
 
         def timed_out(result: Any, timeout: float) -> Failure:
-            log.warn("S3 did not answer {what} within {seconds:g} s", what=what, seconds=seconds)
+            # No line per call: the outage is logged once (imgshare.outage).
             return Failure(StorageUnavailable(f"S3 did not answer {what} within {seconds:g} s"))
 
         if key is not None:
@@ -382,10 +392,6 @@ class S3Storage:
             await relay.done
         finally:
             self.streams.discard(relay)
-
-
-class _QuietClientFactory(_HTTP11ClientFactory):
-    noisy = False
 
 
 def _plan_body(response: Any, key: str, offset: int, length: int) -> int | Exception:

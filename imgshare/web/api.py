@@ -13,7 +13,7 @@ from imgshare.domain.records import Token
 from imgshare.gather import Gatherer, discard_spooled
 from imgshare.library import ImageLibrary
 from imgshare.ratelimit import RateLimiter
-from imgshare.web.credentials import header_credential
+from imgshare.web.credentials import authenticated, header_credential
 from imgshare.web.errors import render_failure, require_method
 from imgshare.web.forms import Form, read_form
 from imgshare.web.http import client_ip, query, respond, response_format, set_format
@@ -46,12 +46,12 @@ class Api:
         # before a possibly large body is parsed: a bad one costs no parsing.
         outside = header_credential(request) or query(request, "token")
         if outside:
-            token = await self.library.authenticate(outside)
+            token = await authenticated(self.library, request, outside)
         form = await read_form(request, self.io, self.config.spool_dir, self.config.max_size)
         try:
             set_format(request, output.pick_format(form.get("format")))
             if token is None:
-                token = await self.library.authenticate(form.get("token"))
+                token = await authenticated(self.library, request, form.get("token"))
             await self.token_limiter.check(f"token:{token.id}")
         except BaseException:
             form.discard()

@@ -26,7 +26,7 @@ from imgshare.gather import MAX_URL_LENGTH, Gatherer, discard_spooled
 from imgshare.library import ImageLibrary
 from imgshare.ratelimit import RateLimiter
 from imgshare.spool import remove_if_present
-from imgshare.web.credentials import credential, header_credential
+from imgshare.web.credentials import authenticated, credential, header_credential
 from imgshare.web.errors import describe_failure, require_method
 from imgshare.web.forms import Form, UploadedFile, decode_base64_file, decode_base64_text, read_form
 from imgshare.web.http import client_ip, query
@@ -97,7 +97,7 @@ class Chevereto:
         token = None
         outside = header_credential(request)
         if outside:  # checked before a possibly large body is parsed
-            token = await self.library.authenticate(outside)
+            token = await authenticated(self.library, request, outside)
         self._check_body_type(request)
         form = await read_form(
             request, self.io, self.config.spool_dir, self.config.max_size, max_files=2,
@@ -106,7 +106,7 @@ class Chevereto:
         try:
             _set_format(request, form.get("format"))
             if token is None:
-                token = await self.library.authenticate(credential(request, form))
+                token = await authenticated(self.library, request, credential(request, form))
             await self.token_limiter.check(f"token:{token.id}")
             source = await self._source(request, form)
             image, filename = await self._store(token, form, source)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from imgshare.web.forms import Form
-from imgshare.web.http import header, query
+from imgshare.web.http import header, query, set_account
 
 #: The form fields a credential may come in, in the order they count.
 FIELDS = ("key", "token")
@@ -38,3 +38,11 @@ def credential(request: Any, form: Form, fields: tuple[str, ...] = FIELDS) -> st
             if value and value.strip():
                 return value.strip()
     return None
+
+
+async def authenticated(library: Any, request: Any, secret: str | None) -> Any:
+    """``library.authenticate(secret)``; the token's account is then the request's (for
+    the access log)."""
+    token = await library.authenticate(secret)
+    set_account(request, token.account)
+    return token

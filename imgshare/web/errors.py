@@ -14,7 +14,7 @@ from werkzeug.exceptions import MethodNotAllowed as RoutingMethodNotAllowed
 
 from imgshare.domain import errors, output
 from imgshare.web.http import respond
-from imgshare.web.request import redact_uri
+from imgshare.web.redact import redact_uri
 
 log = Logger()
 
@@ -42,7 +42,7 @@ def describe_failure(
         return error.status, error.message
     if isinstance(error, HTTPException):
         return error.code or 400, routing_message(error)
-    log.failure("unexpected error answering {uri}", failure, uri=redact_uri(request.uri or b""))
+    log.failure("unexpected error answering {uri}", failure, uri=redact_uri(request.uri).decode("latin-1"))
     return 500, internal_message
 
 

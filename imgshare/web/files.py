@@ -21,7 +21,7 @@ from twisted.web.http import datetimeToString, stringToDatetime
 from imgshare.domain import errors, naming
 from imgshare.domain.records import Image, Variant
 from imgshare.library import ImageLibrary
-from imgshare.storage import ObjectMissing
+from imgshare.storage import ObjectMissing, StorageUnavailable
 from imgshare.web.errors import render_failure, require_method
 from imgshare.web.http import header
 
@@ -212,7 +212,9 @@ class Files:
         except (ConnectionDone, ConnectionLost, ConnectionError):
             return None
         except Exception as e:
-            log.warn("streaming {key} failed: {error}", key=rep.key, error=e)
+            if not isinstance(e, StorageUnavailable) or request.startedWriting:
+                # An outage before the first byte is logged once, by itself (imgshare.outage).
+                log.warn("streaming {key} failed: {error}", key=rep.key, error=e)
             if not request.startedWriting:
                 raise errors.Unavailable("storage is unavailable") from e
             _abort(request)  # never let a short body pass for a whole one

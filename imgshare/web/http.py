@@ -27,6 +27,11 @@ def client_ip(request: Any) -> str:
     return getattr(request.getClientAddress(), "host", "unknown")
 
 
+def set_account(request: Any, account: str) -> None:
+    """The account ``request`` acts as, once authenticated: the access log's user field."""
+    request.imgshare_account = account
+
+
 def set_format(request: Any, fmt: str) -> None:
     """Remember the output format the caller asked for (for error responses too)."""
     setattr(request, FORMAT_KEY, fmt)

@@ -23,7 +23,7 @@ from imgshare.domain.records import Token
 from imgshare.library import ImageLibrary
 from imgshare.ratelimit import RateLimiter
 from imgshare.spool import remove_if_present
-from imgshare.web.credentials import credential, header_credential
+from imgshare.web.credentials import authenticated, credential, header_credential
 from imgshare.web.errors import describe_failure, require_method, routing_error
 from imgshare.web.forms import Form, UploadedFile, decode_base64_file, read_form
 from imgshare.web.http import client_ip, query, respond
@@ -70,7 +70,7 @@ class JsonApi:
         else:
             found = (header_credential(request) or body_credential
                      or _first(query(request, "key"), query(request, "token")))
-        token = await self.library.authenticate(found)
+        token = await authenticated(self.library, request, found)
         await self.token_limiter.check(f"token:{token.id}")
         return token
 

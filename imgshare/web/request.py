@@ -33,6 +33,7 @@ whose query may hold a token).
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -43,11 +44,12 @@ from zope.interface import provider
 
 from imgshare.config import HEAD_TIMEOUT, MAX_CONNECTIONS_PER_ADDRESS, MIN_BODY_RATE, RateLimit
 from imgshare.ratelimit import ip_group
+from imgshare.web.redact import redact_uri, redact_url
 
 try:  # PROXY-protocol connections learn their real client address from the first bytes
-    from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper
+    from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper, HAProxyWrappingFactory
 except ImportError:  # pragma: no cover - every supported Twisted has it
-    HAProxyProtocolWrapper = None
+    HAProxyProtocolWrapper = HAProxyWrappingFactory = None
 
 log = Logger()
 
@@ -91,6 +93,19 @@ def address_key(address: Any) -> str | None:
 def _client(address: Any) -> str:
     key = address_key(address)
     return key if key is not None else type(address).__name__
+
+
+if HAProxyWrappingFactory is not None:
+    class _QuietHAProxyWrappingFactory(HAProxyWrappingFactory):
+        noisy = False
+
+
+def quiet_endpoint(endpoint: Any) -> Any:
+    """``endpoint`` (from ``serverFromString``), its PROXY-protocol wrapper made quiet: Twisted's
+    logs "Starting factory <...HAProxyWrappingFactory object at 0x...>" at every listen."""
+    if HAProxyWrappingFactory is not None and getattr(endpoint, "_wrapperFactory", None) is HAProxyWrappingFactory:
+        endpoint._wrapperFactory = _QuietHAProxyWrappingFactory
+    return endpoint
 
 
 class LimitLog:
@@ -166,6 +181,30 @@ class ImgshareChannel(http.HTTPChannel):
         self._start_head()
         if HAProxyProtocolWrapper is None or not isinstance(self.transport, HAProxyProtocolWrapper):
             self._count_address()
+        else:
+            self._watch_proxy_header(self.transport)
+
+    def _watch_proxy_header(self, wrapper: Any) -> None:
+        """Log (rate-limited, with the peer's address) a connection to a PROXY-protocol
+        listener whose first bytes are not a PROXY header: Twisted drops it silently,
+        and a proxy that does not send the header would otherwise fail with no trace."""
+        original = wrapper.dataReceived
+        site = self.site
+
+        def data_received(data: bytes) -> None:
+            original(data)
+            if wrapper._proxyInfo is not None:
+                del wrapper.dataReceived  # the header is in: the wrapper's own method from now on
+            elif wrapper._parser is None or getattr(wrapper.transport, "disconnecting", False):
+                del wrapper.dataReceived
+                peer = wrapper.transport.getPeer()
+                site.limit_log(
+                    "PROXY protocol header missing",
+                    f"a connection from {getattr(peer, 'host', peer)} to a haproxy: listener began without a "
+                    f"PROXY header and was closed; make the proxy send one (nginx: proxy_protocol on; "
+                    f"HAProxy: send-proxy) or listen without haproxy:")
+
+        wrapper.dataReceived = data_received
 
     def connectionLost(self, reason: Any) -> None:
         self._stop_timers()
@@ -382,10 +421,14 @@ class ImgshareRequest(server.Request):
     _chunked = False
     #: This request's body limit, once asked (its headers are all in by then).
     _limit: int | None = None
+    #: The account the request acted as, once a route authenticated it (the access log's user).
+    imgshare_account: str | None = None
 
     def __init__(self, channel: Any, *args: Any, **kwargs: Any):
         kwargs["parsePOSTFormSubmission"] = False
         super().__init__(channel, *args, **kwargs)
+        #: When the request began (its head was read), for the access log's duration.
+        self.started = time.monotonic()
 
     def _max_body(self) -> int:
         """The body limit of this request's path (asked before the path is parsed: the
@@ -449,53 +492,31 @@ class ImgshareRequest(server.Request):
         self._close(400, f"chunked body of tiny chunks: they must average at least {MIN_AVERAGE_CHUNK} bytes")
 
 
-#: Paths whose last part is a credential (a presigned upload's PUT URL, PEERS section 2).
-SECRET_PATH_PREFIXES = (b"/api/v1/upload/put/",)
-
-
-def redact_uri(uri: bytes) -> bytes:
-    """``uri`` as logs may show it: query values, and the credential of a secret path, as ``*``."""
-    for prefix in SECRET_PATH_PREFIXES:
-        if uri.startswith(prefix):
-            rest = uri[len(prefix):]
-            uri = prefix + b"*" + (b"?" + rest.partition(b"?")[2] if b"?" in rest else b"")
-    return redact_query(uri)
-
-
-def redact_query(uri: bytes) -> bytes:
-    """``uri`` with every query value replaced by ``*`` (a query may carry a token or a code)."""
-    path, question, query = uri.partition(b"?")
-    if not question:
-        return uri
-    names = (part.split(b"=", 1)[0] for part in query.split(b"&"))
-    return path + b"?" + b"&".join(name + b"=*" for name in names)
-
-
-class _LoggedRequest:
-    """What the access log sees of a request: its query values and Referer query redacted."""
-
-    def __init__(self, request: Any):
-        self._request = request
-        self.method = request.method
-        self.uri = redact_uri(request.uri)
-        self.clientproto = request.clientproto
-        self.code = request.code
-        self.sentLength = request.sentLength
-
-    def getClientAddress(self) -> Any:
-        return self._request.getClientAddress()
-
-    def getHeader(self, name: bytes) -> bytes | None:
-        value = self._request.getHeader(name)
-        if value is not None and name.lower() == b"referer":
-            value = redact_query(value)
-        return value
+def _escape(value: bytes | str) -> str:
+    """A value for a quoted field of the access log: non-printable bytes and quotes escaped."""
+    if isinstance(value, str):
+        value = value.encode("utf-8", "replace")
+    return repr(value)[2:-1].replace('"', '\\"')
 
 
 @provider(IAccessLogFormatter)
 def access_log_formatter(timestamp: str, request: Any) -> str:
-    """twisted.web's combined log line, without query values (tokens travel there)."""
-    return http.combinedLogFormatter(timestamp, _LoggedRequest(request))
+    """The combined log format with the account as its user field (``-`` when no route
+    authenticated one) and the duration appended (``12.3ms``); the secret path segment
+    of a delete link or a presigned upload and every query value are redacted, in the
+    request line and in the Referer (``imgshare.web.redact``)."""
+    address = request.getClientAddress()
+    ip = address.host if isinstance(address, IPv4Address | IPv6Address) else "-"
+    referrer = request.getHeader(b"referer")
+    agent = request.getHeader(b"user-agent")
+    account = getattr(request, "imgshare_account", None) or "-"
+    started = getattr(request, "started", None)
+    duration = "-" if started is None else f"{(time.monotonic() - started) * 1000:.1f}ms"
+    quoted_referrer = _escape(redact_url(referrer)) if referrer else "-"
+    quoted_agent = _escape(agent) if agent else "-"
+    return (f'"{_escape(ip)}" - {_escape(account)} {timestamp} '
+            f'"{_escape(request.method)} {_escape(redact_uri(request.uri))} {_escape(request.clientproto)}" '
+            f'{request.code:d} {request.sentLength or "-"} "{quoted_referrer}" "{quoted_agent}" {duration}')
 
 
 class ImgshareSite(server.Site):
@@ -512,6 +533,8 @@ class ImgshareSite(server.Site):
 
     requestFactory = ImgshareRequest
     protocol = ImgshareChannel
+    #: No "Starting factory <ImgshareSite object at 0x...>" at every listen and stop.
+    noisy = False
 
     def __init__(
         self,
@@ -523,6 +546,7 @@ class ImgshareSite(server.Site):
         max_connections_per_address: int | None = MAX_CONNECTIONS_PER_ADDRESS,
         send_timeout: float | None = SEND_TIMEOUT,
         body_limits: dict[bytes, Any] | None = None,
+        metrics: Any = None,
         **kwargs: Any,
     ):
         kwargs.setdefault("logFormatter", access_log_formatter)
@@ -535,8 +559,16 @@ class ImgshareSite(server.Site):
         self.max_connections_per_address = max_connections_per_address or None
         self.send_timeout = send_timeout or None
         self.limit_log = LimitLog(self.reactor)
+        #: ``imgshare.metrics.Metrics`` counting every answered request, or None.
+        self.metrics = metrics
         self.connections: dict[str, set[Any]] = {}  # open channels by address_key
         self.refused: dict[str, int] = {}  # refused connections still lingering, by address_key
+
+    def log(self, request: Any) -> None:
+        """Count the answered request (route family, status, bytes), then write its access line."""
+        if self.metrics is not None:
+            self.metrics.request_done(getattr(request, "path", b""), request.code, request.sentLength)
+        super().log(request)
 
     def max_body_for(self, target: bytes, request: Any = None) -> int:
         """The body limit of a request for ``target`` (its path, with or without a query).

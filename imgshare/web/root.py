@@ -15,6 +15,7 @@ from twisted.web.resource import Resource
 from imgshare.web.api import Api
 from imgshare.web.chevereto import Chevereto
 from imgshare.web.files import Files
+from imgshare.web.health import HealthRoutes
 from imgshare.web.http import respond
 from imgshare.web.jsonapi import SEGMENTS as JSONAPI_SEGMENTS
 from imgshare.web.jsonapi import JsonApi
@@ -77,6 +78,8 @@ class Root:
     chevereto: Chevereto
     #: The Bearer / X-API-Key JSON API: /api/v1/upload, /api/v1/images, /api/v1/image.
     jsonapi: JsonApi
+    #: /healthz, /readyz and (unless it has its own listener or is off) /metrics.
+    health: HealthRoutes
 
     def resource(self) -> Any:
         for app in [self.api.app, self.chevereto.app, self.jsonapi.app, self.files.img, self.files.thumb, *self.pages.apps()]:
@@ -93,5 +96,5 @@ class Root:
         return _Mount(
             {b"api": api, b"sharexapi": sharex, b"img": self.files.img.resource(),
              b"thumb": self.files.thumb.resource()},
-            rest, pages,
+            rest, {**pages, **self.health.mounts()},
         )

@@ -28,6 +28,7 @@ from imgshare.domain import errors
 from imgshare.domain.records import Session
 from imgshare.sessions import SESSION_SECONDS, Sessions
 from imgshare.web.forms import Form
+from imgshare.web.http import set_account
 
 SESSION_COOKIE = b"imgshare_session"
 PRE_COOKIE = b"imgshare_pre"
@@ -94,6 +95,7 @@ class SessionCookies:
                 if extended:
                     self._set_cookie(request, SESSION_COOKIE, session_id, SESSION_SECONDS)
                 found = Visitor(session.account, session.is_admin, _csrf_for(session_id), session)
+                set_account(request, session.account)
         setattr(request, _VISITOR_KEY, found)
         return found
 
@@ -111,6 +113,7 @@ class SessionCookies:
         """Log ``account`` in: a fresh session id (never one the browser brought)."""
         await self.end(request)
         session_id = await self.sessions.create(account)
+        set_account(request, account)
         self._set_cookie(request, SESSION_COOKIE, session_id, SESSION_SECONDS)
 
     async def end(self, request: Any) -> None:

@@ -14,7 +14,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from imgshare.accounts import check_account_name, check_new_password
-from imgshare.domain import errors
+from imgshare.domain import errors, naming
 from imgshare.web.errors import set_error_headers
 from imgshare.web.http import client_ip, query
 from imgshare.web.pages.base import NEXT_PAGES, NOTICES, PageArea, redirect
@@ -111,7 +111,10 @@ class AuthPages(PageArea):
             set_error_headers(request, e)
             return await self._login_page(request, name, next_path, problem=e.message, status=429)
         if account is None:
-            log.info("failed login for {name!r} from {address}", name=name[:64], address=client_ip(request))
+            # An unknown name is not logged: it is often a password typed into the wrong field.
+            known = naming.is_valid_account_name(name, allow_reserved=True) and await self.accounts.get(name)
+            log.info("failed login for {name} from {address}", name=name if known else "an unknown account name",
+                     address=client_ip(request))
             return await self._login_page(
                 request, name, next_path, problem="Wrong account name or password.", status=400
             )
