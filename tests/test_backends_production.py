@@ -28,7 +28,7 @@ from imgshare import backends as plugins
 from imgshare import db
 from imgshare.config import RateLimit
 from imgshare.domain.errors import RateLimited
-from imgshare.outage import SETTLE_SECONDS
+from imgshare.outage import OPERATIONS, SETTLE_SECONDS
 from imgshare.plugins import postgres, s3
 from imgshare.plugins.postgres import PostgresDatabase, to_pyformat
 from imgshare.plugins.s3 import Location, S3Storage
@@ -423,7 +423,7 @@ class SharedLimitsTests(unittest.TestCase):
         with capturedLogs() as events:
             await backends.database_admin(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
             for _attempt in range(300):  # every pooled connection (2 sites x 2) reconnects by itself
-                if sum("PostgreSQL connection re-established" in formatEvent(e) for e in events) == 4:
+                if all(set(site.database.outage._failing) <= {OPERATIONS} for site in sites):
                     break
                 await sleep(0.1)
             else:

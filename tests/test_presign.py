@@ -591,7 +591,7 @@ class TwoProcessPresignTests(unittest.TestCase):
                 response = await http.get(server.url + image["url"].removeprefix("https://img.example"))
                 self.assertEqual((response.code, await response.content()), (200, photo))
         logs = servers[0].log() + servers[1].log()
-        self.assertIn("PUT /api/v1/upload/put/* HTTP/1.1", logs)
+        self.assertIn("PUT /api/v1/upload/put/*** HTTP/1.1", logs)
         for image, _ in done:
             self.assertNotIn(image["delete_url"].rsplit("/", 1)[1], logs)
         self.assertNotIn(grant["completion_token"], logs)
