@@ -208,15 +208,21 @@ async def user_admin(args: argparse.Namespace, accounts: Accounts, console: Cons
     if account.is_admin == wanted:
         print(f"{args.name} is already " + ("an administrator" if wanted else "a plain user"), file=console.out)
         return
+    await _as_command(accounts.set_admin(args.name, wanted), args.name)
+    print(f"{args.name} is now " + ("an administrator" if wanted else "a plain user"), file=console.out)
+
+
+async def _as_command(change: Any, name: str) -> None:
+    """Await an account change; its refusals (no such account, the last administrator)
+    as the command's one-line errors."""
     try:
-        await accounts.set_admin(args.name, wanted)
+        await change
     except errors.NotFound:
-        raise CommandError(f"no account {args.name!r}") from None
+        raise CommandError(f"no account {name!r}") from None
     except errors.ApiError as e:
         if e.status != 409:
             raise
         raise CommandError(f"{e.message[:-1]} (imgshare user admin NAME on)") from None
-    print(f"{args.name} is now " + ("an administrator" if wanted else "a plain user"), file=console.out)
 
 
 async def user_del(args: argparse.Namespace, accounts: Accounts, console: Console) -> None:
@@ -233,14 +239,7 @@ async def user_del(args: argparse.Namespace, accounts: Accounts, console: Consol
         if console.stdin.readline().strip() != args.name:
             raise CommandError("not confirmed; nothing was removed")
     console.say(f"removing {what}")
-    try:
-        await accounts.remove(args.name)
-    except errors.NotFound:
-        raise CommandError(f"no account {args.name!r}") from None
-    except errors.ApiError as e:
-        if e.status != 409:
-            raise
-        raise CommandError(f"{e.message[:-1]} (imgshare user admin NAME on)") from None
+    await _as_command(accounts.remove(args.name), args.name)
     print(f"removed account {args.name}; the server deletes its images' files at its next expiry pass",
           file=console.out)
 

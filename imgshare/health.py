@@ -31,51 +31,20 @@ CACHE_SECONDS = 1.0
 PROBE_TIMEOUT = 5.0
 
 
-class WatchedDatabase:
-    """An IDatabase that reports unavailability (``db.DatabaseUnavailable``) to ``outage``
-    and counts it in ``errors`` (a prometheus Counter); everything else is the
-    wrapped database's."""
+class _Watched:
+    """What both watched backends share: reporting each operation's outcome to ``outage``
+    (unavailability, the ``unavailable`` exception, also counted in ``errors``, a
+    prometheus Counter); everything else is the wrapped backend's."""
 
-    def __init__(self, database: Any, outage: Outage, errors: Any):
-        self.database = database
+    unavailable: type[Exception]
+
+    def __init__(self, backend: Any, outage: Outage, errors: Any):
+        self._backend = backend
         self.outage = outage
         self._errors = errors
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.database, name)
-
-    def run(self, operation: Any, *args: Any) -> Deferred[Any]:
-        d = self.database.run(operation, *args)
-        if self.outage.down:  # only then can a success change anything
-            d.addCallbacks(self._answered, self._failed)
-        else:
-            d.addErrback(self._failed)
-        return d
-
-    def _answered(self, result: Any) -> Any:
-        self.outage.recovered()
-        return result
-
-    def _failed(self, failure: Any) -> Any:
-        if failure.check(db.DatabaseUnavailable):
-            self._errors.inc()
-            self.outage.failed(failure.getErrorMessage())
-        else:
-            self.outage.recovered()  # it answered (with an error of the operation's own)
-        return failure
-
-
-class WatchedStorage:
-    """An IStorage that reports ``StorageUnavailable`` to ``outage`` and counts it in
-    ``errors``; a missing object is an answer, not an outage."""
-
-    def __init__(self, storage: Any, outage: Outage, errors: Any):
-        self.storage = storage
-        self.outage = outage
-        self._errors = errors
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.storage, name)
+        return getattr(self._backend, name)
 
     def _watch(self, d: Deferred[Any]) -> Deferred[Any]:
         if self.outage.down:  # only then can a success change anything
@@ -89,27 +58,51 @@ class WatchedStorage:
         return result
 
     def _failed(self, failure: Any) -> Any:
-        if failure.check(StorageUnavailable):
+        if failure.check(self.unavailable):
             self._errors.inc()
             self.outage.failed(failure.getErrorMessage())
         else:
-            self.outage.recovered()
+            self.outage.recovered()  # it answered (with an error of the operation's own)
         return failure
 
+
+class WatchedDatabase(_Watched):
+    """An IDatabase whose unavailability (``db.DatabaseUnavailable``) is watched."""
+
+    unavailable = db.DatabaseUnavailable
+
+    @property
+    def database(self) -> Any:
+        return self._backend
+
+    def run(self, operation: Any, *args: Any) -> Deferred[Any]:
+        return self._watch(self._backend.run(operation, *args))
+
+
+class WatchedStorage(_Watched):
+    """An IStorage whose unavailability (``StorageUnavailable``) is watched; a missing
+    object is an answer, not an outage."""
+
+    unavailable = StorageUnavailable
+
+    @property
+    def storage(self) -> Any:
+        return self._backend
+
     def put(self, key: str, path: str, content_type: str) -> Deferred[None]:
-        return self._watch(self.storage.put(key, path, content_type))
+        return self._watch(self._backend.put(key, path, content_type))
 
     def fetch(self, key: str, path: str) -> Deferred[None]:
-        return self._watch(self.storage.fetch(key, path))
+        return self._watch(self._backend.fetch(key, path))
 
     def delete(self, key: str) -> Deferred[None]:
-        return self._watch(self.storage.delete(key))
+        return self._watch(self._backend.delete(key))
 
     def stream(self, key: str, consumer: Any, offset: int, length: int) -> Deferred[None]:
-        return self._watch(self.storage.stream(key, consumer, offset, length))
+        return self._watch(self._backend.stream(key, consumer, offset, length))
 
     def probe(self) -> Deferred[None]:
-        return self._watch(self.storage.probe())
+        return self._watch(self._backend.probe())
 
 
 @attrs.frozen
