@@ -531,6 +531,27 @@ class ImagesTests(PagesTestCase):
         response, body = await self.browser.get("/images?page=banana")
         self.assertEqual(response.code, 200)
 
+    async def test_pager_counts_and_pages_past_the_end(self):
+        """The total on every page, "page X of N", and a page past the last says so and
+        links back to the last (not to the page before the one asked for)."""
+        token = await self.f.token("kitten")
+        for _ in range(PAGE_SIZE + 2):
+            await self.api_upload(token)
+            self.f.clock.advance(1)
+        for url in ("/images", "/images?page=2"):
+            response, body = await self.browser.get(url)
+            self.assertIn(f"({PAGE_SIZE + 2})", body)
+        self.assertIn("Page 2 of 2", body)
+        response, body = await self.browser.get("/images")
+        self.assertIn("Page 1 of 2", body)
+        response, body = await self.browser.get("/images?page=99")
+        self.assertEqual(response.code, 200)
+        self.assertEqual(body.count('class="card item"'), 0)
+        self.assertIn("There is no page 99", body)
+        self.assertIn('href="/images?page=2"', body)
+        self.assertNotIn("page=98", body)
+        self.assertNotIn("No images yet", body)
+
     async def test_delete_asks_then_deletes(self):
         """Delete without confirm=1 shows a confirmation page; with it the image is gone at once."""
         token = await self.f.token("kitten")

@@ -28,10 +28,14 @@ PACKAGE_DATA = importlib.resources.files("imgshare")
 
 
 def template_folder() -> Traversable:
-    """Where the page templates are: the package ``imgshare.templates`` once installed
-    (a wheel, or an editable install that maps packages), else the top-level
-    ``templates/`` beside the ``imgshare`` folder (a source checkout, or a ``compat``
-    editable install, which only puts the checkout on ``sys.path``)."""
+    """Where the page templates are: in a source tree (the ``imgshare`` folder beside
+    ``setup.cfg``), its top-level ``templates/``, so a second checkout or a worktree
+    never renders the installed one's; else the package ``imgshare.templates`` (a
+    wheel, or an editable install that maps packages)."""
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "setup.cfg").is_file() and (checkout / "templates" / "layout.xhtml").is_file():
+        # A source tree: its own templates, even when another checkout is the installed one.
+        return checkout / "templates"
     try:
         installed = importlib.resources.files("imgshare.templates")
     except ModuleNotFoundError:
@@ -320,12 +324,14 @@ class ImagesBody(Element):
     loader = template("images.xhtml")
 
     def __init__(self, csrf: str, images: Sequence[ImageView], lifetimes: Sequence[Choice],
-                 tiers: Sequence[str], max_bytes: int, page: int, newer: str | None, older: str | None):
+                 tiers: Sequence[str], max_bytes: int, page: int, newer: str | None, older: str | None,
+                 total: int = 0, pages: int = 1):
         super().__init__()
         self.csrf, self.image_views, self.lifetime_choices = csrf, images, lifetimes
         self.tier_texts, self.max_bytes = tiers, max_bytes
         self.max_size = words.size_in_words(max_bytes)
         self.page, self.newer, self.older = page, newer, older
+        self.total, self.pages = total, pages
 
     @renderer
     def body(self, request: Any, tag: Tag) -> Tag:
@@ -342,14 +348,20 @@ class ImagesBody(Element):
 
     @renderer
     def count(self, request: Any, tag: Tag) -> Tag | str:
-        """``(N)`` when one page holds them all (the total is known without counting)."""
-        if self.page == 1 and not self.older and self.image_views:
-            return tag.fillSlots(text=f"({len(self.image_views)})")
-        return ""
+        """``(N)``: every image the account has, on every page."""
+        return tag.fillSlots(text=f"({self.total})") if self.total else ""
 
     @renderer
     def when_empty(self, request: Any, tag: Tag) -> Tag | str:
-        return _shown_if(not self.image_views and self.page == 1, tag)
+        return _shown_if(not self.total, tag)
+
+    @renderer
+    def when_past_the_end(self, request: Any, tag: Tag) -> Tag | str:
+        """A page beyond the last: say so, and link to the last one."""
+        if not self.total or self.image_views:
+            return ""
+        last = "/images" if self.pages == 1 else f"/images?page={self.pages}"
+        return tag.fillSlots(page=str(self.page), pages=str(self.pages), last=last)
 
     @renderer
     def images(self, request: Any, tag: Tag) -> Iterator[Element]:
@@ -360,7 +372,8 @@ class ImagesBody(Element):
     def pager(self, request: Any, tag: Tag) -> Tag | str:
         if not self.newer and not self.older:
             return ""
-        return tag.fillSlots(page=str(self.page), newer=self.newer or "", older=self.older or "")
+        return tag.fillSlots(page=str(self.page), pages=str(self.pages), newer=self.newer or "",
+                             older=self.older or "")
 
     @renderer
     def when_newer(self, request: Any, tag: Tag) -> Tag | str:

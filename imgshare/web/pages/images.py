@@ -48,15 +48,16 @@ class ImagePages(PageArea):
         except ValueError:
             page = 1
         now = self.library.now()
-        found = await self.library.account_images(visitor.account, (page - 1) * PAGE_SIZE, PAGE_SIZE + 1)
-        shown: list[Image] = found[:PAGE_SIZE]
+        shown, total = await self.library.image_page(visitor.account, page, PAGE_SIZE)
+        pages = max(1, -(-total // PAGE_SIZE))
         pending = await self.library.pending_derivations([i.id for i in shown])
+        newer = min(page - 1, pages)
         body = ImagesBody(
             visitor.csrf, [self._image_view(i, i.id in pending, now) for i in shown],
             self._upload_lifetimes(), words.tiers_in_words(self.config.offered_tiers),
-            self.config.max_size, page,
-            newer=(f"/images?page={page - 1}" if page > 2 else "/images") if page > 1 else None,
-            older=f"/images?page={page + 1}" if len(found) > PAGE_SIZE else None,
+            self.config.max_size, page, total=total, pages=pages,
+            newer=(_page_link(newer)) if page > 1 else None,
+            older=_page_link(page + 1) if page < pages else None,
         )
         return await self.page(request, "Images", body, visitor, current="/images",
                                notice=NOTICES.get(query(request, "done")))
@@ -143,3 +144,7 @@ class ImagePages(PageArea):
     @app.handle_errors(Exception)
     async def failed(self, request: Any, failure: Failure) -> bytes:
         return await self.render_failure(request, failure)
+
+
+def _page_link(page: int) -> str:
+    return "/images" if page <= 1 else f"/images?page={page}"
