@@ -265,7 +265,7 @@ class BrowserTests(unittest.TestCase):
         self.assertEqual(sorted(n.split("_", 1)[1] for n in names), ["harbour.jpg", "sunset.png"])
         site.wait(lambda: site.thumbnails_loaded() == 2, "both thumbnails")
         self.assertNotIn("processing", site.find(".gallery").text)
-        self.assertIn("expires in 30 days", site.find(".gallery").text)
+        self.assertIn("Expires in 30 days", site.find(".gallery").text)
         site.shoot("images")
 
         site.open("/tokens")
@@ -405,3 +405,100 @@ def _downloaded_json(folder: str, suffix: str) -> Any:
             except (OSError, ValueError):
                 return None
     return None
+
+
+def _luminance(rgb: tuple[float, float, float]) -> float:
+    def channel(c: float) -> float:
+        c /= 255
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+    r, g, b = (channel(c) for c in rgb)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def contrast(a: str, b: str) -> float:
+    """The WCAG contrast ratio of two CSS ``rgb(…)``/``rgba(…)`` colours."""
+    def parse(css: str) -> tuple[float, float, float]:
+        numbers = [float(n) for n in re.findall(r"[\d.]+", css)[:3]]
+        return numbers[0], numbers[1], numbers[2]
+    light, dark = sorted((_luminance(parse(a)), _luminance(parse(b))), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+class GalleryLayoutTests(unittest.TestCase):
+    """The gallery at 390 px (two columns), dates as words and as dates, the dark theme,
+    a focus ring of at least 3:1 and controls of at least 24 x 24 px, in both themes."""
+
+    timeout = 300
+
+    async def setUp(self):
+        self.data = os.path.abspath(self.mktemp())
+        port = free_port()
+        self.base = f"http://127.0.0.1:{port}"
+        self.server = await ServerProcess(
+            self.data, "--public-url", self.base, "--listen", f"tcp:{port}:interface=127.0.0.1",
+        ).start()
+        self.addCleanup(self.server.stop)
+        os.makedirs(SCREENSHOTS, exist_ok=True)
+        self.work = tempfile.mkdtemp(prefix="imgshare-chromium-")
+        self.addCleanup(shutil.rmtree, self.work, True)
+
+    async def test_gallery_on_a_phone_dark_theme_focus_and_targets(self):
+        await deferToThread(self._gallery)
+
+    def _gallery(self) -> None:
+        admin(self.data, "user", "add", "kitten", stdin=PASSWORD + "\n")
+        token = admin(self.data, "token", "create", "kitten").strip()
+        colours = [(40, 110, 190), (230, 120, 40), (60, 160, 90), (150, 60, 170)]
+        for i, colour in enumerate(colours):
+            status, _ = api_upload(self.base, token, image_bytes("JPEG", (900, 600), colour), f"photo-{i}.jpg")
+            self.assertEqual(status, 200)
+        driver = start_chromium(os.path.join(self.work, "profile"), os.path.join(self.work, "downloads"))
+        self.addCleanup(driver.quit)
+        site = Pages(driver, self.base, SCREENSHOTS, "gallery-")
+        site.open("/login")
+        site.fill(name="kitten", password=PASSWORD)
+        site.find("form.stack button[type=submit]").click()
+        site.wait_path("/images")
+        site.wait(lambda: site.thumbnails_loaded() == len(colours), "the thumbnails")
+        dates = [e.text for e in site.find_all(".card.item .facts .date")]
+        self.assertTrue(dates and all(d.endswith("UTC") for d in dates[:1]), dates)
+        self.assertIn(f"({len(colours)})", site.find("#list-title").text)
+
+        for scheme in ("light", "dark"):
+            driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {
+                "features": [{"name": "prefers-color-scheme", "value": scheme}]})
+            background = driver.execute_script("return getComputedStyle(document.body).backgroundColor")
+            is_dark = _luminance(tuple(float(n) for n in re.findall(r"[\d.]+", background)[:3])) < 0.1
+            self.assertEqual(is_dark, scheme == "dark", (scheme, background))
+            driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                   {"width": 390, "height": 900, "deviceScaleFactor": 1, "mobile": True})
+            boxes = driver.execute_script(
+                "return Array.from(document.querySelectorAll('.card.item')).slice(0, 2)"
+                ".map(function (e) { var r = e.getBoundingClientRect(); return [r.left, r.top, r.width]; })")
+            (left0, top0, width0), (left1, top1, _) = boxes
+            self.assertEqual(round(top0), round(top1), "two cards side by side on a phone")
+            self.assertLess(left0, left1)
+            self.assertLess(width0, 195)
+            small = driver.execute_script(
+                "return Array.from(document.querySelectorAll('button, input, select'))"
+                ".filter(function (e) { var r = e.getBoundingClientRect();"
+                " return r.width > 0 && (r.width < 24 || r.height < 24); })"
+                ".map(function (e) { return e.outerHTML.slice(0, 80); })")
+            self.assertEqual(small, [], "every control is at least 24 x 24 px")
+            driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+            # The focus ring against the page behind it.
+            driver.execute_script("document.querySelector('.card.item .links a').focus()")
+            body = driver.find_element(site.By.CSS_SELECTOR, "body")
+            body.send_keys("")  # keep the focus
+            from selenium.webdriver.common.keys import Keys
+
+            driver.find_element(site.By.CSS_SELECTOR, "body").send_keys(Keys.TAB)
+            ring = driver.execute_script(
+                "var e = document.activeElement; var s = getComputedStyle(e);"
+                "return [s.outlineStyle, s.outlineColor, s.outlineWidth];")
+            self.assertEqual(ring[0], "solid", ring)
+            for behind in (background, driver.execute_script(
+                    "return getComputedStyle(document.querySelector('.card')).backgroundColor")):
+                self.assertGreaterEqual(contrast(ring[1], behind), 3.0, (scheme, ring, behind))
+            site.prefix = f"gallery-{scheme}-"
+            site.shoot("images")

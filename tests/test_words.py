@@ -119,3 +119,11 @@ class ShareXTests(unittest.TestCase):
             sharex.uploader("https://img.example", TOKEN, "imgur")
         with self.assertRaises(KeyError):
             sharex.file_name("https://img.example", "imgur")
+
+
+class DateInWordsTests(unittest.TestCase):
+    def test_dates(self):
+        from imgshare.domain.words import date_in_words
+
+        self.assertEqual(date_in_words(1771061400.9), "14 Feb 2026, 09:30 UTC")
+        self.assertEqual(date_in_words(None), "")

@@ -5,6 +5,8 @@ Pure functions: "1.2 MiB", "in 3 days", "2 hours ago", "never".
 
 from __future__ import annotations
 
+import datetime
+import math
 from collections.abc import Sequence
 
 from imgshare.domain.lifetime import DAY, HOUR, MINUTE, YEAR, Tier
@@ -44,6 +46,14 @@ def until_in_words(moment: float | None, now: float) -> str:
     if moment <= now:
         return "expired"
     return "in " + span_in_words(moment - now)
+
+
+def date_in_words(moment: float | None) -> str:
+    """A moment as a date anyone reads the same: ``14 Feb 2026, 09:30 UTC``; "" for none."""
+    if moment is None:
+        return ""
+    when = datetime.datetime.fromtimestamp(math.floor(moment), tz=datetime.UTC)
+    return when.strftime("%-d %b %Y, %H:%M UTC")
 
 
 def since_in_words(moment: float | None, now: float) -> str:

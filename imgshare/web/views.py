@@ -318,6 +318,9 @@ class ImageView:
     expires: str
     expires_iso: str
     pending: bool
+    #: The same moments as dates (``14 Feb 2026, 09:30 UTC``), shown beside the words.
+    uploaded_date: str = ""
+    expires_date: str = ""
 
 
 class ImagesBody(Element):
@@ -392,7 +395,7 @@ class ImageItem(Element):
             name=image.name, thumb=image.thumb, original=image.original, type=image.type,
             dimensions=image.dimensions, size=image.size, uploaded=image.uploaded,
             uploaded_iso=image.uploaded_iso, expires=image.expires, expires_iso=image.expires_iso,
-            csrf=csrf,
+            uploaded_date=image.uploaded_date, expires_date=image.expires_date, csrf=csrf,
         )))
         self.image = image
 

@@ -78,6 +78,7 @@ class ImagePages(PageArea):
             size=words.size_in_words(image.size), uploaded=words.since_in_words(image.uploaded, now),
             uploaded_iso=output.iso_time(image.uploaded), expires=words.until_in_words(image.expires, now),
             expires_iso="" if image.expires is None else output.iso_time(image.expires), pending=pending,
+            uploaded_date=words.date_in_words(image.uploaded), expires_date=words.date_in_words(image.expires),
         )
 
     @app.route("/images/upload", methods=["POST"])
