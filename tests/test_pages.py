@@ -531,6 +531,19 @@ class ImagesTests(PagesTestCase):
         response, body = await self.browser.get("/images?page=banana")
         self.assertEqual(response.code, 200)
 
+    async def test_cards_link_the_viewer_page_and_share_codes(self):
+        """Each card links to its viewer page and offers the direct link, BBCode and
+        Markdown as selectable text (copy buttons once the script runs)."""
+        token = await self.f.token("kitten")
+        _, record = await self.api_upload(token)
+        response, body = await self.browser.get("/images")
+        self.assertIn(f'href="{record["viewer"]}"', body)
+        original = record["urls"]["original"]
+        self.assertIn(f'value="{original}"', body)
+        self.assertIn(f'[img]{record["urls"]["xga"]}[/img]', body)
+        self.assertIn(f'({record["urls"]["xga"]})]({record["viewer"]})', body)
+        self.assertIn('aria-label="Copy the BBCode code"', body)
+
     async def test_pager_counts_and_pages_past_the_end(self):
         """The total on every page, "page X of N", and a page past the last says so and
         links back to the last (not to the page before the one asked for)."""

@@ -321,6 +321,9 @@ class ImageView:
     #: The same moments as dates (``14 Feb 2026, 09:30 UTC``), shown beside the words.
     uploaded_date: str = ""
     expires_date: str = ""
+    #: The public viewer page, and the codes to share it (``domain.embed.EmbedCode``).
+    viewer: str = ""
+    shares: tuple[Any, ...] = ()
 
 
 class ImagesBody(Element):
@@ -396,8 +399,14 @@ class ImageItem(Element):
             dimensions=image.dimensions, size=image.size, uploaded=image.uploaded,
             uploaded_iso=image.uploaded_iso, expires=image.expires, expires_iso=image.expires_iso,
             uploaded_date=image.uploaded_date, expires_date=image.expires_date, csrf=csrf,
+            viewer=image.viewer,
         )))
         self.image = image
+
+    @renderer
+    def shares(self, request: Any, tag: Tag) -> Iterator[Tag]:
+        for code in self.image.shares:
+            yield tag.clone().fillSlots(label=code.label, code=code.code)
 
     @renderer
     def when_ready(self, request: Any, tag: Tag) -> Tag | str:

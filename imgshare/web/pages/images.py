@@ -9,7 +9,7 @@ import attrs
 from klein import Klein
 from twisted.python.failure import Failure
 
-from imgshare.domain import errors, output, words
+from imgshare.domain import embed, errors, output, words
 from imgshare.domain.records import Image
 from imgshare.web.http import query
 from imgshare.web.pages.base import NOTICES, PageArea, json_response, redirect, sentence, wants_json
@@ -32,6 +32,8 @@ UPLOAD_LIFETIMES = (
     ("30d", "30 days"), ("90d", "90 days"), ("365d", "1 year"),
 )
 VERSION_LABELS = (("original", "Original"), ("xga", "XGA"), ("vga", "VGA"), ("qvga", "QVGA"))
+#: The codes a gallery card offers to copy (its viewer page has all of them).
+SHARED_CODES = ("direct", "bbcode", "markdown")
 
 
 @attrs.define
@@ -79,6 +81,8 @@ class ImagePages(PageArea):
             uploaded_iso=output.iso_time(image.uploaded), expires=words.until_in_words(image.expires, now),
             expires_iso="" if image.expires is None else output.iso_time(image.expires), pending=pending,
             uploaded_date=words.date_in_words(image.uploaded), expires_date=words.date_in_words(image.expires),
+            viewer=output.viewer_url(self.config.public_url, image.account, image.name),
+            shares=tuple(c for c in embed.embed_codes(self.config.public_url, image) if c.key in SHARED_CODES),
         )
 
     @app.route("/images/upload", methods=["POST"])
