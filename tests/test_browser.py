@@ -260,6 +260,13 @@ class BrowserTests(unittest.TestCase):
         site.find("select[name=expire] option[value='30d']").click()
         site.find("input[name=keep_name]").click()
         site.find("#upload-form button[type=submit]").click()
+        site.wait(lambda: len(site.find_all(".progress-list li.ok")) == 2, "both files stored")
+        results = site.find_all(".progress-list li.ok .state a")
+        self.assertEqual(len(results), 2, "each result links its file, and stays on the page")
+        self.assertTrue(all(r.text.startswith("20") for r in results))
+        self.assertTrue(site.find(".progress-list .after button").is_displayed(), "a Dismiss button")
+        site.shoot("uploaded")
+        site.find(".progress-list .after a").click()
         site.wait(lambda: site.path() == "/images" and len(site.find_all(".item")) == 2, "two images listed")
         names = [e.text for e in site.find_all(".item .name")]
         self.assertEqual(sorted(n.split("_", 1)[1] for n in names), ["harbour.jpg", "sunset.png"])
@@ -502,3 +509,56 @@ class GalleryLayoutTests(unittest.TestCase):
                 self.assertGreaterEqual(contrast(ring[1], behind), 3.0, (scheme, ring, behind))
             site.prefix = f"gallery-{scheme}-"
             site.shoot("images")
+
+    async def test_drop_anywhere_paste_and_a_failed_file(self):
+        """A file dropped anywhere on the page is uploaded (the browser stays); an image
+        pasted from the clipboard is uploaded; a refused file shows why, with no bar."""
+        await deferToThread(self._drop_and_paste)
+
+    def _drop_and_paste(self) -> None:
+        import io as stdio
+
+        from PIL import Image as PILImage
+
+        admin(self.data, "user", "add", "kitten", stdin=PASSWORD + "\n")
+        driver = start_chromium(os.path.join(self.work, "profile-drop"), os.path.join(self.work, "downloads-drop"))
+        self.addCleanup(driver.quit)
+        site = Pages(driver, self.base, SCREENSHOTS, "drop-")
+        site.open("/login")
+        site.fill(name="kitten", password=PASSWORD)
+        site.find("form.stack button[type=submit]").click()
+        site.wait_path("/images")
+        gif = stdio.BytesIO()
+        PILImage.new("P", (4, 4)).save(gif, "GIF")
+        files = {"dropped-on-the-heading.png": image_bytes("PNG", (300, 200), (200, 40, 40)),
+                 "an animation that is not supported by this host.gif": gif.getvalue()}
+        script = """
+            var target = document.querySelector(arguments[0]);
+            var dt = new DataTransfer();
+            arguments[1].forEach(function (f) {
+              var bytes = Uint8Array.from(atob(f[1]), function (c) { return c.charCodeAt(0); });
+              dt.items.add(new File([bytes], f[0], {type: f[2]}));
+            });
+            if (arguments[2] === "paste") {
+              target.dispatchEvent(new ClipboardEvent("paste", {clipboardData: dt, bubbles: true}));
+            } else {
+              ["dragenter", "dragover", "drop"].forEach(function (name) {
+                target.dispatchEvent(new DragEvent(name, {dataTransfer: dt, bubbles: true, cancelable: true}));
+              });
+            }"""
+        encoded = [[name, base64.b64encode(data).decode(), "image/png" if name.endswith("png") else "image/gif"]
+                   for name, data in files.items()]
+        driver.execute_script(script, "h1", encoded, "drop")
+        site.wait(lambda: len(site.find_all(".progress-list li.ok, .progress-list li.failed")) == 2, "both files done")
+        self.assertEqual(site.path(), "/images", "the browser stayed on the page")
+        failed = site.find(".progress-list li.failed")
+        self.assertIn("an animation that is not supported by this host.gif", failed.text, "the whole name")
+        reason = failed.find_element(site.By.CSS_SELECTOR, ".state").text
+        self.assertTrue(reason[:1].isupper() and reason.endswith("."), reason)
+        self.assertEqual(failed.find_elements(site.By.CSS_SELECTOR, "progress"), [], "no bar on a failed file")
+        site.shoot("dropped")
+        site.find(".progress-list .after button").click()
+        self.assertTrue(site.find(".progress-list").get_attribute("hidden") is not None, "dismissed")
+        driver.execute_script(script, "body", [["pasted.png", encoded[0][1], "image/png"]], "paste")
+        site.wait(lambda: len(site.find_all(".progress-list li.ok")) == 1, "the pasted image stored")
+        self.assertIn("pasted", site.find(".progress-list li.ok").text)

@@ -107,21 +107,34 @@
 
   each(".drop-hint", function (hint) { hint.hidden = false; }, form);
 
-  ["dragenter", "dragover"].forEach(function (name) {
-    drop.addEventListener(name, function (event) {
-      event.preventDefault();
-      drop.classList.add("over");
-    });
+  /* The whole page takes drops (a file dropped beside the box must not make the
+     browser leave the page), and an image pasted from the clipboard is uploaded. */
+  var dragging = 0;
+  document.addEventListener("dragenter", function (event) {
+    if (!hasFiles(event)) { return; }
+    event.preventDefault();
+    dragging += 1;
+    drop.classList.add("over");
   });
-  ["dragleave", "drop"].forEach(function (name) {
-    drop.addEventListener(name, function (event) {
-      event.preventDefault();
-      drop.classList.remove("over");
-    });
+  document.addEventListener("dragover", function (event) {
+    if (hasFiles(event)) { event.preventDefault(); }
   });
-  drop.addEventListener("drop", function (event) {
-    if (event.dataTransfer && event.dataTransfer.files.length) {
-      send(event.dataTransfer.files);
+  document.addEventListener("dragleave", function () {
+    dragging = Math.max(0, dragging - 1);
+    if (!dragging) { drop.classList.remove("over"); }
+  });
+  document.addEventListener("drop", function (event) {
+    if (!hasFiles(event)) { return; }
+    event.preventDefault();
+    dragging = 0;
+    drop.classList.remove("over");
+    send(event.dataTransfer.files);
+  });
+  document.addEventListener("paste", function (event) {
+    var items = event.clipboardData ? event.clipboardData.files : null;
+    if (items && items.length) {
+      event.preventDefault();
+      send(items);
     }
   });
   form.addEventListener("submit", function (event) {
@@ -129,6 +142,11 @@
     event.preventDefault();
     send(input.files);
   });
+
+  function hasFiles(event) {
+    var types = event.dataTransfer ? event.dataTransfer.types : null;
+    return !!types && Array.prototype.indexOf.call(types, "Files") >= 0;
+  }
 
   function row(file) {
     var item = document.createElement("li");
@@ -148,10 +166,28 @@
     return { item: item, state: state, bar: bar };
   }
 
-  function finish(shown, ok, text) {
+  /* Every message one way: a sentence, capital first, full stop last. */
+  function sentence(text) {
+    text = String(text).trim();
+    if (!text) { return text; }
+    text = text.charAt(0).toUpperCase() + text.slice(1);
+    return /[.!?]$/.test(text) ? text : text + ".";
+  }
+
+  function finish(shown, ok, text, url) {
     shown.item.classList.add(ok ? "ok" : "failed");
-    shown.state.textContent = text;
-    if (ok) { shown.bar.value = shown.bar.max; }
+    shown.state.textContent = "";
+    if (ok && url) {
+      shown.state.appendChild(document.createTextNode("Stored as "));
+      var link = document.createElement("a");
+      link.href = url;
+      link.textContent = text;
+      shown.state.appendChild(link);
+      shown.state.appendChild(document.createTextNode("."));
+    } else {
+      shown.state.textContent = sentence(text);
+    }
+    shown.bar.remove();  // a full bar would read as done; a failed file shows only why
   }
 
   function send(files) {
@@ -187,17 +223,23 @@
       });
     }
 
+    /* The results stay, with their links, until dismissed. */
     function after() {
-      if (failed === 0) {
-        window.location.assign("/images");
-        return;
-      }
       var item = document.createElement("li");
       var link = document.createElement("a");
+      var dismiss = document.createElement("button");
       item.className = "after";
       link.href = "/images";
-      link.textContent = "Show my images";
+      link.textContent = failed ? "Show my images" : "Show them in my images";
+      dismiss.type = "button";
+      dismiss.className = "small";
+      dismiss.textContent = "Dismiss";
+      dismiss.addEventListener("click", function () {
+        list.textContent = "";
+        list.hidden = true;
+      });
       item.appendChild(link);
+      item.appendChild(dismiss);
       list.appendChild(item);
     }
   }
@@ -223,7 +265,7 @@
       var answer = null;
       try { answer = JSON.parse(request.responseText); } catch (e) { answer = null; }
       if (request.status === 200 && answer && answer.results && answer.results[0].ok) {
-        finish(shown, true, "stored as " + answer.results[0].name);
+        finish(shown, true, answer.results[0].name, answer.results[0].url);
         done(true);
       } else {
         finish(shown, false, (answer && answer.error) || "failed (HTTP " + request.status + ")");
