@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 
 from imgshare import auth, db
-from imgshare.domain import errors, lifetime, naming
+from imgshare.domain import errors, lifetime, naming, passwords
 from imgshare.domain.records import Account, Token
 from imgshare.gateway import run_query
 
@@ -23,8 +23,8 @@ from imgshare.gateway import run_query
 #: kept as is: every process logs the same link, and whoever can read the
 #: database could create accounts anyway.
 SETUP_CODE_SETTING = "setup_code"
-MIN_PASSWORD = 8
-MAX_PASSWORD = 1024
+MIN_PASSWORD = passwords.MIN_LENGTH
+MAX_PASSWORD = passwords.MAX_LENGTH
 MAX_LABEL = 100
 LAST_ADMIN = "{name} is the only administrator: make another account an administrator first."
 
@@ -35,19 +35,20 @@ class LastAdmin(errors.ApiError):
     status = 409
 
 
-def check_new_password(password: str, repeated: str) -> None:
-    """BadRequest unless ``password`` is acceptable and typed the same twice."""
+def check_new_password(password: str, repeated: str, name: str | None = None) -> None:
+    """BadRequest unless ``password`` is typed the same twice and passes the password policy
+    (for the account ``name`` when known)."""
     if password != repeated:
         raise errors.BadRequest("The two passwords differ.")
-    check_password_length(password)
+    check_password_policy(password, name)
 
 
-def check_password_length(password: str) -> None:
-    """BadRequest unless ``password`` has MIN_PASSWORD to MAX_PASSWORD characters."""
-    if len(password) < MIN_PASSWORD:
-        raise errors.BadRequest(f"The password must have at least {MIN_PASSWORD} characters.")
-    if len(password) > MAX_PASSWORD:
-        raise errors.BadRequest(f"The password may have at most {MAX_PASSWORD} characters.")
+def check_password_policy(password: str, name: str | None = None) -> None:
+    """BadRequest unless ``password`` passes the password policy (``imgshare.domain.passwords``:
+    10 to 1024 characters, not common, not a repeat or sequence, not the account name)."""
+    problem = passwords.problem(password, name)
+    if problem is not None:
+        raise errors.BadRequest(problem)
 
 
 def check_account_name(name: str) -> None:
@@ -96,15 +97,23 @@ class Accounts:
         return await self._db(db.get_account, name)
 
     async def set_password(self, name: str, password: str) -> None:
-        """The account owner's own change (its sessions are the caller's business)."""
+        """The account owner's own change (its sessions are the caller's business):
+        BadRequest if the policy refuses ``password`` or it is the one the account has now."""
+        check_password_policy(password, name)
+        stored = await self._db(db.get_password_hash, name)
+        if stored is None:
+            raise errors.NotFound("no such account")
+        if await self.io.run(auth.check_password, password, stored):
+            raise errors.BadRequest(passwords.SAME_AS_NOW)
         digest = await self.io.run(auth.hash_password, password)
         if not await self._db(db.set_password_hash, name, digest):
             raise errors.NotFound("no such account")
 
     async def reset_password(self, name: str, password: str) -> int:
         """An administrator's reset: the new password, and every session of the account
-        ended (API tokens stay); the number of sessions ended.  NotFound without the account.
-        The caller has checked the password's length."""
+        ended (API tokens stay); the number of sessions ended.  NotFound without the account,
+        BadRequest if the policy refuses ``password``."""
+        check_password_policy(password, name)
         digest = await self.io.run(auth.hash_password, password)
         ended = await self._db(db.reset_password, name, digest)
         if ended is None:
@@ -114,11 +123,12 @@ class Accounts:
     # --------------------------------------------------------------- accounts
 
     async def create(self, name: str, password: str, is_admin: bool, *, admin_if_first: bool = False) -> Account:
-        """A new account; BadRequest for a bad name, 409 if the name is taken.
+        """A new account; BadRequest for a bad name or password, 409 if the name is taken.
 
         With ``admin_if_first`` (the ``imgshare`` command) the first account is an
         admin whatever ``is_admin`` says."""
         check_account_name(name)
+        check_password_policy(password, name)
         digest = await self.io.run(auth.hash_password, password)
         if admin_if_first and not is_admin:
             is_admin = not await self.has_accounts()
@@ -148,6 +158,7 @@ class Accounts:
     async def create_first(self, code: str, name: str, password: str) -> Account | None:
         """Use the setup code: the first account, an admin; None if the code is void."""
         check_account_name(name)
+        check_password_policy(password, name)
         if len(code) > 200:
             return None
         digest = await self.io.run(auth.hash_password, password)
@@ -158,8 +169,9 @@ class Accounts:
     async def register(self, name: str, password: str) -> Account | None:
         """A self-registered account (never an admin); None while no account exists yet
         (the first one, an admin, comes from the setup link or the admin command).
-        BadRequest for a bad name, 409 if the name is taken."""
+        BadRequest for a bad name or password, 409 if the name is taken."""
         check_account_name(name)
+        check_password_policy(password, name)
         digest = await self.io.run(auth.hash_password, password)
         try:
             return await self._db(db.register_account, name, digest, self.now())

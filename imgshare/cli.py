@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 
 from imgshare import __version__, backends, db
-from imgshare.accounts import Accounts, check_account_name, check_password_length
+from imgshare.accounts import Accounts, check_account_name, check_password_policy
 from imgshare.domain import errors
 from imgshare.options import BACKEND_OPTIONS, SERVER_OPTIONS, build_config, env_name, resolve
 from imgshare.threads import InlineRunner
@@ -124,8 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def read_password(stdin: Any) -> str:
-    """The new password: prompted twice on a terminal, else the first line of stdin."""
+def read_password(stdin: Any, name: str) -> str:
+    """The new password of the account ``name``: prompted twice on a terminal, else the first
+    line of stdin; refused (CommandError) unless it passes the password policy."""
     if stdin.isatty():
         first = getpass.getpass("Password: ")
         if getpass.getpass("Again: ") != first:
@@ -134,7 +135,7 @@ def read_password(stdin: Any) -> str:
     else:
         password = stdin.readline().rstrip("\r\n")
     try:
-        check_password_length(password)
+        check_password_policy(password, name)
     except errors.ApiError as e:
         raise CommandError(e.message) from None
     return password
@@ -165,7 +166,7 @@ async def user_add(args: argparse.Namespace, accounts: Accounts, console: Consol
     except errors.ApiError as e:
         raise CommandError(f"invalid account name {args.name!r}: {e.message}") from None
     first = not await accounts.has_accounts()
-    password = read_password(console.stdin)
+    password = read_password(console.stdin, args.name)
     try:
         account = await accounts.create(args.name, password, args.admin, admin_if_first=True)
     except errors.ApiError as e:
@@ -191,7 +192,7 @@ async def user_passwd(args: argparse.Namespace, accounts: Accounts, console: Con
     """A new password for an existing account (asked for once the account is known to exist);
     its browser sessions end, its API tokens stay."""
     await _existing_account(accounts, args.name)
-    password = read_password(console.stdin)
+    password = read_password(console.stdin, args.name)
     try:
         ended = await accounts.reset_password(args.name, password)
     except errors.NotFound:

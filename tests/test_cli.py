@@ -19,6 +19,7 @@ from twisted.trial import unittest
 from imgshare import auth, cli, db
 from imgshare import backends as backends_module
 from imgshare.cli import VERBS, CommandError, Console, build_parser, parse, run_command
+from imgshare.domain import passwords
 from imgshare.plugins.postgres import PostgresDatabase
 from imgshare.testing import T0, open_sqlite_sync
 from tests import backends
@@ -80,12 +81,19 @@ class CommandTests(unittest.TestCase):
         self.assertNotIn("bear", await self.cmd("user", "list"))
 
     async def test_user_add_refusals(self):
-        """Invalid or reserved names, duplicates and short passwords are refused."""
+        """Invalid or reserved names, duplicates and passwords the policy refuses (short, common,
+        a repeat or sequence, the account name) are refused, each with its message."""
         for name in ["Kitten", "img", "thumb", "_x", "a" * 33, "a/b", "ä"]:
             with self.assertRaises(CommandError):
                 await self.cmd("user", "add", name, stdin="a long password\n")
-        with self.assertRaises(CommandError):
-            await self.cmd("user", "add", "kitten", stdin="short\n")
+        for weak, message in [("short", passwords.TOO_SHORT), ("password", passwords.TOO_SHORT),
+                              ("aaaaaaaa", passwords.TOO_SHORT), ("Password1234", passwords.COMMON),
+                              ("aaaaaaaaaaaa", passwords.PATTERN), ("1234567890", passwords.PATTERN),
+                              ("mountaingoat", passwords.IS_NAME)]:
+            with self.assertRaises(CommandError) as caught:
+                await self.cmd("user", "add", "mountaingoat", stdin=weak + "\n")
+            self.assertEqual(str(caught.exception), message)
+        self.assertEqual(await self.cmd("user", "list"), "")
         await self.cmd("user", "add", "kitten", stdin="a long password\n")
         with self.assertRaises(CommandError):
             await self.cmd("user", "add", "kitten", stdin="a long password\n")
@@ -125,8 +133,8 @@ class CommandTests(unittest.TestCase):
         self.assertNotIn("the new password", out + self.err)
 
     async def test_passwd_refusals(self):
-        """An unknown account is refused before any password is read; the length rules of
-        user add apply; on a terminal the password is asked twice and must match."""
+        """An unknown account is refused before any password is read; the password policy of
+        user add applies; on a terminal the password is asked twice and must match."""
         await self.cmd("user", "add", "kitten", stdin=PASSWORD + "\n")
         stdin = Stdin("the new password\n")
         with self.assertRaises(CommandError) as caught:
@@ -134,9 +142,10 @@ class CommandTests(unittest.TestCase):
                               Console(io.StringIO(), io.StringIO(), stdin))
         self.assertIn("no account 'nobody'", str(caught.exception))
         self.assertEqual(stdin.tell(), 0, "nothing read")
-        for short in ["short", "x" * 1025]:
-            with self.assertRaises(CommandError):
-                await self.cmd("user", "passwd", "kitten", stdin=short + "\n")
+        for weak in ["short", "x" * 1025, "qwertyuiop", "iloveyou12", "aaaaaaaaaa", "Password123"]:
+            with self.assertRaises(CommandError) as caught:
+                await self.cmd("user", "passwd", "kitten", stdin=weak + "\n")
+            self.assertEqual(str(caught.exception), passwords.problem(weak, "kitten"))
         typed = iter(["one password", "another one"])
         self.patch(cli.getpass, "getpass", lambda prompt: next(typed))
         with self.assertRaises(CommandError) as caught:
@@ -401,6 +410,9 @@ class ConsoleScriptTests(unittest.TestCase):
         first line of stdin; no password appears in any output."""
         run_admin(self.data, "user", "add", "kitten", stdin=PASSWORD + "\n")
         run_admin(self.data, "user", "add", "bear", stdin=PASSWORD + "\n")
+        weak = run_admin(self.data, "user", "passwd", "bear", stdin="aaaaaaaa\n")
+        self.assertEqual((weak.returncode, weak.stdout), (1, ""))
+        self.assertTrue(weak.stderr.endswith(f"\nimgshare: {passwords.TOO_SHORT}\n"), weak.stderr)
         done = run_admin(self.data, "user", "passwd", "bear", stdin="bears new password\n")
         self.assertEqual(done.returncode, 0, done.stderr)
         self.assertNotIn("bears new password", done.stdout + done.stderr)

@@ -1,4 +1,5 @@
-"""The page templates are found from a wheel and an editable install, as from a checkout."""
+"""The page templates and the common-password list are found from a wheel and an editable
+install, as from a checkout."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 
 from twisted.trial import unittest
 
@@ -23,6 +25,8 @@ page = views.Layout("Packaged", views.MessageBody("rendered from the installed t
 flattenString(None, page).addBoth(results.append)
 html = results[0].decode()
 assert "rendered from the installed templates" in html and "</html>" in html, html
+from imgshare.domain import passwords
+assert len(passwords.common_passwords()) >= 10000 and passwords.is_common("Password1234")
 print(imgshare.__file__)
 print(views.TEMPLATES)
 """
@@ -57,8 +61,9 @@ class TemplatesInstalledTests(unittest.TestCase):
         return done.stdout
 
     def test_wheel_and_editable_install_find_the_templates(self):
-        """A wheel carries templates/ as imgshare.templates and a plain editable install
-        (what CI makes) finds the checkout's templates/: both render a page."""
+        """A wheel carries templates/ as imgshare.templates and imgshare/data/'s password list,
+        and a plain editable install (what CI makes) finds the checkout's: both render a page
+        and load the list."""
         base = os.path.abspath(self.mktemp())
         os.makedirs(base)
         source = _copy_source(os.path.join(base, "source"))
@@ -78,6 +83,8 @@ class TemplatesInstalledTests(unittest.TestCase):
         self.run_quietly(*pip, "--python", wheel_python, "wheel", "--quiet", "--no-deps",
                          "--no-build-isolation", "--wheel-dir", dist, source, env=env, cwd=base)
         [built] = glob.glob(os.path.join(dist, "imgshare-*.whl"))
+        with zipfile.ZipFile(built) as wheel_file:
+            self.assertIn("imgshare/data/common-passwords.txt", wheel_file.namelist())
         self.run_quietly(*pip, "--python", wheel_python, "install", "--quiet", "--no-deps", "--no-index",
                          built, env=env, cwd=base)
         self.run_quietly(*pip, "--python", editable_python, "install", "--quiet", "--no-deps",

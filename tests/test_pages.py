@@ -11,6 +11,7 @@ from twisted.trial import unittest
 
 from imgshare import auth, db
 from imgshare.accounts import SETUP_CODE_SETTING
+from imgshare.domain import passwords
 from imgshare.expiry import expire_once
 from imgshare.ratelimit import LOGIN_PER_ACCOUNT_ADDRESS
 from imgshare.sessions import SESSION_SECONDS
@@ -20,6 +21,10 @@ from imgshare.web.sessions import SESSION_COOKIE
 
 SITE = "http://img.example"
 PASSWORD = "correct horse"
+#: Passwords the policy refuses, with its message for each (for an account named mountaingoat).
+WEAK = [("password", passwords.TOO_SHORT), ("aaaaaaaa", passwords.TOO_SHORT),
+        ("aaaaaaaaaa", passwords.PATTERN), ("1234567890", passwords.PATTERN),
+        ("Password1234", passwords.COMMON), ("MountainGoat", passwords.IS_NAME)]
 HOSTILE = "<script>alert(1)</script>"
 CSP = ("default-src 'self'; img-src 'self'; script-src 'self'; style-src 'self'; "
        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
@@ -172,6 +177,19 @@ class SetupTests(PagesTestCase):
             response, body = await self.submit(self.browser, **kwargs)
             self.assertEqual(response.code, 400, kwargs)
             self.assertIn('class="problem"', body)
+        self.assertEqual(await self.f.database.run(db.count_accounts), 0)
+
+    async def test_setup_refuses_weak_passwords(self):
+        """The setup form states the rule next to the field and re-shows itself with the
+        policy's message for each weak password; nothing is stored."""
+        body = (await self.browser.get("/setup?code=the-code"))[1]
+        self.assertIn(f'<p class="field-hint" id="password-hint">{passwords.RULE}</p>', body)
+        self.assertIn('minlength="10"', body)
+        for password, message in WEAK:
+            response, body = await self.submit(self.browser, name="mountaingoat", password=password)
+            self.assertEqual(response.code, 400, password)
+            self.assertIn('class="problem"', body)
+            self.assertIn(html.escape(message, quote=False), body, password)
         self.assertEqual(await self.f.database.run(db.count_accounts), 0)
 
     async def test_setup_needs_csrf(self):
@@ -378,6 +396,21 @@ class RegisterTests(PagesTestCase):
         response, _ = await browser.get("/images")
         self.assertEqual(response.code, 200)
 
+
+    async def test_registration_refuses_weak_passwords(self):
+        """Self-registration applies the same policy, with the same messages, and states the rule."""
+        f = await make_fixture(self, registration="open")
+        await f.account("kitten")
+        browser = Browser(f)
+        body = (await browser.get("/register"))[1]
+        self.assertIn(passwords.RULE, body)
+        for password, message in WEAK:
+            token = csrf_of((await browser.get("/register"))[1])
+            response, body = await browser.post("/register", {"csrf": token, "name": "mountaingoat",
+                                                              "password": password, "repeat": password})
+            self.assertEqual(response.code, 400, password)
+            self.assertIn(html.escape(message, quote=False), body, password)
+        self.assertIsNone(await f.database.run(db.get_account, "mountaingoat"))
 
     async def test_open_registration_waits_for_the_first_account(self):
         """On a fresh server with --registration open nobody registers before the setup link
@@ -795,6 +828,37 @@ class AccountTests(PagesTestCase):
         self.assertEqual((await other.get("/account"))[0].code, 303, "the other browser is out")
         await Browser(self.f).login("kitten", "new password!")
 
+    async def test_change_password_policy_and_same_password(self):
+        """The change form states the rule; weak passwords get the policy's message; the password
+        the account has now is refused as such; nothing changes and no session ends."""
+        other = await self.logged_in()
+        await self.browser.login()
+        body = (await self.browser.get("/account"))[1]
+        self.assertIn(passwords.RULE, body)
+        csrf = csrf_of(body)
+        for password, message in [*WEAK[:5], ("abcabcabcabc", passwords.PATTERN),
+                                  (PASSWORD, passwords.SAME_AS_NOW)]:
+            response, body = await self.browser.post("/account/password", {
+                "csrf": csrf, "current": PASSWORD, "password": password, "repeat": password})
+            self.assertEqual(response.code, 400, password)
+            self.assertIn(html.escape(message, quote=False), body, password)
+        self.assertIn("The new password is the one you have now", body)
+        self.assertEqual((await other.get("/account"))[0].code, 200, "no session ended")
+        await Browser(self.f).login("kitten", PASSWORD)
+
+    async def test_old_weak_password_still_logs_in_and_can_be_changed(self):
+        """An account made under the old rule (a short, common password) logs in, and its owner
+        can move to a good password."""
+        await self.f.database.run(db.create_account, "oldtimer", auth.hash_password("password", b"2" * 16),
+                                  False, T0)
+        browser = Browser(self.f)
+        await browser.login("oldtimer", "password")
+        csrf = await browser.csrf("/account")
+        response, _ = await browser.post("/account/password", {
+            "csrf": csrf, "current": "password", "password": "a much better one", "repeat": "a much better one"})
+        self.assertEqual((response.code, location(response)), (303, "/account?done=password"))
+        await Browser(self.f).login("oldtimer", "a much better one")
+
     async def test_change_password_needs_csrf(self):
         """A password change without the CSRF token is 403 and changes nothing."""
         await self.browser.login()
@@ -831,6 +895,20 @@ class AccountTests(PagesTestCase):
         self.assertEqual((await kitten.get("/images"))[0].code, 303, "its session ended")
         response, _ = await self.browser.post("/account/remove", {"csrf": csrf, "name": "boss", "confirm": "1"})
         self.assertEqual(response.code, 400)
+
+    async def test_admin_creates_no_account_with_a_weak_password(self):
+        """The admin's create form states the rule and refuses weak passwords with the policy's message."""
+        await self.make_admin("boss")
+        await self.browser.login("boss")
+        body = (await self.browser.get("/account"))[1]
+        self.assertIn(f'<p class="field-hint" id="new-password-hint">{passwords.RULE}</p>', body)
+        csrf = csrf_of(body)
+        for password, message in WEAK:
+            response, body = await self.browser.post("/account/create", {
+                "csrf": csrf, "name": "mountaingoat", "password": password, "repeat": password})
+            self.assertEqual(response.code, 400, password)
+            self.assertIn(html.escape(message, quote=False), body, password)
+        self.assertIsNone(await self.f.database.run(db.get_account, "mountaingoat"))
 
     async def test_users_cannot_manage_accounts(self):
         """A non-admin sees no account list and is refused (403) by the admin forms."""
@@ -897,6 +975,21 @@ class AdminFormsTests(PagesTestCase):
         await Browser(self.f).login("kitten", "new password!")
         response, _ = await self.api_upload(secret)
         self.assertEqual(response.code, 200)
+
+    async def test_admin_reset_refuses_weak_passwords(self):
+        """The reset form states the rule and refuses weak passwords with the policy's message;
+        the account keeps its password and its session."""
+        kitten = await self.logged_in("kitten")
+        body = (await self.browser.get("/account/reset?name=kitten"))[1]
+        self.assertIn(f'<p class="field-hint" id="password-hint">{passwords.RULE}</p>', body)
+        csrf = csrf_of(body)
+        for password, message in [*WEAK[:5], ("zxcvbnmzxcvbnm", passwords.PATTERN)]:
+            response, body = await self.browser.post("/account/reset", {
+                "csrf": csrf, "name": "kitten", "password": password, "repeat": password})
+            self.assertEqual(response.code, 400, password)
+            self.assertIn(html.escape(message, quote=False), body, password)
+        self.assertEqual((await kitten.get("/images"))[0].code, 200, "nothing changed")
+        await Browser(self.f).login("kitten", PASSWORD)
 
     async def test_admin_gives_and_takes_admin_rights(self):
         """Without JavaScript the role change asks first; once confirmed it takes effect on the

@@ -66,10 +66,10 @@ class AccountPages(PageArea):
                                             status=400)
         password = form.get("password") or ""
         try:
-            check_new_password(password, form.get("repeat") or "")
+            check_new_password(password, form.get("repeat") or "", visitor.account)
+            await self.accounts.set_password(visitor.account, password)  # refuses the password it has now
         except errors.BadRequest as e:
             return await self._account_page(request, visitor, problem=e.message, status=400)
-        await self.accounts.set_password(visitor.account, password)
         await self.sessions.end_others(visitor)
         log.info("{account} changed their password", account=visitor.account)
         return redirect(request, "/account?done=password")
@@ -84,7 +84,7 @@ class AccountPages(PageArea):
         self._require_admin(visitor)
         name, password = (form.get("name") or "").strip(), form.get("password") or ""
         try:
-            check_new_password(password, form.get("repeat") or "")
+            check_new_password(password, form.get("repeat") or "", name)
             account = await self.accounts.create(name, password, is_admin=form.get("admin") == "1")
         except errors.ApiError as e:
             if e.status not in (400, 409):
@@ -123,7 +123,7 @@ class AccountPages(PageArea):
         account = await self._other_account(visitor, (form.get("name") or "").strip(), OWN_PASSWORD)
         password = form.get("password") or ""
         try:
-            check_new_password(password, form.get("repeat") or "")
+            check_new_password(password, form.get("repeat") or "", account.name)
         except errors.BadRequest as e:
             return await self._reset_page(request, visitor, account.name, e.message, 400)
         ended = await self.accounts.reset_password(account.name, password)

@@ -67,7 +67,7 @@ class AuthPages(PageArea):
         code, name = form.get("code") or "", (form.get("name") or "").strip()
         try:
             check_account_name(name)
-            check_new_password(form.get("password") or "", form.get("repeat") or "")
+            check_new_password(form.get("password") or "", form.get("repeat") or "", name)
         except errors.BadRequest as e:
             if not await self.accounts.setup_code_valid(code):
                 raise errors.NotFound("This setup link is not valid, or it was used already.") from None
@@ -157,7 +157,7 @@ class AuthPages(PageArea):
         await self.throttle.check_address(client_ip(request))
         name, password = (form.get("name") or "").strip(), form.get("password") or ""
         try:
-            check_new_password(password, form.get("repeat") or "")
+            check_new_password(password, form.get("repeat") or "", name)
             # Atomic with the check that an account exists (a cached answer is not enough).
             account = await self.accounts.register(name, password)
         except errors.ApiError as e:
