@@ -28,10 +28,14 @@ PACKAGE_DATA = importlib.resources.files("imgshare")
 
 
 def template_folder() -> Traversable:
-    """Where the page templates are: the package ``imgshare.templates`` once installed
-    (a wheel, or an editable install that maps packages), else the top-level
-    ``templates/`` beside the ``imgshare`` folder (a source checkout, or a ``compat``
-    editable install, which only puts the checkout on ``sys.path``)."""
+    """Where the page templates are: in a source tree (the ``imgshare`` folder beside
+    ``setup.cfg``), its top-level ``templates/``, so a second checkout or a worktree
+    never renders the installed one's; else the package ``imgshare.templates`` (a
+    wheel, or an editable install that maps packages)."""
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "setup.cfg").is_file() and (checkout / "templates" / "layout.xhtml").is_file():
+        # A source tree: its own templates, even when another checkout is the installed one.
+        return checkout / "templates"
     try:
         installed = importlib.resources.files("imgshare.templates")
     except ModuleNotFoundError:
