@@ -425,6 +425,15 @@ def image_bytes(fmt: str = "JPEG", size: tuple[int, int] = (64, 48), color: Any 
     return out.getvalue()
 
 
+def exif_orientation(orientation: int) -> bytes:
+    """An EXIF block (for Pillow's ``exif=``) holding only ``orientation``."""
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return exif.tobytes()
+
+
 async def open_sqlite_sync(testcase: Any, path: str | None = None) -> db.IDatabase:
     """A started synchronous SQLite database (``SyncSqliteDatabase``: no threads, every
     ``run`` already fired when it returns), in memory unless ``path`` names a file;

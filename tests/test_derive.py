@@ -13,6 +13,7 @@ from twisted.trial import unittest
 
 from imgshare import derive
 from imgshare.derive import BrokenImage, Derived, derive_variants, fit_size
+from imgshare.domain import naming, sniff
 from imgshare.domain.naming import VARIANT_BOXES
 
 RED = (255, 0, 0)
@@ -509,6 +510,23 @@ class OrientationTests(DeriveTestCase):
                     xga.width * xga.height
                 )
                 self.assertTrue(mean < 1.5, (orientation, mean))
+
+    def test_sizes_known_at_upload(self):
+        """The upright size inspect_file records at upload, fitted by
+        naming.variant_size, is each derived file's real size, for every orientation
+        and for an odd size whose DCT-scaled decode ends in a partial pixel."""
+        self.UPRIGHT = (2001, 999)
+        for orientation in range(1, 9):
+            image, exif = self.stored(orientation)
+            path = self.save(image, f"known{orientation}.jpg", quality=90, exif=exif)
+            info = sniff.inspect_file(path, 10**8)
+            self.assertEqual((info.width, info.height), self.UPRIGHT, orientation)
+            derived = self.derive(path, stem=f"known{orientation}")
+            self.assertEqual(
+                [(d.width, d.height) for d in derived],
+                [naming.variant_size(info.width, info.height, v) for v in VARIANT_BOXES],
+                orientation,
+            )
 
     def test_unreadable_exif_ignored(self):
         """A JPEG whose EXIF block is garbage derives as stored, not as broken."""

@@ -4,10 +4,12 @@ import hashlib
 import struct
 import zlib
 
-from PIL import Image
+from PIL import Image, ImageFile
+from twisted.python.monkey import MonkeyPatcher
 from twisted.trial import unittest
 
 from imgshare.domain import errors, sniff
+from imgshare.testing import exif_orientation
 
 SAVE_OPTIONS = {
     sniff.JPEG: ("JPEG", "RGB"),
@@ -308,3 +310,84 @@ class InspectFileTests(unittest.TestCase):
         data = bytearray(self.image_bytes("BMP"))
         data[28:30] = struct.pack("<H", 7)  # 7 bits per pixel does not exist
         self.assertRaises(errors.BadImage, sniff.inspect_file, self.write(bytes(data)), 10**8)
+
+
+# A JPEG APP1 segment whose Exif block is not a TIFF structure at all, and one
+# whose directory claims more entries than it holds.
+BAD_EXIF_HEADER = b"Exif\x00\x00XXnot a TIFF header at all"
+TRUNCATED_EXIF = b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x05\x01\x12\x00\x03"
+
+
+class OrientationTests(unittest.TestCase):
+    """inspect_file reports the upright (displayed) size: the stored size with the EXIF
+    orientation applied, read from the header without decoding any pixels."""
+
+    def write(self, fmt, size=(40, 30), **save):
+        path = self.mktemp()
+        Image.new("RGB", size, "teal").save(path, fmt, **save)
+        return path
+
+    def inspect(self, path, max_pixels=10**8):
+        """inspect_file with every pixel decoder of Pillow made to fail: a call that
+        decoded the image would raise instead of answering."""
+        def no_decoding(image, *args, **kwargs):
+            raise AssertionError(f"{image.format} pixels decoded while inspecting")
+
+        patcher = MonkeyPatcher((ImageFile.ImageFile, "load", no_decoding), (Image.Image, "load", no_decoding))
+        return patcher.runWithPatches(sniff.inspect_file, path, max_pixels)
+
+    def test_jpeg_orientations(self):
+        """JPEG orientations 5-8 swap width and height, 1-4 keep them; the limits are
+        judged on the same product and sides."""
+        for orientation in range(1, 9):
+            info = self.inspect(self.write("JPEG", exif=exif_orientation(orientation)))
+            expected = (30, 40) if orientation in (5, 6, 7, 8) else (40, 30)
+            self.assertEqual((info.width, info.height), expected, orientation)
+            self.assertEqual(info.orientation, orientation)
+
+    def test_orientation_6_8_and_3(self):
+        """The phone cases named in the issue: 6 and 8 (a quarter turn either way) and
+        3 (upside down)."""
+        six = self.inspect(self.write("JPEG", (4032 // 8, 3024 // 8), exif=exif_orientation(6)))
+        eight = self.inspect(self.write("JPEG", (4032 // 8, 3024 // 8), exif=exif_orientation(8)))
+        three = self.inspect(self.write("JPEG", (4032 // 8, 3024 // 8), exif=exif_orientation(3)))
+        self.assertEqual((six.width, six.height), (378, 504))
+        self.assertEqual((eight.width, eight.height), (378, 504))
+        self.assertEqual((three.width, three.height), (504, 378))
+
+    def test_webp_and_png_exif(self):
+        """WEBP's EXIF chunk and PNG's eXIf chunk are read as well (Pillow writes both)."""
+        for fmt in ("WEBP", "PNG"):
+            info = self.inspect(self.write(fmt, exif=exif_orientation(6)))
+            self.assertEqual((info.width, info.height, info.orientation), (30, 40, 6), fmt)
+
+    def test_xmp_orientation(self):
+        """An orientation given only in the XMP packet counts, as it does for the
+        derived copies (ImageOps.exif_transpose reads it too)."""
+        xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:Description tiff:Orientation="8"/></x:xmpmeta>'
+        info = self.inspect(self.write("JPEG", xmp=xmp))
+        self.assertEqual((info.width, info.height, info.orientation), (30, 40, 8))
+
+    def test_png_without_exif_is_not_decoded(self):
+        """A PNG without eXIf is answered from its header: PNG's own getexif would
+        decode the whole image looking for a late eXIf chunk."""
+        info = self.inspect(self.write("PNG"))
+        self.assertEqual((info.width, info.height, info.orientation), (40, 30, 1))
+
+    def test_corrupt_exif_falls_back_to_the_stored_size(self):
+        """A corrupt EXIF block is no orientation: the header size, as stored."""
+        for block in (BAD_EXIF_HEADER, TRUNCATED_EXIF):
+            info = self.inspect(self.write("JPEG", exif=block))
+            self.assertEqual((info.width, info.height, info.orientation), (40, 30, 1), block)
+
+    def test_out_of_range_orientation(self):
+        """An orientation outside 1-8 is ignored."""
+        for value in (0, 9, 300):
+            info = self.inspect(self.write("JPEG", exif=exif_orientation(value)))
+            self.assertEqual((info.width, info.height, info.orientation), (40, 30, 1), value)
+
+    def test_pixel_limit_unchanged(self):
+        """A turned 40 x 30 JPEG passes a limit of 1200 pixels and fails 1199, as unturned."""
+        path = self.write("JPEG", exif=exif_orientation(6))
+        self.assertEqual(self.inspect(path, 1200).width, 30)
+        self.assertRaises(errors.TooLarge, self.inspect, path, 1199)

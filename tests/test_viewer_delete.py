@@ -4,14 +4,18 @@
 from __future__ import annotations
 
 import html
+import io
 import json
 from urllib.parse import urlsplit
 
+from PIL import Image
 from twisted.trial import unittest
 
 from imgshare import db
 from imgshare.config import RateLimit
-from imgshare.testing import T0, image_bytes, make_fixture, multipart
+from imgshare.domain import naming
+from imgshare.testing import T0, exif_orientation, image_bytes, make_fixture, multipart
+from tests.test_chevereto import sharex_body
 from tests.test_pages import SITE, Browser
 
 API = SITE + "/api/v1/img_upload.php"
@@ -186,3 +190,124 @@ class ViewerTests(LinkTestCase):
         self.assertEqual(await self.served(record), [200, 200])
         self.f.clock.advance(3601)
         self.assertEqual(await self.served(record), [404, 404])
+
+
+class OrientationTests(LinkTestCase):
+    """A phone photo stored sideways with EXIF orientation 6 is reported upright (as
+    displayed) by every answer, and every derived size reported matches the copy made."""
+
+    #: Stored 1000 x 750 (landscape pixels), shown 750 x 1000 (portrait).
+    STORED = (1000, 750)
+    UPRIGHT = (750, 1000)
+
+    def photo(self, orientation=6):
+        return image_bytes("JPEG", self.STORED, exif=exif_orientation(orientation), quality=80)
+
+    async def test_every_answer_and_every_derived_size(self):
+        data = self.photo()
+        body, headers = multipart({"token": self.token}, {"file": ("phone.jpg", data)})
+        response, out = await self.client.request("POST", API, data=body, headers=headers)
+        self.assertEqual(response.code, 200, out)
+        record = json.loads(out)
+        self.assertEqual((record["width"], record["height"]), self.UPRIGHT)
+
+        # The same photo through the JSON API and the Chevereto API.
+        body, headers = multipart({}, {"file": ("phone.jpg", data)})
+        headers[b"Authorization"] = [f"Bearer {self.token}".encode()]
+        response, out = await self.client.request("POST", SITE + "/api/v1/upload", data=body, headers=headers)
+        self.assertEqual(response.code, 200, out)
+        answer = json.loads(out)
+        self.assertEqual((answer["width"], answer["height"]), self.UPRIGHT)
+        body, headers = sharex_body(self.token, "phone.jpg", data)
+        response, out = await self.client.request("POST", SITE + "/api/1/upload", data=body, headers=headers)
+        self.assertEqual(response.code, 200, out)
+        chevereto = json.loads(out)["image"]
+        self.assertEqual((chevereto["width"], chevereto["height"]), self.UPRIGHT)
+        self.assertEqual(chevereto["ratio"], 0.75)
+
+        # What each answer says the derived copies measure, before they exist.
+        reported = {
+            "vga": [(chevereto["medium"]["width"], chevereto["medium"]["height"]),
+                    (chevereto["display_width"], chevereto["display_height"])],
+            "qvga": [(chevereto["thumb"]["width"], chevereto["thumb"]["height"])],
+        }
+        self.assertEqual(reported["vga"][0], (360, 480))
+        self.assertEqual(reported["qvga"][0], (180, 240))
+        page = await self.viewer_page(record)
+        self.assertIn("750 × 1000", page)
+        self.assertIn('<meta property="og:image:width" content="576"', page)
+        self.assertIn('<meta property="og:image:height" content="768"', page)
+        for variant, size in (("xga", (576, 768)), ("vga", (360, 480)), ("qvga", (180, 240))):
+            self.assertIn(f"{size[0]} × {size[1]}", page, variant)
+            reported.setdefault(variant, []).append(size)
+        reported["thumb"] = [naming.variant_size(*self.UPRIGHT, "thumb")]
+
+        browser = Browser(self.f)
+        await browser.login("kitten")
+        response, gallery = await browser.get("/images")
+        self.assertEqual(response.code, 200)
+        self.assertEqual(gallery.count("JPEG · 750 × 1000 ·"), 3)
+
+        while await self.f.derivations.run_one():
+            pass
+        stem = record["file"][:-4]
+        made = {}
+        for variant in naming.VARIANTS:
+            response, out = await self.fetch("GET", f"{SITE}/img/kitten/{variant}/{stem}.jpg")
+            self.assertEqual(response.code, 200, variant)
+            made[variant] = Image.open(io.BytesIO(out)).size
+        response, out = await browser.client.request("GET", f"{SITE}/thumb/kitten/{stem}.jpg",
+                                                     headers=browser._headers(None))
+        self.assertEqual(response.code, 200)
+        made["thumb"] = Image.open(io.BytesIO(out)).size
+        for variant, sizes in reported.items():
+            for size in sizes:
+                self.assertEqual(size, made[variant], variant)
+
+        # Once the copies exist the pages read their sizes from them: still the same.
+        page = await self.viewer_page(record)
+        self.assertIn('<meta property="og:image:width" content="576"', page)
+        self.assertIn("360 × 480", page)
+        # The original is stored byte for byte.
+        response, out = await self.fetch("GET", record["urls"]["original"])
+        self.assertEqual(out, data)
+
+    async def test_orientations_8_and_3(self):
+        """Orientation 8 (the other quarter turn) swaps the sides; 3 (upside down) keeps them."""
+        for orientation, expected in ((8, self.UPRIGHT), (3, self.STORED)):
+            body, headers = multipart({"token": self.token}, {"file": ("o.jpg", self.photo(orientation))})
+            response, out = await self.client.request("POST", API, data=body, headers=headers)
+            self.assertEqual(response.code, 200, out)
+            record = json.loads(out)
+            self.assertEqual((record["width"], record["height"]), expected, orientation)
+
+    async def test_webp_with_orientation(self):
+        """A WEBP's EXIF orientation counts like a JPEG's."""
+        data = image_bytes("WEBP", self.STORED, exif=exif_orientation(6))
+        body, headers = multipart({"token": self.token}, {"file": ("o.webp", data)})
+        response, out = await self.client.request("POST", API, data=body, headers=headers)
+        self.assertEqual(response.code, 200, out)
+        record = json.loads(out)
+        self.assertEqual((record["width"], record["height"]), self.UPRIGHT)
+        while await self.f.derivations.run_one():
+            pass
+        response, out = await self.fetch("GET", record["urls"]["xga"])
+        self.assertEqual(Image.open(io.BytesIO(out)).size, (576, 768))
+
+    async def test_corrupt_exif_still_uploads(self):
+        """A JPEG whose EXIF block is corrupt is stored, at its header size, and derived."""
+        data = image_bytes("JPEG", self.STORED, exif=b"Exif\x00\x00XXnot a TIFF header at all")
+        body, headers = multipart({"token": self.token}, {"file": ("bad-exif.jpg", data)})
+        response, out = await self.client.request("POST", API, data=body, headers=headers)
+        self.assertEqual(response.code, 200, out)
+        record = json.loads(out)
+        self.assertEqual((record["width"], record["height"]), self.STORED)
+        while await self.f.derivations.run_one():
+            pass
+        response, out = await self.fetch("GET", record["urls"]["xga"])
+        self.assertEqual(Image.open(io.BytesIO(out)).size, (1000, 750))
+
+    async def viewer_page(self, record):
+        response, body = await self.fetch("GET", record["viewer"])
+        self.assertEqual(response.code, 200)
+        return body.decode()

@@ -82,7 +82,9 @@ def _file(name: str, mime: str, url: str) -> dict[str, Any]:
 
 def image_object(image: records.Image, public_url: str, original_filename: str = "") -> dict[str, Any]:
     """The ``image`` object of a Chevereto upload answer, with real values: the derived
-    files' sizes are computed from the original's, so they are known before they exist."""
+    files' sizes are computed from the original's upright size (the size recorded at
+upload, EXIF orientation applied), so they are known before they exist and match
+the copies derive.py makes."""
     urls = output.image_urls(public_url, image.account, image.name)
     viewer = output.viewer_url(public_url, image.account, image.name)
     stem, _, ext = image.name.rpartition(".")

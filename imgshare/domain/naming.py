@@ -72,7 +72,8 @@ def fit_size(size: tuple[int, int], box: tuple[int, int]) -> tuple[int, int]:
 
 def variant_size(width: int, height: int, variant: str) -> tuple[int, int]:
     """The size of an original's derived file ``variant``, known before it is made
-    (the original's header size fitted in the variant's box, never upscaled)."""
+    (the original's upright size, as recorded at upload with its EXIF orientation
+    applied, fitted in the variant's box, never upscaled)."""
     return fit_size((width, height), VARIANT_BOXES[variant])
 
 

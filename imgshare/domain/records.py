@@ -19,13 +19,18 @@ class ImageType:
 
 @attrs.frozen
 class ImageInfo:
-    """What inspecting an uploaded original found."""
+    """What inspecting an uploaded original found.
+
+    ``width`` and ``height`` are upright (as displayed: the EXIF orientation
+    applied); ``orientation`` is that EXIF orientation (1-8, 1 when none).
+    """
 
     type: ImageType
     width: int
     height: int
     size: int
     sha256: str
+    orientation: int = 1
 
 
 @attrs.frozen

@@ -7,7 +7,8 @@ declared pixel count is acceptable is Pillow asked to open the header (restricte
 to the sniffed format) to confirm that the image library can read it. This keeps
 Pillow's process-wide decompression-bomb limit (and its warning) out of the way
 without touching any global state, and stops oversized WEBP headers before
-Pillow allocates a canvas for them.
+Pillow allocates a canvas for them.  That same header read gives the EXIF
+orientation, so the size recorded is the upright (displayed) one.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import zlib
 from collections.abc import Callable
 from typing import BinaryIO
 
-from PIL import Image
+from PIL import ExifTags, Image
 
 from imgshare.domain import errors
 from imgshare.domain.records import ImageInfo, ImageType
@@ -103,23 +104,55 @@ def declared_dimensions(path: str, image_type: ImageType) -> tuple[int, int]:
         raise errors.BadImage(HEADER_MESSAGE) from exc
 
 
-def _library_dimensions(
+def _library_header(
     path: str, image_type: ImageType, declared: tuple[int, int]
-) -> tuple[int, int]:
-    """Open the header with Pillow (one format only) and return its size.
+) -> tuple[tuple[int, int], int]:
+    """Open the header with Pillow (one format only); return its stored size
+    and its EXIF orientation (see :func:`header_orientation`).
 
-    Skipped, returning ``declared``, when the declared pixel count is above
-    Pillow's own limit: Pillow would warn or refuse, and the caller rejects
-    such an image anyway when it exceeds the configured maximum.
+    Skipped, returning ``declared`` and orientation 1, when the declared pixel
+    count is above Pillow's own limit: Pillow would warn or refuse, and the
+    caller rejects such an image anyway when it exceeds the configured maximum.
     """
     limit = Image.MAX_IMAGE_PIXELS
     if limit is not None and declared[0] * declared[1] > limit:
-        return declared
+        return declared, 1
     try:
         with Image.open(path, formats=[image_type.pil_format]) as image:
-            return image.size
+            return image.size, header_orientation(image)
     except Exception as exc:  # any failure here means an unreadable header
         raise errors.BadImage(HEADER_MESSAGE) from exc
+
+
+#: EXIF orientations (1-8) and whether each turns the picture a quarter turn
+#: (5-8: the displayed width is the stored height).
+ORIENTATIONS = frozenset(range(1, 9))
+SWAPS_AXES = frozenset({5, 6, 7, 8})
+
+
+def header_orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1-8) of an opened, not yet loaded image; 1 when
+    absent, unreadable or out of range.
+
+    Reads what Pillow found while opening the header, the way
+    ``ImageOps.exif_transpose`` (and derive.py) read it: the EXIF block (JPEG
+    APP1 "Exif", PNG ``eXIf``, WEBP ``EXIF``), else a ``tiff:Orientation`` in
+    the XMP packet.  It calls the base ``Image.getexif`` on purpose: PNG's own
+    ``getexif`` decodes the whole image when no ``eXIf`` chunk precedes the
+    pixel data, and this never decodes pixels.  A corrupt EXIF block counts
+    as no orientation.
+    """
+    try:
+        value = Image.Image.getexif(image).get(ExifTags.Base.Orientation, 1)
+    except Exception:  # a corrupt EXIF block: Pillow raises many kinds
+        return 1
+    return value if isinstance(value, int) and value in ORIENTATIONS else 1
+
+
+def upright_size(size: tuple[int, int], orientation: int) -> tuple[int, int]:
+    """The displayed size of a picture stored at ``size`` with ``orientation``."""
+    width, height = size
+    return (height, width) if orientation in SWAPS_AXES else (width, height)
 
 
 def _read_exact(fp: BinaryIO, count: int) -> bytes:
@@ -307,6 +340,12 @@ def inspect_file(path: str, max_pixels: int) -> ImageInfo:
     :class:`errors.TooLarge` (413) when the header declares more than
     ``max_pixels`` pixels or a side longer than :data:`MAX_SIDE`. These
     limits are checked before Pillow ever opens the file.
+
+    The width and height returned are the picture's upright (displayed) size:
+    the stored size with the EXIF orientation applied (orientations 5-8 swap
+    them), as derive.py stands its copies upright.  The limits are the same
+    either way (same product, same sides).  The orientation is read from the
+    header only; a corrupt EXIF block falls back to the stored size.
     """
     size, digest, head = _hash_file(path)
     if size == 0:
@@ -318,9 +357,12 @@ def inspect_file(path: str, max_pixels: int) -> ImageInfo:
     _check_pixels(declared, max_pixels)
     if image_type is JPEG:
         check_jpeg_scans(path)
-    width, height = _library_dimensions(path, image_type, declared)
-    _check_pixels((width, height), max_pixels)
-    return ImageInfo(type=image_type, width=width, height=height, size=size, sha256=digest)
+    stored, orientation = _library_header(path, image_type, declared)
+    _check_pixels(stored, max_pixels)
+    width, height = upright_size(stored, orientation)
+    return ImageInfo(
+        type=image_type, width=width, height=height, size=size, sha256=digest, orientation=orientation
+    )
 
 
 def _hash_file(path: str) -> tuple[int, str, bytes]:

@@ -55,9 +55,11 @@ class ViewerPages(PageArea):
                                meta=embed.card_tags(public, image, xga))
 
     async def version_sizes(self, image: Image) -> dict[str, tuple[int, int]]:
-        """Each version's width and height: the derived file's own once it is made (an
-        EXIF rotation swaps the sides), else the original's fitted into its box
-        without upscaling, as the derivation will make it."""
+        """Each version's width and height: the derived file's own once it is made, else
+        the original's upright size (recorded at upload, EXIF orientation applied)
+        fitted into its box without upscaling, as the derivation will make it.  The
+        two agree; for an image recorded before uploads read the orientation, the
+        made file's size is the right one."""
         sizes = {"original": (image.width, image.height)}
         made = await self.library.made_variants(image)
         for variant in naming.VARIANTS:
