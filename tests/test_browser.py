@@ -562,3 +562,143 @@ class GalleryLayoutTests(unittest.TestCase):
         driver.execute_script(script, "body", [["pasted.png", encoded[0][1], "image/png"]], "paste")
         site.wait(lambda: len(site.find_all(".progress-list li.ok")) == 1, "the pasted image stored")
         self.assertIn("pasted", site.find(".progress-list li.ok").text)
+
+
+AXE_VERSION = "4.14.1"
+AXE_CACHE = os.environ.get("IMGSHARE_AXE_CORE", os.path.join(REPO, "test-artifacts", "axe-core"))
+
+
+def axe_source() -> str:
+    """axe.min.js of axe-core AXE_VERSION, installed from npm into AXE_CACHE unless it is there."""
+    folder = os.path.join(AXE_CACHE, "node_modules", "axe-core")
+    try:
+        with open(os.path.join(folder, "package.json"), encoding="utf-8") as f:
+            installed = json.load(f).get("version")
+    except (OSError, ValueError):
+        installed = None
+    if installed != AXE_VERSION:
+        if not shutil.which("npm"):
+            raise AssertionError("npm is needed to install axe-core: apt-get install -y nodejs npm")
+        import subprocess
+
+        os.makedirs(AXE_CACHE, exist_ok=True)
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--ignore-scripts", "--no-save",
+                        "--prefix", AXE_CACHE, f"axe-core@{AXE_VERSION}"], check=True, timeout=300)
+    with open(os.path.join(folder, "axe.min.js"), encoding="utf-8") as f:
+        return f.read()
+
+
+class AccessibilityTests(unittest.TestCase):
+    """axe-core over every page, in light and dark theme: no serious or critical violation."""
+
+    timeout = 300
+
+    async def setUp(self):
+        self.data = os.path.abspath(self.mktemp())
+        port = free_port()
+        self.base = f"http://127.0.0.1:{port}"
+        self.server = await ServerProcess(
+            self.data, "--public-url", self.base, "--listen", f"tcp:{port}:interface=127.0.0.1",
+            "--registration", "open",
+        ).start()
+        self.addCleanup(self.server.stop)
+        os.makedirs(SCREENSHOTS, exist_ok=True)
+        self.work = tempfile.mkdtemp(prefix="imgshare-chromium-")
+        self.addCleanup(shutil.rmtree, self.work, True)
+        self.axe = axe_source()
+        self.problems: list[str] = []
+        self.notes: list[str] = []
+        self.checked: list[str] = []
+
+    def audit(self, site: Pages, name: str) -> None:
+        """Run axe-core on the page shown, in both themes; collect what it finds."""
+        driver = site.driver
+        for scheme in ("light", "dark"):
+            driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {
+                "features": [{"name": "prefers-color-scheme", "value": scheme}]})
+            # WebDriver's scripts are not subject to the page's Content-Security-Policy.
+            driver.execute_script(self.axe + "\n;window.axe = axe;")
+            found = driver.execute_async_script(
+                "var done = arguments[arguments.length - 1];"
+                "axe.run(document, {resultTypes: ['violations']})"
+                ".then(function (r) { done(JSON.stringify(r.violations)); })"
+                ".catch(function (e) { done(JSON.stringify({error: String(e)})); });")
+            violations = json.loads(found)
+            if isinstance(violations, dict):
+                raise AssertionError(f"axe-core failed on {name}: {violations['error']}")
+            for v in violations:
+                where = "; ".join(" ".join(n["target"]) + " " + n.get("failureSummary", "").replace("\n", " ")[:160]
+                                  for n in v["nodes"][:4])
+                line = f"{name} ({scheme}): [{v['impact']}] {v['id']}: {v['help']} at {where}"
+                (self.problems if v["impact"] in ("serious", "critical") else self.notes).append(line)
+        driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+        self.checked.append(name)
+        site.shoot(name)
+
+    async def test_axe_core_on_every_page(self):
+        await deferToThread(self._every_page)
+
+    def _every_page(self) -> None:
+        driver = start_chromium(os.path.join(self.work, "profile"), os.path.join(self.work, "downloads"))
+        self.addCleanup(driver.quit)
+        driver.set_script_timeout(120)
+        site = Pages(driver, self.base, SCREENSHOTS, "a11y-")
+        m = re.search(r"/setup\?code=([A-Za-z0-9_-]+)", self.server.log())
+        self.assertIsNotNone(m, "the server logs the one-time setup link")
+        site.open(f"/setup?code={m.group(1)}")
+        site.wait_for("form.stack")
+        self.audit(site, "setup")
+        site.fill(name="kitten", password=PASSWORD, repeat=PASSWORD)
+        site.find("form.stack button[type=submit]").click()
+        site.wait_path("/images?done=welcome")
+        admin(self.data, "user", "add", "puppy", stdin=PASSWORD + "\n")
+        token = admin(self.data, "token", "create", "kitten").strip()
+        records = []
+        for i, colour in enumerate([(40, 110, 190), (230, 120, 40), (60, 160, 90)]):
+            status, record = api_upload(self.base, token, image_bytes("JPEG", (900, 600), colour), f"photo-{i}.jpg")
+            self.assertEqual(status, 200)
+            records.append(record)
+
+        site.open("/images")
+        site.wait(lambda: site.thumbnails_loaded() == 3, "the thumbnails")
+        self.assertEqual(site.find(".progress-list").get_attribute("aria-live"), "polite", "uploads are announced")
+        self.audit(site, "images")
+        site.open("/tokens")
+        site.fill(label="laptop ShareX")
+        site.find("form.grid-form button[type=submit]").click()
+        site.wait_for("#new-token")
+        self.audit(site, "tokens-fresh")
+        site.open("/account")
+        site.wait(lambda: "Create an account" in driver.page_source, "the admin forms")
+        self.audit(site, "account")
+        site.open(records[0]["viewer"].removeprefix(self.base))
+        site.wait_for("main img")
+        self.audit(site, "viewer")
+        site.open(records[1]["delete_url"].removeprefix(self.base))
+        site.wait_for("form.actions")
+        self.audit(site, "delete-link")
+        site.open("/no/such/page")
+        site.wait_for("main")
+        self.audit(site, "not-found")
+        # /images as a browser without JavaScript builds it: app.js is not run while the
+        # page loads (then scripts are allowed again, for axe-core only).
+        driver.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": True})
+        site.open("/images")
+        site.wait_for(".gallery")
+        driver.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": False})
+        site.wait(lambda: site.thumbnails_loaded() == 3, "the thumbnails")
+        site.prefix = "a11y-nojs-"
+        self.audit(site, "images")
+        site.prefix = "a11y-"
+        site.find(".logout button").click()
+        site.wait_path("/login?done=logout")
+        self.audit(site, "login")
+        site.open("/register")
+        site.wait_for("form.stack")
+        self.audit(site, "register")
+
+        message = "\n".join(self.problems)
+        if self.notes:
+            message += "\nminor and moderate:\n" + "\n".join(self.notes)
+        self.assertEqual(self.problems, [], message)
+        self.assertEqual(len(self.checked), 10, self.checked)

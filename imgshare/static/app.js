@@ -159,6 +159,7 @@
     state.textContent = "waiting";
     bar.max = file.size || 1;
     bar.value = 0;
+    bar.setAttribute("aria-label", "Upload of " + file.name);
     item.appendChild(name);
     item.appendChild(state);
     item.appendChild(bar);
@@ -258,7 +259,7 @@
       if (event.lengthComputable) {
         shown.bar.max = event.total;
         shown.bar.value = event.loaded;
-        shown.state.textContent = Math.floor(100 * event.loaded / event.total) + "%";
+        shown.percent.textContent = Math.floor(100 * event.loaded / event.total) + "%";
       }
     });
     request.addEventListener("load", function () {
@@ -276,7 +277,13 @@
       finish(shown, false, "failed: the connection was closed (too large?)");
       done(false);
     });
-    shown.state.textContent = "0%";
+    /* The list is a live region: "Uploading" and the result are read out, not every
+       percent (the bar carries the value for whoever asks). */
+    shown.state.textContent = "Uploading ";
+    shown.percent = document.createElement("span");
+    shown.percent.setAttribute("aria-hidden", "true");
+    shown.percent.textContent = "0%";
+    shown.state.appendChild(shown.percent);
     request.send(data);
   }
 }());
