@@ -631,9 +631,9 @@ class AccessibilityTests(unittest.TestCase):
                                   for n in v["nodes"][:4])
                 line = f"{name} ({scheme}): [{v['impact']}] {v['id']}: {v['help']} at {where}"
                 (self.problems if v["impact"] in ("serious", "critical") else self.notes).append(line)
+            site.shoot(f"{name}-{scheme}")
         driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
         self.checked.append(name)
-        site.shoot(name)
 
     async def test_axe_core_on_every_page(self):
         await deferToThread(self._every_page)
