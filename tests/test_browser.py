@@ -663,6 +663,20 @@ class AccessibilityTests(unittest.TestCase):
         site.wait(lambda: site.thumbnails_loaded() == 3, "the thumbnails")
         self.assertEqual(site.find(".progress-list").get_attribute("aria-live"), "polite", "uploads are announced")
         self.audit(site, "images")
+        # The upload rows: one stored, one refused, with their links and the Dismiss button.
+        driver.execute_script("""
+            var dt = new DataTransfer();
+            arguments[0].forEach(function (f) {
+              var bytes = Uint8Array.from(atob(f[1]), function (c) { return c.charCodeAt(0); });
+              dt.items.add(new File([bytes], f[0], {type: f[2]}));
+            });
+            ["dragenter", "dragover", "drop"].forEach(function (name) {
+              document.body.dispatchEvent(new DragEvent(name, {dataTransfer: dt, bubbles: true, cancelable: true}));
+            });""", [["dropped.png", base64.b64encode(image_bytes("PNG", (300, 200), (200, 40, 40))).decode(),
+                      "image/png"],
+                     ["not an image.png", base64.b64encode(b"plain text, not a picture").decode(), "image/png"]])
+        site.wait(lambda: len(site.find_all(".progress-list li.ok, .progress-list li.failed")) == 2, "both files done")
+        self.audit(site, "images-uploaded")
         site.open("/tokens")
         site.fill(label="laptop ShareX")
         site.find("form.grid-form button[type=submit]").click()
@@ -686,7 +700,7 @@ class AccessibilityTests(unittest.TestCase):
         site.open("/images")
         site.wait_for(".gallery")
         driver.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": False})
-        site.wait(lambda: site.thumbnails_loaded() == 3, "the thumbnails")
+        site.wait(lambda: site.thumbnails_loaded() == 4, "the thumbnails")
         site.prefix = "a11y-nojs-"
         self.audit(site, "images")
         site.prefix = "a11y-"
@@ -701,4 +715,4 @@ class AccessibilityTests(unittest.TestCase):
         if self.notes:
             message += "\nminor and moderate:\n" + "\n".join(self.notes)
         self.assertEqual(self.problems, [], message)
-        self.assertEqual(len(self.checked), 10, self.checked)
+        self.assertEqual(len(self.checked), 11, self.checked)
