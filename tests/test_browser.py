@@ -145,22 +145,31 @@ def api_upload(base: str, token: str, data: bytes, filename: str) -> tuple[int, 
         return response.status, json.loads(response.read())
 
 
-class BrowserTests(unittest.TestCase):
-    """A newcomer's whole path, in Chromium, against the real server."""
+class ServerTestCase(unittest.TestCase):
+    """A real twistd on a free loopback port (``self.base``), a data folder and a scratch folder."""
 
     timeout = 300
 
-    async def setUp(self):
+    async def start_server(self, *args: str) -> None:
         self.data = os.path.abspath(self.mktemp())
         port = free_port()
         self.base = f"http://127.0.0.1:{port}"
         self.server = await ServerProcess(
-            self.data, "--public-url", self.base, "--listen", f"tcp:{port}:interface=127.0.0.1",
+            self.data, "--public-url", self.base, "--listen", f"tcp:{port}:interface=127.0.0.1", *args,
         ).start()
         self.addCleanup(self.server.stop)
         os.makedirs(SCREENSHOTS, exist_ok=True)
         self.work = tempfile.mkdtemp(prefix="imgshare-chromium-")
         self.addCleanup(shutil.rmtree, self.work, True)
+
+
+class BrowserTests(ServerTestCase):
+    """A newcomer's whole path, in Chromium, against the real server."""
+
+    timeout = 300
+
+    async def setUp(self):
+        await self.start_server()
         photos = os.path.join(self.work, "photos")
         os.makedirs(photos)
         self.photos = []
@@ -431,23 +440,14 @@ def contrast(a: str, b: str) -> float:
     return (light + 0.05) / (dark + 0.05)
 
 
-class GalleryLayoutTests(unittest.TestCase):
+class GalleryLayoutTests(ServerTestCase):
     """The gallery at 390 px (two columns), dates as words and as dates, the dark theme,
     a focus ring of at least 3:1 and controls of at least 24 x 24 px, in both themes."""
 
     timeout = 300
 
     async def setUp(self):
-        self.data = os.path.abspath(self.mktemp())
-        port = free_port()
-        self.base = f"http://127.0.0.1:{port}"
-        self.server = await ServerProcess(
-            self.data, "--public-url", self.base, "--listen", f"tcp:{port}:interface=127.0.0.1",
-        ).start()
-        self.addCleanup(self.server.stop)
-        os.makedirs(SCREENSHOTS, exist_ok=True)
-        self.work = tempfile.mkdtemp(prefix="imgshare-chromium-")
-        self.addCleanup(shutil.rmtree, self.work, True)
+        await self.start_server()
 
     async def test_gallery_on_a_phone_dark_theme_focus_and_targets(self):
         await deferToThread(self._gallery)
@@ -588,23 +588,13 @@ def axe_source() -> str:
         return f.read()
 
 
-class AccessibilityTests(unittest.TestCase):
+class AccessibilityTests(ServerTestCase):
     """axe-core over every page, in light and dark theme: no serious or critical violation."""
 
     timeout = 300
 
     async def setUp(self):
-        self.data = os.path.abspath(self.mktemp())
-        port = free_port()
-        self.base = f"http://127.0.0.1:{port}"
-        self.server = await ServerProcess(
-            self.data, "--public-url", self.base, "--listen", f"tcp:{port}:interface=127.0.0.1",
-            "--registration", "open",
-        ).start()
-        self.addCleanup(self.server.stop)
-        os.makedirs(SCREENSHOTS, exist_ok=True)
-        self.work = tempfile.mkdtemp(prefix="imgshare-chromium-")
-        self.addCleanup(shutil.rmtree, self.work, True)
+        await self.start_server("--registration", "open")
         self.axe = axe_source()
         self.problems: list[str] = []
         self.notes: list[str] = []
