@@ -14,7 +14,8 @@ like ``GET``; other methods get 405.
 
 from __future__ import annotations
 
-import json
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -23,6 +24,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from imgshare.health import Readiness
 from imgshare.metrics import CONTENT_TYPE, Metrics
+from imgshare.web.http import respond
 
 
 def _plain(request: Any, status: int, body: bytes, content_type: bytes) -> bytes:
@@ -34,77 +36,57 @@ def _plain(request: Any, status: int, body: bytes, content_type: bytes) -> bytes
     return body
 
 
-def _json(request: Any, status: int, data: dict[str, Any]) -> bytes:
-    return _plain(request, status, json.dumps(data).encode() + b"\n", b"application/json")
-
-
 class _Endpoint(Resource):
-    """A leaf answering exactly one path (``/healthz``, not ``/healthz/x``), GET and HEAD."""
+    """A leaf answering exactly one path (``/healthz``, not ``/healthz/x``), GET and HEAD,
+    with ``answer(request)``."""
 
     isLeaf = True
-    path = b""
+
+    def __init__(self, path: bytes, answer: Callable[[Any], Any]):
+        super().__init__()
+        self.path = path
+        self._answer = answer
 
     def render(self, request: Any) -> Any:
         if request.path != self.path:
-            return _json(request, 404, {"status": "error", "error": "no such endpoint"})
+            return respond(request, 404, {"status": "error", "error": "no such endpoint"})
         if request.method not in (b"GET", b"HEAD"):
             request.setHeader(b"Allow", b"GET, HEAD")
-            return _json(request, 405, {"status": "error", "error": "use GET"})
-        return self.answer(request)
-
-    def answer(self, request: Any) -> Any:
-        raise NotImplementedError
+            return respond(request, 405, {"status": "error", "error": "use GET"})
+        return self._answer(request)
 
 
-class Healthz(_Endpoint):
-    path = b"/healthz"
-
-    def answer(self, request: Any) -> bytes:
-        return _json(request, 200, {"status": "ok"})
+def _healthy(request: Any) -> bytes:
+    return respond(request, 200, {"status": "ok"})
 
 
-class Readyz(_Endpoint):
-    path = b"/readyz"
+def _ready(readiness: Readiness, request: Any) -> Any:
+    def write(check: Any) -> None:
+        if check.ready:
+            body = respond(request, 200, {"status": "ok", "database": "ok", "storage": "ok"})
+        else:
+            data = {"status": "unavailable", "failed": sorted(check.failed)}
+            for name in ("database", "storage"):
+                data[name] = check.failed.get(name, "ok")
+            body = respond(request, 503, data)
+        _finish(request, body)
 
-    def __init__(self, readiness: Readiness):
-        super().__init__()
-        self.readiness = readiness
+    def failed(failure: Any) -> None:  # a bug in the probe itself: still an answer
+        _finish(request, respond(request, 503, {"status": "unavailable", "error": failure.getErrorMessage()}))
 
-    def answer(self, request: Any) -> Any:
-        def write(check: Any) -> None:
-            if check.ready:
-                body = _json(request, 200, {"status": "ok", "database": "ok", "storage": "ok"})
-            else:
-                data = {"status": "unavailable", "failed": sorted(check.failed)}
-                for name in ("database", "storage"):
-                    data[name] = check.failed.get(name, "ok")
-                body = _json(request, 503, data)
-            _finish(request, body)
-
-        def failed(failure: Any) -> None:  # a bug in the probe itself: still an answer
-            _finish(request, _json(request, 503, {"status": "unavailable", "error": failure.getErrorMessage()}))
-
-        self.readiness.check().addCallbacks(write, failed)
-        return NOT_DONE_YET
+    readiness.check().addCallbacks(write, failed)
+    return NOT_DONE_YET
 
 
-class MetricsPage(_Endpoint):
-    path = b"/metrics"
+def _scrape(metrics: Metrics, database: Any, request: Any) -> Any:
+    d = Deferred.fromCoroutine(metrics.refresh(database))
+    d.addErrback(lambda _: None)  # the database is out: the last queue length stays
 
-    def __init__(self, metrics: Metrics, database: Any):
-        super().__init__()
-        self.metrics = metrics
-        self.database = database
+    def write(_: Any) -> None:
+        _finish(request, _plain(request, 200, metrics.render(), CONTENT_TYPE.encode()))
 
-    def answer(self, request: Any) -> Any:
-        d = Deferred.fromCoroutine(self.metrics.refresh(self.database))
-        d.addErrback(lambda _: None)  # the database is out: the last queue length stays
-
-        def write(_: Any) -> None:
-            _finish(request, _plain(request, 200, self.metrics.render(), CONTENT_TYPE.encode()))
-
-        d.addCallback(write)
-        return NOT_DONE_YET
+    d.addCallback(write)
+    return NOT_DONE_YET
 
 
 def _finish(request: Any, body: bytes) -> None:
@@ -119,9 +101,9 @@ class HealthRoutes:
     """The resources by first path segment, for ``Root`` (or a metrics-only listener)."""
 
     def __init__(self, readiness: Readiness, metrics: Metrics, database: Any, serve_metrics: bool = True):
-        self.healthz = Healthz()
-        self.readyz = Readyz(readiness)
-        self.metrics = MetricsPage(metrics, database)
+        self.healthz = _Endpoint(b"/healthz", _healthy)
+        self.readyz = _Endpoint(b"/readyz", functools.partial(_ready, readiness))
+        self.metrics = _Endpoint(b"/metrics", functools.partial(_scrape, metrics, database))
         self.serve_metrics = serve_metrics
 
     def mounts(self) -> dict[bytes, Any]:
