@@ -485,6 +485,12 @@ class ViewerView:
     embeds: tuple[Any, ...]  # domain.embed.EmbedCode
 
 
+def _scalar_slots(view: Any) -> dict[str, str]:
+    """Every text or number field of an attrs view, as the template slot of its name."""
+    return {f.name: str(getattr(view, f.name)) for f in attrs.fields(type(view))
+            if isinstance(getattr(view, f.name), str | int)}
+
+
 class ViewerBody(Element):
     loader = template("viewer.xhtml")
 
@@ -494,12 +500,7 @@ class ViewerBody(Element):
 
     @renderer
     def body(self, request: Any, tag: Tag) -> Tag:
-        v = self.view
-        return tag.fillSlots(
-            name=v.name, alt=v.alt, xga=v.xga, xga_width=str(v.xga_width), xga_height=str(v.xga_height),
-            original=v.original, type=v.type, size=v.size, dimensions=v.dimensions, uploaded=v.uploaded,
-            uploaded_iso=v.uploaded_iso,
-        )
+        return tag.fillSlots(**_scalar_slots(self.view))
 
     @renderer
     def versions(self, request: Any, tag: Tag) -> Iterator[Tag]:
@@ -539,13 +540,7 @@ class DeleteLinkBody(Element):
 
     @renderer
     def body(self, request: Any, tag: Tag) -> Tag:
-        v = self.view
-        return tag.fillSlots(
-            name=v.name, preview=v.preview, preview_width=str(v.preview_width),
-            preview_height=str(v.preview_height), type=v.type, size=v.size, dimensions=v.dimensions,
-            uploaded=v.uploaded, uploaded_iso=v.uploaded_iso, expires=v.expires, expires_iso=v.expires_iso,
-            csrf=v.csrf,
-        )
+        return tag.fillSlots(**_scalar_slots(self.view))
 
 
 # ------------------------------------------------------------------ tokens
