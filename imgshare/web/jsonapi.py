@@ -58,18 +58,13 @@ class JsonApi:
     def config(self) -> Any:
         return self.library.config
 
-    def _answer(self, request: Any, status: int, data: dict[str, Any]) -> bytes:
-        return respond(request, status, data)
-
     async def _token(self, request: Any, form: Form | None = None, *, body_credential: str | None = None) -> Token:
         """The caller's token (PEERS section 0.1: headers, then ``key`` and ``token`` in
         ``form``'s body, or ``body_credential`` from a JSON body, then in the query),
         counted against its rate limit."""
-        if form is not None:
-            found = credential(request, form)
-        else:
-            found = (header_credential(request) or body_credential
-                     or _first(query(request, "key"), query(request, "token")))
+        found = credential(request, form if form is not None else Form())
+        if form is None and body_credential and not header_credential(request):
+            found = body_credential
         token = await authenticated(self.library, request, found)
         await self.token_limiter.check(f"token:{token.id}")
         return token
@@ -86,9 +81,9 @@ class JsonApi:
     async def upload(self, request: Any) -> bytes:
         await self._start(request, b"GET", b"HEAD", b"POST")
         if request.method != b"POST":
-            return self._answer(request, 200, discovery_record(self.config))
+            return respond(request, 200, discovery_record(self.config))
         token = None
-        if header_credential(request) or query(request, "key") or query(request, "token"):
+        if credential(request, Form()):
             token = await self._token(request)  # checked before a possibly large body is parsed
         form, files = await self._read_upload(request)
         try:
@@ -112,9 +107,9 @@ class JsonApi:
             form.discard()
         if not stored:
             status = statuses[0] if len(set(statuses)) == 1 else 400
-            return self._answer(request, status, jsonapi.failed_upload_body(entries))
+            return respond(request, status, jsonapi.failed_upload_body(entries))
         request.setHeader(b"Imgshare-Expires", output.expires_header(stored[0]).encode())
-        return self._answer(request, 200, jsonapi.upload_body(entries))
+        return respond(request, 200, jsonapi.upload_body(entries))
 
     async def _read_upload(self, request: Any) -> tuple[Form, list[UploadedFile]]:
         """The body's options and its files, in body order: every multipart file part,
@@ -178,7 +173,7 @@ class JsonApi:
         body, token = await self._json_request(request, ("key", "token"))
         entry = presign.parse_presign(body, self.config.max_size)
         answer = await self.presigned.presign(token.account, entry)
-        return self._answer(request, 200, {**jsonapi.OK, **answer})
+        return respond(request, 200, {**jsonapi.OK, **answer})
 
     @app.route("/upload/presign/batch", endpoint="presign_batch")
     async def presign_batch(self, request: Any) -> bytes:
@@ -198,7 +193,7 @@ class JsonApi:
         # No token: the signed URL is the credential, as an S3 presigned URL is.
         await self._start(request, b"PUT")
         answer = await self.presigned.receive(opaque, request.content)
-        return self._answer(request, 200, answer)
+        return respond(request, 200, answer)
 
     @app.route("/upload/complete", endpoint="complete")
     async def complete(self, request: Any) -> bytes:
@@ -209,7 +204,7 @@ class JsonApi:
         image = await self.presigned.complete(token.account, completion)
         request.setHeader(b"Imgshare-Expires", output.expires_header(image).encode())
         obj = jsonapi.image_object(image, self.config.public_url)
-        return self._answer(request, 200, jsonapi.upload_body([obj]))
+        return respond(request, 200, jsonapi.upload_body([obj]))
 
     @app.route("/upload/complete/batch", endpoint="complete_batch")
     async def complete_batch(self, request: Any) -> bytes:
@@ -229,8 +224,8 @@ class JsonApi:
         status and message, as an upload batch answers (PEERS section 2)."""
         if all("error" in e for e in entries):
             first = entries[0]
-            return self._answer(request, first["status"], {**jsonapi.error_body(first["error"]), name: entries})
-        return self._answer(request, 200, {**jsonapi.OK, name: entries})
+            return respond(request, first["status"], {**jsonapi.error_body(first["error"]), name: entries})
+        return respond(request, 200, {**jsonapi.OK, name: entries})
 
     # ------------------------------------------------- list, get and delete
     # (section owned by the list/get/delete work)
@@ -244,7 +239,7 @@ class JsonApi:
         page, limit = jsonapi.paging(query(request, "page"), query(request, "limit"))
         found, total = await self.library.image_page(token.account, page, limit)
         objects = [jsonapi.image_object(image, self.config.public_url) for image in found]
-        return self._answer(request, 200, jsonapi.list_body(objects, page, limit, total))
+        return respond(request, 200, jsonapi.list_body(objects, page, limit, total))
 
     @app.route("/image/<image_id>", endpoint="image")
     @app.route("/images/<image_id>", endpoint="images_one")
@@ -265,7 +260,7 @@ class JsonApi:
         image = await self.library.served_image(named.account, named.name)
         if image is None:
             raise errors.NotFound("no such image")
-        return self._answer(request, 200, jsonapi.get_body(image, self.config.public_url))
+        return respond(request, 200, jsonapi.get_body(image, self.config.public_url))
 
     async def _delete(self, request: Any, image_id: str) -> bytes:
         """Delete one of the caller's images: 403 for another account's id, 404 for
@@ -273,7 +268,7 @@ class JsonApi:
         token = await self._token(request)
         named = _named(image_id, token.account)
         image = await self.library.delete_named(token.account, named.account, named.name)
-        return self._answer(request, 200, jsonapi.deleted_body(image))
+        return respond(request, 200, jsonapi.deleted_body(image))
 
     # -------------------------------------------------------------- errors
 
@@ -287,7 +282,7 @@ class JsonApi:
         if error is not failure.value:
             failure = Failure(error)
         status, message = describe_failure(request, failure, lambda e: e.name.lower(), "internal error")
-        return self._answer(request, status, jsonapi.error_body(message))
+        return respond(request, status, jsonapi.error_body(message))
 
 
 def _named(image_id: str, caller: str | None) -> ids.ImageId:
@@ -350,9 +345,6 @@ def _remove_all(paths: list[str]) -> None:
     for path in paths:
         remove_if_present(path)
 
-
-def _first(*values: str | None) -> str | None:
-    return next((v.strip() for v in values if v and v.strip()), None)
 
 
 def _read_json(content: BinaryIO) -> dict[str, Any]:
