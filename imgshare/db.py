@@ -430,13 +430,13 @@ async def delete_expired_tokens(tx: Tx, now: float) -> list[str]:
 # -------------------------------------------------------------------- images
 
 _IMAGE = Columns(Image, ("id", "account", "name", "mime", "size", "width", "height", "sha256", "uploaded",
-                          "expires", "state", "original_name"))
+                          "expires", "state", "original_name", "asked_expire"))
 
 
 async def reserve_image(
     tx: Tx, account: str, name: str, stem: str, mime: str, size: int, width: int,
     height: int, sha256: str, now: float, expires: float | None, next_free: bool = False,
-    original_name: str = "", delete_digest: str | None = None,
+    original_name: str = "", delete_digest: str | None = None, asked_expire: str | None = None,
 ) -> Image:
     """Claim ``name`` for an upload in progress; ``Conflict`` if its stem is taken.
 
@@ -447,7 +447,8 @@ async def reserve_image(
     Rows of deleted images stay until their objects are gone, so a name is
     never reused while an old object under the same key may still be removed.
     AccountGone if the account was removed meanwhile.  ``original_name`` is the
-    client's file name; ``delete_digest`` the SHA-256 of the delete link's secret.
+    client's file name; ``delete_digest`` the SHA-256 of the delete link's secret;
+    ``asked_expire`` the lifetime asked for (``lifetime.format_asked``).
     """
     await _lock_account(tx, account)
     if next_free:
@@ -456,10 +457,10 @@ async def reserve_image(
         raise Conflict(name)
     rows = await tx.execute(
         "INSERT INTO images (account, name, stem, mime, size, width, height, sha256, uploaded, "
-        f"expires, state, original_name, delete_digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-        f"RETURNING {_IMAGE}",
+        f"expires, state, original_name, delete_digest, asked_expire) "
+        f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_IMAGE}",
         (account, name, stem, mime, size, width, height, sha256, now, expires, UPLOADING, original_name,
-         delete_digest),
+         delete_digest, asked_expire),
     )
     return _IMAGE.record(rows[0])
 

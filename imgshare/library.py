@@ -132,14 +132,15 @@ class ImageLibrary:
         info = await self.io.run(sniff.inspect_file, path, self.config.max_pixels)
         if info.size > self.config.max_size:
             raise errors.TooLarge(f"file too large: the limit is {self.config.max_size} bytes")
-        ttl = lifetime.effective_lifetime(info.size, lifetime.parse_expire(expire), self.config.tiers)
+        decision = lifetime.decide(info.size, lifetime.parse_expire(expire), self.config.tiers)
         chosen = name if name else (client_filename if keep_name else None)
         base = naming.sanitize_base(chosen) if chosen else None
         ext = naming.choose_extension(chosen, info.type)
         now = self.now()
-        expires = None if ttl is None else now + ttl
+        expires = None if decision.lifetime is None else now + decision.lifetime
         secret = new_delete_secret()
-        extra = (naming.original_name(client_filename), delete_secret_digest(secret))
+        extra = (naming.original_name(client_filename), delete_secret_digest(secret),
+                 lifetime.format_asked(decision.asked))
         try:
             image = await self._reserve(account, base, ext, info, now, expires, extra)
         except db.AccountGone:
@@ -178,7 +179,7 @@ class ImageLibrary:
 
     async def _reserve(
         self, account: str, base: str | None, ext: str, info: Any, now: float, expires: float | None,
-        extra: tuple[str, str],
+        extra: tuple[str, str, str | None],
     ) -> Image:
         day = datetime.datetime.fromtimestamp(now, datetime.UTC).date()
         details = (info.type.mime, info.size, info.width, info.height, info.sha256, now, expires)

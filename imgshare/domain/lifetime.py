@@ -268,27 +268,79 @@ def tier_for(size: int, tiers: Sequence[Tier]) -> Tier:
     raise errors.TooLarge(f"file is {size} bytes, above the limit of {largest} bytes")
 
 
-def effective_lifetime(
-    size: int, requested: Requested | str, tiers: Sequence[Tier] = DEFAULT_TIERS
-) -> float | None:
-    """Return the lifetime in seconds a file of ``size`` bytes gets, None if permanent.
+class Change(enum.Enum):
+    """Why a file got another lifetime than it asked for (:class:`Decision`)."""
 
-    ``requested`` is what :func:`parse_expire` returned (a raw string is
-    parsed first). Unset, unparseable or not allowed (permanent in a tier
-    without it, longer than the tier's longest or than :data:`MAX_LIFETIME`)
-    gives the tier's default; a duration under :data:`MIN_LIFETIME` gives
-    :data:`MIN_LIFETIME`. Raises :class:`errors.TooLarge` above every tier.
+    #: Permanent asked for, in a tier that does not allow it: the tier's default.
+    NOT_PERMANENT = "not permanent"
+    #: Longer than the tier's longest: the tier's default.
+    OVER_TIER = "over tier"
+    #: Longer than :data:`MAX_LIFETIME`: the tier's default (which may be permanent).
+    OVER_MAXIMUM = "over maximum"
+    #: Shorter than :data:`MIN_LIFETIME`: raised to it.
+    UNDER_MINIMUM = "under minimum"
+
+
+@attrs.frozen
+class Decision:
+    """The lifetime a file gets (seconds; None: permanent), what it asked for (None:
+    nothing usable, so the tier's default, which is no change) and why they differ
+    (None: as asked)."""
+
+    lifetime: float | None
+    asked: Requested
+    change: Change | None
+    tier: Tier
+
+
+def decide(size: int, requested: Requested | str, tiers: Sequence[Tier] = DEFAULT_TIERS) -> Decision:
+    """The lifetime a file of ``size`` bytes gets for ``requested``, and why.
+
+    ``requested`` is what :func:`parse_expire` returned (a raw string is parsed
+    first). Unset or unparseable gives the tier's default; not allowed (permanent
+    in a tier without it, longer than the tier's longest or than
+    :data:`MAX_LIFETIME`) gives the tier's default too; a duration under
+    :data:`MIN_LIFETIME` gives :data:`MIN_LIFETIME`. Raises
+    :class:`errors.TooLarge` above every tier.
     """
     tier = tier_for(size, tiers)
     if isinstance(requested, str):
         requested = parse_expire(requested)
     if requested is PERMANENT:
-        return None if tier.permanent else tier.default
+        if tier.permanent:
+            return Decision(None, PERMANENT, None, tier)
+        return Decision(tier.default, PERMANENT, Change.NOT_PERMANENT, tier)
     if not _is_duration(requested):
-        return tier.default
-    if requested > MAX_LIFETIME or (tier.longest is not None and requested > tier.longest):
-        return tier.default
-    return max(float(requested), float(MIN_LIFETIME))
+        return Decision(tier.default, None, None, tier)
+    asked = float(requested)
+    if asked > MAX_LIFETIME:
+        return Decision(tier.default, asked, Change.OVER_MAXIMUM, tier)
+    if tier.longest is not None and asked > tier.longest:
+        return Decision(tier.default, asked, Change.OVER_TIER, tier)
+    if asked < MIN_LIFETIME:
+        return Decision(float(MIN_LIFETIME), asked, Change.UNDER_MINIMUM, tier)
+    return Decision(asked, asked, None, tier)
+
+
+def effective_lifetime(
+    size: int, requested: Requested | str, tiers: Sequence[Tier] = DEFAULT_TIERS
+) -> float | None:
+    """The lifetime in seconds a file of ``size`` bytes gets, None if permanent
+    (:func:`decide`'s lifetime)."""
+    return decide(size, requested, tiers).lifetime
+
+
+def format_asked(asked: Requested) -> str | None:
+    """What a file asked for, as stored with it: ``never``, seconds, or None (nothing usable)."""
+    if asked is PERMANENT:
+        return "never"
+    return None if asked is None else repr(float(asked))
+
+
+def tier_below(tier: Tier, tiers: Sequence[Tier]) -> Tier | None:
+    """The tier of the next smaller files, None for the smallest."""
+    smaller = [t for t in tiers if t.max_size < tier.max_size]
+    return max(smaller, key=lambda t: t.max_size) if smaller else None
 
 
 def _is_duration(value: object) -> bool:

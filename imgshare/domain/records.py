@@ -82,6 +82,9 @@ class Image:
     state: str
     #: The client's own file name at upload ("" when unknown or not kept).
     original_name: str = ""
+    #: The lifetime the upload asked for (``lifetime.format_asked``: ``never``,
+    #: seconds, or None when nothing usable was asked).
+    asked_expire: str | None = None
     #: The secret of the image's delete link: set only on the record an upload
     #: returns (the database keeps only its SHA-256), else None.
     delete_secret: str | None = None

@@ -9,6 +9,7 @@ import datetime
 import math
 from collections.abc import Sequence
 
+from imgshare.domain import lifetime
 from imgshare.domain.lifetime import DAY, HOUR, MINUTE, YEAR, Tier
 
 # No weeks or months: "90 days" reads better than "12 weeks".
@@ -83,3 +84,85 @@ def tiers_in_words(tiers: Sequence[Tier]) -> list[str]:
             tail = "" if default == longest else f" ({default} by default)"
             sentences.append(f"Up to {size}: kept at most {longest}{tail}.")
     return sentences
+
+
+def sizes_of_tier(tier: Tier, tiers: Sequence[Tier]) -> str:
+    """The files a tier holds: ``files up to 2.0 MiB``, ``files over 2.0 MiB and up to
+    8.0 MiB``, ``files over 8.0 MiB`` (the largest), ``all files`` (the only one)."""
+    below = lifetime.tier_below(tier, tiers)
+    largest = tier.max_size >= max(t.max_size for t in tiers)
+    if below is None:
+        return "all files" if largest else f"files up to {size_in_words(tier.max_size)}"
+    if largest:
+        return f"files over {size_in_words(below.max_size)}"
+    return f"files over {size_in_words(below.max_size)} and up to {size_in_words(tier.max_size)}"
+
+
+def exact_span_in_words(seconds: float) -> str:
+    """A duration asked for, in the largest unit that holds it whole (``400 days``, not
+    the rounded ``1 year``); the nearest whole unit otherwise."""
+    for unit, length in _UNITS:
+        if seconds >= length and seconds % length == 0:
+            count = int(seconds // length)
+            return f"{count} {unit}" + ("" if count == 1 else "s")
+    return span_in_words(seconds)
+
+
+def asked_in_words(asked: lifetime.Requested) -> str:
+    """What an upload asked for: ``forever``, ``400 days``."""
+    return "forever" if asked is lifetime.PERMANENT else exact_span_in_words(float(asked or 0))
+
+
+def change_in_words(decision: lifetime.Decision, tiers: Sequence[Tier]) -> str:
+    """Why a file got another lifetime than it asked for, as a sentence; "" when it got
+    what it asked for (or asked for nothing, so its size's default)."""
+    change, tier = decision.change, decision.tier
+    if change is None:
+        return ""
+    got = lifetime_in_words(decision.lifetime)
+    asked = asked_in_words(decision.asked)
+    if change is lifetime.Change.UNDER_MINIMUM:
+        return f"Lengthened from {asked} to {got}: the shortest lifetime is {got}."
+    verb = "Shortened" if decision.lifetime is not None else "Lengthened"
+    sizes = sizes_of_tier(tier, tiers)
+    if change is lifetime.Change.OVER_MAXIMUM:
+        why = f"no lifetime may be longer than {exact_span_in_words(lifetime.MAX_LIFETIME)}, " \
+              f"so it gets the default of {sizes}"
+    elif tier.longest is None:
+        why = f"{sizes} cannot be kept forever"
+    else:
+        why = f"{sizes} are kept at most {lifetime_in_words(tier.longest)}"
+        if decision.lifetime != tier.longest:
+            why += f", and {got} when asked for more"
+    return f"{verb} from {asked} to {got}: {why}."
+
+
+def kept_in_words(expires: float | None, lifetime_seconds: float | None) -> str:
+    """A fresh upload's lifetime: ``Kept forever.``, ``Kept 90 days, until 1 Mar 2027, 06:30 UTC.``"""
+    if expires is None or lifetime_seconds is None:
+        return "Kept forever."
+    return f"Kept {span_in_words(lifetime_seconds)}, until {date_in_words(expires)}."
+
+
+def stored_change_in_words(size: int, asked: str | None, kept: float | None, tiers: Sequence[Tier]) -> str:
+    """:func:`change_in_words` for a stored image: ``asked`` as the row keeps it
+    (``lifetime.format_asked``), ``kept`` the lifetime it got (None: permanent).  If
+    today's tiers would give another lifetime (they changed since the upload), the
+    sentence says only what was asked and what was given."""
+    if asked is None:
+        return ""
+    try:
+        decision = lifetime.decide(size, asked, tiers)
+    except Exception:  # larger than today's largest tier
+        decision = None
+    if decision is not None and _same_lifetime(decision.lifetime, kept):
+        return change_in_words(decision, tiers)
+    asked_value = lifetime.parse_expire(asked)
+    if asked_value is None or _same_lifetime(None if asked_value is lifetime.PERMANENT else float(asked_value), kept):
+        return ""
+    return (f"You chose {asked_in_words(asked_value)}; the size limits in force at the upload gave "
+            f"{lifetime_in_words(kept)}.")
+
+
+def _same_lifetime(a: float | None, b: float | None) -> bool:
+    return (a is None) == (b is None) and (a is None or abs(a - b) < 1)

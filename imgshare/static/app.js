@@ -104,6 +104,10 @@
   var drop = form.querySelector("[data-drop]");
   var list = form.querySelector(".progress-list");
   var maxSize = parseInt(form.getAttribute("data-max-size"), 10) || 0;
+  var select = form.elements.expire;
+  var lifetimes = null;
+  try { lifetimes = JSON.parse(form.getAttribute("data-lifetimes")); } catch (e) { lifetimes = null; }
+  var sending = false;
 
   each(".drop-hint", function (hint) { hint.hidden = false; }, form);
 
@@ -142,29 +146,70 @@
     event.preventDefault();
     send(input.files);
   });
+  /* Before the upload, each chosen file says what it will get for the lifetime chosen. */
+  input.addEventListener("change", preview);
+  select.addEventListener("change", function () {
+    if (!sending && list.hasAttribute("data-preview")) { preview(); }
+  });
+
+  function preview() {
+    if (sending) { return; }
+    list.textContent = "";
+    list.hidden = !input.files.length;
+    list.setAttribute("data-preview", "");
+    Array.prototype.forEach.call(input.files, function (file) {
+      var shown = row(file, false);
+      shown.state.textContent = maxSize && file.size > maxSize ? tooLarge() : "Ready to upload.";
+    });
+  }
+
+  /* What a file of its size gets for the lifetime chosen, as the server decides it
+     (the form carries the server's table: per choice, per size tier). */
+  function plan(file) {
+    if (!lifetimes || !lifetimes.sizes) { return ""; }
+    for (var i = 0; i < lifetimes.sizes.length; i += 1) {
+      if (file.size <= lifetimes.sizes[i]) {
+        var entry = (lifetimes.choices[select.value] || [])[i];
+        if (!entry) { return ""; }
+        return "Will be kept " + entry[0] + "." + (entry[1] ? " " + entry[1] : "");
+      }
+    }
+    return "";
+  }
+
+  function tooLarge() {
+    return "Too large: the limit is " + Math.floor(maxSize / 1048576) + " MiB.";
+  }
 
   function hasFiles(event) {
     var types = event.dataTransfer ? event.dataTransfer.types : null;
     return !!types && Array.prototype.indexOf.call(types, "Files") >= 0;
   }
 
-  function row(file) {
+  function row(file, sent) {
     var item = document.createElement("li");
     var name = document.createElement("span");
     var state = document.createElement("span");
-    var bar = document.createElement("progress");
+    var note = document.createElement("span");
     name.className = "file";
     name.textContent = file.name;
     state.className = "state";
-    state.textContent = "waiting";
-    bar.max = file.size || 1;
-    bar.value = 0;
-    bar.setAttribute("aria-label", "Upload of " + file.name);
+    state.textContent = "Waiting.";
+    note.className = "note";
+    note.textContent = plan(file);
     item.appendChild(name);
     item.appendChild(state);
-    item.appendChild(bar);
+    item.appendChild(note);
+    var shown = { item: item, state: state, note: note, bar: null };
+    if (sent) {
+      shown.bar = document.createElement("progress");
+      shown.bar.max = file.size || 1;
+      shown.bar.value = 0;
+      shown.bar.setAttribute("aria-label", "Upload of " + file.name);
+      item.appendChild(shown.bar);
+    }
     list.appendChild(item);
-    return { item: item, state: state, bar: bar };
+    return shown;
   }
 
   /* Every message one way: a sentence, capital first, full stop last. */
@@ -175,7 +220,9 @@
     return /[.!?]$/.test(text) ? text : text + ".";
   }
 
-  function finish(shown, ok, text, url) {
+  /* A stored file says what it got from the server (its lifetime, and why it is not
+     the one chosen); a failed file only why it failed. */
+  function finish(shown, ok, text, url, result) {
     shown.item.classList.add(ok ? "ok" : "failed");
     shown.state.textContent = "";
     if (ok && url) {
@@ -184,11 +231,13 @@
       link.href = url;
       link.textContent = text;
       shown.state.appendChild(link);
-      shown.state.appendChild(document.createTextNode("."));
+      shown.state.appendChild(document.createTextNode(". " + ((result && result.kept) || "")));
+      shown.note.textContent = (result && result.lifetime_note) || "";
     } else {
       shown.state.textContent = sentence(text);
+      shown.note.textContent = "";
     }
-    shown.bar.remove();  // a full bar would read as done; a failed file shows only why
+    if (shown.bar) { shown.bar.remove(); }  // a full bar would read as done
   }
 
   function send(files) {
@@ -196,15 +245,17 @@
     var running = 0;
     var left = files.length;
     var failed = 0;
+    sending = true;
+    list.removeAttribute("data-preview");
     list.hidden = false;
     list.textContent = "";
 
     Array.prototype.forEach.call(files, function (file) {
-      var shown = row(file);
+      var shown = row(file, true);
       if (maxSize && file.size > maxSize) {
         failed += 1;
         left -= 1;
-        finish(shown, false, "too large: the limit is " + Math.floor(maxSize / 1048576) + " MiB");
+        finish(shown, false, tooLarge());
         return;
       }
       queue.push({ file: file, shown: shown });
@@ -226,6 +277,7 @@
 
     /* The results stay, with their links, until dismissed. */
     function after() {
+      sending = false;
       var item = document.createElement("li");
       var link = document.createElement("a");
       var dismiss = document.createElement("button");
@@ -266,7 +318,7 @@
       var answer = null;
       try { answer = JSON.parse(request.responseText); } catch (e) { answer = null; }
       if (request.status === 200 && answer && answer.results && answer.results[0].ok) {
-        finish(shown, true, answer.results[0].name, answer.results[0].url);
+        finish(shown, true, answer.results[0].name, answer.results[0].url, answer.results[0]);
         done(true);
       } else {
         finish(shown, false, (answer && answer.error) || "failed (HTTP " + request.status + ")");
@@ -279,7 +331,7 @@
     });
     /* The list is a live region: "Uploading" and the result are read out, not every
        percent (the bar carries the value for whoever asks). */
-    shown.state.textContent = "Uploading ";
+    shown.state.textContent = "Uploading ";  // the plan stays beside it
     shown.percent = document.createElement("span");
     shown.percent.setAttribute("aria-hidden", "true");
     shown.percent.textContent = "0%";

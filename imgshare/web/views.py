@@ -324,6 +324,8 @@ class ImageView:
     #: The public viewer page, and the codes to share it (``domain.embed.EmbedCode``).
     viewer: str = ""
     shares: tuple[Any, ...] = ()
+    #: Why it got another lifetime than its upload asked for ("" when it did not).
+    lifetime_note: str = ""
 
 
 class ImagesBody(Element):
@@ -331,9 +333,10 @@ class ImagesBody(Element):
 
     def __init__(self, csrf: str, images: Sequence[ImageView], lifetimes: Sequence[Choice],
                  tiers: Sequence[str], max_bytes: int, page: int, newer: str | None, older: str | None,
-                 total: int = 0, pages: int = 1):
+                 total: int = 0, pages: int = 1, lifetime_table: str = "{}"):
         super().__init__()
         self.csrf, self.image_views, self.lifetime_choices = csrf, images, lifetimes
+        self.lifetime_table = lifetime_table
         self.tier_texts, self.max_bytes = tiers, max_bytes
         self.max_size = words.size_in_words(max_bytes)
         self.page, self.newer, self.older = page, newer, older
@@ -341,7 +344,8 @@ class ImagesBody(Element):
 
     @renderer
     def body(self, request: Any, tag: Tag) -> Tag:
-        return tag.fillSlots(csrf=self.csrf, max_size=self.max_size, max_bytes=str(self.max_bytes))
+        return tag.fillSlots(csrf=self.csrf, max_size=self.max_size, max_bytes=str(self.max_bytes),
+                             lifetime_table=self.lifetime_table)
 
     @renderer
     def lifetimes(self, request: Any, tag: Tag) -> Iterator[Tag]:
@@ -413,6 +417,10 @@ class ImageItem(Element):
         return _shown_if(not self.image.pending, tag)
 
     @renderer
+    def lifetime_note(self, request: Any, tag: Tag) -> Tag | str:
+        return tag(self.image.lifetime_note) if self.image.lifetime_note else ""
+
+    @renderer
     def when_pending(self, request: Any, tag: Tag) -> Tag | str:
         return _shown_if(self.image.pending, tag)
 
@@ -431,6 +439,11 @@ class UploadResult:
     message: str
     name: str = ""
     url: str = ""
+    #: A stored file's expiry (None: permanent), its lifetime in words and why it is not
+    #: what was asked for ("" when it is).
+    expires: float | None = None
+    kept: str = ""
+    note: str = ""
 
 
 class UploadedBody(Element):
@@ -447,10 +460,13 @@ class UploadedBody(Element):
     @renderer
     def results(self, request: Any, tag: Tag) -> Iterator[Tag]:
         for r in self.outcomes:
-            link = tags.a(r.name, href=r.url) if r.url else ""
+            link = [tags.a(r.name, href=r.url), "."] if r.url else ""
+            details = [" ", r.kept] if r.kept else []
+            if r.note:
+                details += [" ", tags.span(r.note, class_="note")]
             yield tag.clone().fillSlots(
                 client=r.client or "(no name)", outcome=r.message, link=link,
-                state="ok" if r.ok else "failed",
+                state="ok" if r.ok else "failed", details=details,
             )
 
 

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, ClassVar
 
 import attrs
 from klein import Klein
 from twisted.python.failure import Failure
 
-from imgshare.domain import embed, errors, output, words
+from imgshare.domain import embed, errors, lifetime, output, words
 from imgshare.domain.records import Image
 from imgshare.web.http import query
 from imgshare.web.pages.base import NOTICES, PageArea, json_response, redirect, sentence, wants_json
@@ -27,6 +28,7 @@ PAGE_SIZE = 24
 #: Files one upload form may carry (the body limit applies to them together).
 MAX_FORM_FILES = 50
 
+#: The form's lifetime choices ("Forever" follows them).
 UPLOAD_LIFETIMES = (
     ("", "Longest allowed for its size"), ("1h", "1 hour"), ("1d", "1 day"), ("7d", "7 days"),
     ("30d", "30 days"), ("90d", "90 days"), ("365d", "1 year"),
@@ -57,7 +59,7 @@ class ImagePages(PageArea):
         body = ImagesBody(
             visitor.csrf, [self._image_view(i, i.id in pending, now) for i in shown],
             self._upload_lifetimes(), words.tiers_in_words(self.config.offered_tiers),
-            self.config.max_size, page, total=total, pages=pages,
+            self.config.max_size, page, total=total, pages=pages, lifetime_table=self._lifetime_table(),
             newer=(_page_link(newer)) if page > 1 else None,
             older=_page_link(page + 1) if page < pages else None,
         )
@@ -65,11 +67,41 @@ class ImagePages(PageArea):
                                notice=NOTICES.get(query(request, "done")))
 
     def _upload_lifetimes(self) -> list[Choice]:
-        choices = [Choice(value, label) for value, label in UPLOAD_LIFETIMES]
-        permanent = [t.max_size for t in self.config.offered_tiers if t.permanent]
-        if permanent:
-            choices.append(Choice("never", f"Forever (files up to {words.size_in_words(max(permanent))})"))
+        """The form's lifetime choices, each saying which sizes may have it (a choice no
+        size may have is left out)."""
+        tiers = self.config.offered_tiers
+        choices = []
+        for value, label in (*UPLOAD_LIFETIMES, ("never", "Forever")):
+            granted = [lifetime.decide(t.max_size, value, tiers).change is None for t in tiers]
+            if not any(granted):
+                continue
+            if not all(granted):
+                prefix = granted.index(False)
+                if any(granted[prefix:]):
+                    label += " (for some sizes)"
+                else:
+                    label += f" (files up to {words.size_in_words(tiers[prefix - 1].max_size)})"
+            choices.append(Choice(value, label))
         return choices
+
+    def _lifetime_table(self) -> str:
+        """For the script of the form: what each choice gives each size, as the server
+        decides it (``sizes``: the tiers' largest sizes; ``choices``: per choice, per
+        tier, the lifetime in words and why it differs from the choice, if it does)."""
+        tiers = self.config.offered_tiers
+        table: dict[str, list[list[str]]] = {}
+        for value, _ in (*UPLOAD_LIFETIMES, ("never", "")):
+            table[value] = []
+            for tier in tiers:
+                decision = lifetime.decide(tier.max_size, value, tiers)
+                table[value].append([words.lifetime_in_words(decision.lifetime),
+                                     words.change_in_words(decision, tiers)])
+        return json.dumps({"sizes": [t.max_size for t in tiers], "choices": table}, separators=(",", ":"))
+
+    def _lifetime_note(self, image: Image) -> str:
+        """Why the image got another lifetime than its upload asked for ("" if it did not)."""
+        kept = None if image.expires is None else image.expires - image.uploaded
+        return words.stored_change_in_words(image.size, image.asked_expire, kept, self.config.offered_tiers)
 
     def _image_view(self, image: Image, pending: bool, now: float) -> ImageView:
         urls = output.image_urls(self.config.public_url, image.account, image.name)
@@ -83,6 +115,7 @@ class ImagePages(PageArea):
             uploaded_date=words.date_in_words(image.uploaded), expires_date=words.date_in_words(image.expires),
             viewer=output.viewer_url(self.config.public_url, image.account, image.name),
             shares=tuple(c for c in embed.embed_codes(self.config.public_url, image) if c.key in SHARED_CODES),
+            lifetime_note=self._lifetime_note(image),
         )
 
     @app.route("/images/upload", methods=["POST"])
@@ -109,7 +142,10 @@ class ImagePages(PageArea):
                     results.append(UploadResult(uploaded.filename, False, sentence(e.message)))
                     continue
                 url = output.image_urls(self.config.public_url, image.account, image.name)["original"]
-                results.append(UploadResult(uploaded.filename, True, "stored as", image.name, url))
+                kept = None if image.expires is None else image.expires - image.uploaded
+                results.append(UploadResult(
+                    uploaded.filename, True, "Stored as", image.name, url, expires=image.expires,
+                    kept=words.kept_in_words(image.expires, kept), note=self._lifetime_note(image)))
         finally:
             form.discard()
         if wants_json(request):
@@ -118,7 +154,9 @@ class ImagePages(PageArea):
                 "error": next((r.message for r in results if not r.ok), None),
                 "results": [
                     {"file": r.client, "ok": r.ok, "name": r.name or None, "url": r.url or None,
-                     "error": None if r.ok else r.message}
+                     "error": None if r.ok else r.message,
+                     "expires": None if not r.ok or r.expires is None else output.iso_time(r.expires),
+                     "kept": r.kept or None, "lifetime_note": r.note or None}
                     for r in results
                 ],
             })
