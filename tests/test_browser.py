@@ -588,6 +588,32 @@ def axe_source() -> str:
         return f.read()
 
 
+def axe_audit(site: Pages, axe: str, name: str, problems: list[str], notes: list[str]) -> None:
+    """Run axe-core (its source ``axe``) on the page shown, in light and dark theme, with a
+    screenshot of each; serious and critical violations go to ``problems``, the rest to ``notes``."""
+    driver = site.driver
+    for scheme in ("light", "dark"):
+        driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {
+            "features": [{"name": "prefers-color-scheme", "value": scheme}]})
+        # WebDriver's scripts are not subject to the page's Content-Security-Policy.
+        driver.execute_script(axe + "\n;window.axe = axe;")
+        found = driver.execute_async_script(
+            "var done = arguments[arguments.length - 1];"
+            "axe.run(document, {resultTypes: ['violations']})"
+            ".then(function (r) { done(JSON.stringify(r.violations)); })"
+            ".catch(function (e) { done(JSON.stringify({error: String(e)})); });")
+        violations = json.loads(found)
+        if isinstance(violations, dict):
+            raise AssertionError(f"axe-core failed on {name}: {violations['error']}")
+        for v in violations:
+            where = "; ".join(" ".join(n["target"]) + " " + n.get("failureSummary", "").replace("\n", " ")[:160]
+                              for n in v["nodes"][:4])
+            line = f"{name} ({scheme}): [{v['impact']}] {v['id']}: {v['help']} at {where}"
+            (problems if v["impact"] in ("serious", "critical") else notes).append(line)
+        site.shoot(f"{name}-{scheme}")
+    driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+
+
 class AccessibilityTests(ServerTestCase):
     """axe-core over every page, in light and dark theme: no serious or critical violation."""
 
@@ -602,27 +628,7 @@ class AccessibilityTests(ServerTestCase):
 
     def audit(self, site: Pages, name: str) -> None:
         """Run axe-core on the page shown, in both themes; collect what it finds."""
-        driver = site.driver
-        for scheme in ("light", "dark"):
-            driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {
-                "features": [{"name": "prefers-color-scheme", "value": scheme}]})
-            # WebDriver's scripts are not subject to the page's Content-Security-Policy.
-            driver.execute_script(self.axe + "\n;window.axe = axe;")
-            found = driver.execute_async_script(
-                "var done = arguments[arguments.length - 1];"
-                "axe.run(document, {resultTypes: ['violations']})"
-                ".then(function (r) { done(JSON.stringify(r.violations)); })"
-                ".catch(function (e) { done(JSON.stringify({error: String(e)})); });")
-            violations = json.loads(found)
-            if isinstance(violations, dict):
-                raise AssertionError(f"axe-core failed on {name}: {violations['error']}")
-            for v in violations:
-                where = "; ".join(" ".join(n["target"]) + " " + n.get("failureSummary", "").replace("\n", " ")[:160]
-                                  for n in v["nodes"][:4])
-                line = f"{name} ({scheme}): [{v['impact']}] {v['id']}: {v['help']} at {where}"
-                (self.problems if v["impact"] in ("serious", "critical") else self.notes).append(line)
-            site.shoot(f"{name}-{scheme}")
-        driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+        axe_audit(site, self.axe, name, self.problems, self.notes)
         self.checked.append(name)
 
     async def test_axe_core_on_every_page(self):
@@ -706,3 +712,99 @@ class AccessibilityTests(ServerTestCase):
             message += "\nminor and moderate:\n" + "\n".join(self.notes)
         self.assertEqual(self.problems, [], message)
         self.assertEqual(len(self.checked), 11, self.checked)
+
+
+class LifetimeTests(ServerTestCase):
+    """Honest lifetimes: before an upload each chosen file says what it will get for the
+    lifetime chosen; after it, every result and the gallery card say what it got and why,
+    with JavaScript and without."""
+
+    timeout = 300
+
+    async def setUp(self):
+        await self.start_server()
+        admin(self.data, "user", "add", "kitten", stdin=PASSWORD + "\n")
+        self.big = os.path.join(self.work, "holiday photo.bmp")
+        with open(self.big, "wb") as f:
+            f.write(image_bytes("BMP", (1100, 700), (40, 110, 190)))  # 2.3 MB: over the forever tier
+        self.small = os.path.join(self.work, "small.png")
+        with open(self.small, "wb") as f:
+            f.write(image_bytes("PNG", (300, 200), (230, 120, 40)))
+        self.axe = axe_source()
+        self.problems: list[str] = []
+        self.notes: list[str] = []
+
+    def login(self, javascript: bool) -> Pages:
+        profile = "js" if javascript else "nojs"
+        driver = start_chromium(os.path.join(self.work, f"profile-{profile}"),
+                                os.path.join(self.work, f"downloads-{profile}"), javascript=javascript)
+        self.addCleanup(driver.quit)
+        driver.set_script_timeout(120)
+        site = Pages(driver, self.base, SCREENSHOTS, f"lifetime-{profile}-")
+        site.open("/login")
+        site.fill(name="kitten", password=PASSWORD)
+        site.find("form.stack button[type=submit]").click()
+        site.wait_path("/images")
+        return site
+
+    async def test_with_javascript(self):
+        await deferToThread(self._with_javascript)
+
+    def _with_javascript(self) -> None:
+        from selenium.webdriver.support.ui import Select
+
+        site = self.login(javascript=True)
+        tiers = site.find("#tiers").text
+        self.assertIn("Up to 2.0 MiB: kept as long as you like", tiers, "the tiers are shown before an upload")
+        self.assertTrue(site.find("#tiers").is_displayed())
+        choice = Select(site.find("select[name=expire]"))
+        self.assertIn("Forever (files up to 2.0 MiB)", [o.text for o in choice.options])
+        choice.select_by_value("never")
+        site.find("input[type=file]").send_keys(self.big + "\n" + self.small)
+        rows = site.wait(lambda: len(site.find_all(".progress-list li")) == 2 and site.find_all(".progress-list li"),
+                         "a row per chosen file")
+        why = ("Shortened from forever to 90 days: files over 2.0 MiB and up to 8.0 MiB are kept at most "
+               "90 days.")
+        self.assertEqual(rows[0].find_element(site.By.CSS_SELECTOR, ".note").text, "Will be kept 90 days. " + why)
+        self.assertEqual(rows[1].find_element(site.By.CSS_SELECTOR, ".note").text, "Will be kept forever.")
+        self.assertEqual(rows[0].find_element(site.By.CSS_SELECTOR, ".state").text, "Ready to upload (2.2 MiB).")
+        axe_audit(site, self.axe, "chosen", self.problems, self.notes)
+        choice.select_by_value("7d")
+        site.wait(lambda: site.find(".progress-list li .note").text == "Will be kept 7 days.", "the plan for 7 days")
+        choice.select_by_value("never")
+        site.find("#upload-form button[type=submit]").click()
+        done = site.wait(lambda: len(site.find_all(".progress-list li.ok")) == 2 and site.find_all(
+            ".progress-list li.ok"), "both files stored")
+        until = re.escape("until ") + r"\d{1,2} \w{3} \d{4}, \d\d:\d\d UTC\."
+        self.assertRegex(done[0].text, r"Stored as 2\d{7}_[a-z0-9]+\.bmp\. Kept 90 days, " + until)
+        self.assertEqual(done[0].find_element(site.By.CSS_SELECTOR, ".note").text, why)
+        self.assertRegex(done[1].text, r"Stored as 2\d{7}_[a-z0-9]+\.png\. Kept forever\.")
+        axe_audit(site, self.axe, "uploaded", self.problems, self.notes)
+        site.open("/images")
+        site.wait(lambda: len(site.find_all(".card.item")) == 2, "two cards")
+        notes = [e.text for e in site.find_all(".card.item .facts.note")]
+        self.assertEqual(notes, [why], "only the shortened one says so")
+        axe_audit(site, self.axe, "gallery", self.problems, self.notes)
+        self.assertEqual(self.problems, [], "\n".join(self.problems + self.notes))
+
+    async def test_without_javascript(self):
+        await deferToThread(self._without_javascript)
+
+    def _without_javascript(self) -> None:
+        from selenium.webdriver.support.ui import Select
+
+        site = self.login(javascript=False)
+        self.assertTrue(site.find("#tiers").is_displayed())
+        Select(site.find("select[name=expire]")).select_by_value("never")
+        site.find("input[type=file]").send_keys(self.big)
+        site.find("#upload-form button[type=submit]").click()
+        result = site.wait_for(".results li.ok")
+        self.assertRegex(result.text, r"Stored as 2\d{7}_[a-z0-9]+\.bmp\. Kept 90 days, until .+ UTC\.")
+        self.assertEqual(result.find_element(site.By.CSS_SELECTOR, ".note").text,
+                         "Shortened from forever to 90 days: files over 2.0 MiB and up to 8.0 MiB are kept at "
+                         "most 90 days.")
+        site.shoot("uploaded")
+        site.open("/images")
+        note = site.wait_for(".card.item .facts.note")
+        self.assertIn("Shortened from forever to 90 days", note.text)
+        site.shoot("gallery")

@@ -331,3 +331,36 @@ class TokenLifetimeTests(unittest.TestCase):
             self.assertEqual(exc.status, 400)
             self.assertIn(repr(text), exc.message)
             self.assertIn("30d", exc.message)
+
+
+class DecisionTests(unittest.TestCase):
+    """``decide``: the lifetime a file gets, what it asked for, and why they differ."""
+
+    def test_granted_and_defaults_are_no_change(self):
+        for size, asked, got in [(100, "never", None), (100, "30d", 30 * DAY), (3 * MIB, "90d", 90 * DAY),
+                                 (3 * MIB, None, 90 * DAY), (3 * MIB, "rubbish", 90 * DAY)]:
+            decision = lifetime.decide(size, asked)
+            self.assertEqual((decision.lifetime, decision.change), (got, None), (size, asked))
+
+    def test_changes(self):
+        """Each way a choice is overruled has its reason."""
+        cases = [
+            (3 * MIB, "never", 90 * DAY, lifetime.Change.NOT_PERMANENT),
+            (3 * MIB, "365d", 90 * DAY, lifetime.Change.OVER_TIER),
+            (20 * MIB, "30d", 7 * DAY, lifetime.Change.OVER_TIER),
+            (100, "400d", None, lifetime.Change.OVER_MAXIMUM),  # its tier's default is forever
+            (3 * MIB, "400d", 90 * DAY, lifetime.Change.OVER_MAXIMUM),
+            (100, "10m", HOUR, lifetime.Change.UNDER_MINIMUM),
+            (100, "0", HOUR, lifetime.Change.UNDER_MINIMUM),
+        ]
+        for size, asked, got, change in cases:
+            decision = lifetime.decide(size, asked)
+            self.assertEqual((decision.lifetime, decision.change), (got, change), (size, asked))
+            self.assertEqual(decision.lifetime, lifetime.effective_lifetime(size, asked))
+
+    def test_asked_as_stored(self):
+        """What was asked is stored as text that parse_expire reads back the same."""
+        for asked in [lifetime.PERMANENT, 3600.0, 5400.5, 0.0]:
+            text = lifetime.format_asked(asked)
+            self.assertEqual(lifetime.parse_expire(text), asked)
+        self.assertIsNone(lifetime.format_asked(None))

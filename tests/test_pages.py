@@ -11,7 +11,7 @@ from twisted.trial import unittest
 
 from imgshare import auth, db
 from imgshare.accounts import SETUP_CODE_SETTING
-from imgshare.domain import passwords
+from imgshare.domain import lifetime, output, passwords, words
 from imgshare.expiry import expire_once
 from imgshare.ratelimit import LOGIN_PER_ACCOUNT_ADDRESS
 from imgshare.sessions import SESSION_SECONDS
@@ -655,12 +655,82 @@ class ImagesTests(PagesTestCase):
         self.assertEqual(response.code, 404)
 
     async def test_upload_form_offers_the_lifetimes(self):
-        """The upload form offers the lifetimes, keep-name, and explains the size tiers."""
+        """The upload form offers the lifetimes, each saying which sizes may have it, keep-name,
+        and explains the size tiers before any upload."""
         response, body = await self.browser.get("/images")
         self.assertIn('name="keep_name"', body)
         self.assertIn('<option value="never">Forever (files up to 2.0 MiB)</option>', body)
+        self.assertIn('<option value="365d">1 year (files up to 2.0 MiB)</option>', body)
+        self.assertIn('<option value="30d">30 days (files up to 8.0 MiB)</option>', body)
+        self.assertIn('<option value="7d">7 days</option>', body)
         self.assertIn("Up to 8.0 MiB: kept at most 90 days.", body)
+        self.assertNotIn("<details class=\"tiers\"", body, "the tiers are shown, not folded away")
         self.assertIn('multiple="multiple"', body)
+        # The page's script reads what each choice gives each size from the server.
+        table = json.loads(html.unescape(re.search(r'data-lifetimes="([^"]*)"', body).group(1)))
+        self.assertEqual(table["sizes"], [2 * 1024 * 1024, 8 * 1024 * 1024, 32 * 1024 * 1024])
+        self.assertEqual(table["choices"]["never"][0], ["forever", ""])
+        self.assertEqual(table["choices"]["never"][1], [
+            "90 days", "Shortened from forever to 90 days: files over 2.0 MiB and up to 8.0 MiB are kept "
+            "at most 90 days."])
+        self.assertEqual(table["choices"]["30d"][2][0], "7 days")
+        self.assertEqual(table["choices"][""][2], ["7 days", ""])
+
+    async def test_upload_forms_of_a_server_with_other_tiers(self):
+        """A choice no size may have is not offered; one every size may have carries no note."""
+        f = await make_fixture(self, tiers=lifetime.parse_tiers("1MiB:30d"), max_size=1024 * 1024)
+        await f.account("kitten")
+        browser = Browser(f)
+        await browser.login()
+        response, body = await browser.get("/images")
+        self.assertIn('<option value="30d">30 days</option>', body)
+        self.assertNotIn('value="never"', body)
+        self.assertNotIn('value="90d"', body)
+
+    async def test_every_result_says_what_lifetime_a_file_got_and_why(self):
+        """A 2.3 MB photo asked to be kept forever gets 90 days; the result page, the script's
+        answer and the gallery card all say so, and why; a small one gets forever, no note."""
+        big = image_bytes("BMP", (1100, 700))
+        self.assertGreater(len(big), 2 * 1024 * 1024)
+        response, body = await self.upload({"file": ("holiday.bmp", big)}, expire="never")
+        self.assertEqual(response.code, 200, body)
+        until = words.date_in_words(T0 + 90 * 86400)
+        why = ("Shortened from forever to 90 days: files over 2.0 MiB and up to 8.0 MiB are kept at "
+               "most 90 days.")
+        self.assertIn(f"Kept 90 days, until {until}.", body)
+        self.assertIn(f'<span class="note">{why}</span>', body)
+        accept = {b"Accept": [b"application/json"]}
+        response, out = await self.browser.post("/images/upload", {"csrf": self.csrf, "expire": "never"},
+                                                headers=accept, files={"file": ("small.png", image_bytes("PNG"))})
+        result = json.loads(out)["results"][0]
+        self.assertEqual((result["expires"], result["kept"], result["lifetime_note"]), (None, "Kept forever.", None))
+        response, out = await self.browser.post("/images/upload", {"csrf": self.csrf, "expire": "10m"},
+                                                headers=accept, files={"file": ("brief.png", image_bytes("PNG"))})
+        result = json.loads(out)["results"][0]
+        self.assertEqual(result["expires"], output.iso_time(T0 + 3600))
+        self.assertEqual(result["kept"], f"Kept 1 hour, until {words.date_in_words(T0 + 3600)}.")
+        self.assertEqual(result["lifetime_note"], "Lengthened from 10 minutes to 1 hour: the shortest lifetime "
+                                                  "is 1 hour.")
+        response, body = await self.browser.get("/images")
+        cards = body.split('<li class="card item">')[1:]
+        self.assertEqual(len(cards), 3)
+        holiday = next(c for c in cards if ".bmp" in c)
+        self.assertIn(f'<p class="facts note">{why}</p>', holiday)
+        small = next(c for c in cards if "Expires <time datetime=\"\">never" in c)
+        self.assertNotIn('class="facts note"', small)
+
+    async def test_api_uploads_show_their_lifetime_in_the_gallery(self):
+        """An upload through the API that asked for more than its size allows is marked in the
+        gallery too; one that asked for nothing (its size's default) is not."""
+        token = await self.f.token("kitten")
+        big = image_bytes("BMP", (1100, 700))
+        response, record = await self.api_upload(token, big, "a.bmp", expire="365d")
+        self.assertEqual(response.code, 200)
+        response, record = await self.api_upload(token, big, "b.bmp")
+        self.assertEqual(response.code, 200)
+        response, body = await self.browser.get("/images")
+        self.assertEqual(body.count('class="facts note"'), 1)
+        self.assertIn("Shortened from 1 year to 90 days", body)
 
 
 class TokensTests(PagesTestCase):

@@ -6,8 +6,8 @@ import json
 
 from twisted.trial import unittest
 
-from imgshare.domain import sharex, words
-from imgshare.domain.lifetime import DAY, DEFAULT_TIERS, HOUR
+from imgshare.domain import lifetime, sharex, words
+from imgshare.domain.lifetime import DAY, DEFAULT_TIERS, HOUR, MIB
 
 TOKEN = "ab" * 16
 
@@ -127,3 +127,59 @@ class DateInWordsTests(unittest.TestCase):
 
         self.assertEqual(date_in_words(1771061400.9), "14 Feb 2026, 09:30 UTC")
         self.assertEqual(date_in_words(None), "")
+
+
+class LifetimeWordsTests(unittest.TestCase):
+    """What a file got as its lifetime and why, in words."""
+
+    def why(self, size, asked, tiers=DEFAULT_TIERS):
+        return words.change_in_words(lifetime.decide(size, asked, tiers), tiers)
+
+    def test_tier_sizes(self):
+        small, middle, large = DEFAULT_TIERS
+        self.assertEqual(words.sizes_of_tier(small, DEFAULT_TIERS), "files up to 2.0 MiB")
+        self.assertEqual(words.sizes_of_tier(middle, DEFAULT_TIERS), "files over 2.0 MiB and up to 8.0 MiB")
+        self.assertEqual(words.sizes_of_tier(large, DEFAULT_TIERS), "files over 8.0 MiB")
+        only = lifetime.parse_tiers("1MiB:30d")
+        self.assertEqual(words.sizes_of_tier(only[0], only), "all files")
+
+    def test_reasons(self):
+        self.assertEqual(self.why(3 * MIB, "never"), "Shortened from forever to 90 days: files over 2.0 MiB "
+                                                     "and up to 8.0 MiB are kept at most 90 days.")
+        self.assertEqual(self.why(20 * MIB, "30d"), "Shortened from 30 days to 7 days: files over 8.0 MiB are "
+                                                    "kept at most 7 days.")
+        self.assertEqual(self.why(100, "400d"), "Lengthened from 400 days to forever: no lifetime may be longer "
+                                                "than 1 year, so it gets the default of files up to 2.0 MiB.")
+        self.assertEqual(self.why(100, "10m"), "Lengthened from 10 minutes to 1 hour: the shortest lifetime "
+                                               "is 1 hour.")
+        for granted in [(100, "never"), (100, ""), (3 * MIB, "90d"), (3 * MIB, "bogus")]:
+            self.assertEqual(self.why(*granted), "", granted)
+        only = lifetime.parse_tiers("1MiB:30d")
+        self.assertEqual(self.why(5, "never", only), "Shortened from forever to 30 days: all files are kept at "
+                                                     "most 30 days.")
+        # A tier whose default is shorter than its longest says what it gives instead.
+        odd = (lifetime.Tier(max_size=MIB, permanent=False, longest=30 * DAY, default=7 * DAY),)
+        self.assertEqual(self.why(5, "90d", odd), "Shortened from 90 days to 7 days: all files are kept at most "
+                                                  "30 days, and 7 days when asked for more.")
+
+    def test_kept(self):
+        self.assertEqual(words.kept_in_words(None, None), "Kept forever.")
+        self.assertEqual(words.kept_in_words(1771061400.0 + 90 * DAY, 90 * DAY),
+                         "Kept 90 days, until 15 May 2026, 09:30 UTC.")
+
+    def test_stored_images(self):
+        """A stored image's note, from what it asked and what it got; tiers changed since the
+        upload only say what was asked and given."""
+        self.assertEqual(words.stored_change_in_words(3 * MIB, "never", 90 * DAY, DEFAULT_TIERS),
+                         self.why(3 * MIB, "never"))
+        self.assertEqual(words.stored_change_in_words(3 * MIB, None, 90 * DAY, DEFAULT_TIERS), "")
+        self.assertEqual(words.stored_change_in_words(100, "never", None, DEFAULT_TIERS), "")
+        today = lifetime.parse_tiers("1MiB:30d")
+        # Granted forever under the old tiers: nothing to say.
+        self.assertEqual(words.stored_change_in_words(100, "never", None, today), "")
+        # Shortened under old tiers that today's would treat otherwise.
+        self.assertEqual(words.stored_change_in_words(100, "never", 90 * DAY, today),
+                         "You chose forever; the size limits in force at the upload gave 90 days.")
+        # Larger than any tier today.
+        self.assertEqual(words.stored_change_in_words(3 * MIB, "never", 90 * DAY, today),
+                         "You chose forever; the size limits in force at the upload gave 90 days.")

@@ -159,7 +159,8 @@
     list.setAttribute("data-preview", "");
     Array.prototype.forEach.call(input.files, function (file) {
       var shown = row(file, false);
-      shown.state.textContent = maxSize && file.size > maxSize ? tooLarge() : "Ready to upload.";
+      shown.state.textContent = maxSize && file.size > maxSize ? tooLarge()
+        : "Ready to upload (" + sizeInWords(file.size) + ").";
     });
   }
 
@@ -175,6 +176,17 @@
       }
     }
     return "";
+  }
+
+  /* As the server writes sizes: 532 bytes, 12.4 KiB, 3.1 MiB. */
+  function sizeInWords(size) {
+    if (size < 1024) { return size === 1 ? "1 byte" : size + " bytes"; }
+    var units = ["KiB", "MiB", "GiB"];
+    var value = size;
+    for (var i = 0; i < units.length; i += 1) {
+      value /= 1024;
+      if (value < 1024 || i === units.length - 1) { return value.toFixed(1) + " " + units[i]; }
+    }
   }
 
   function tooLarge() {
