@@ -779,6 +779,8 @@ class LifetimeTests(ServerTestCase):
         self.assertRegex(done[0].text, r"Stored as 2\d{7}_[a-z0-9]+\.bmp\. Kept 90 days, " + until)
         self.assertEqual(done[0].find_element(site.By.CSS_SELECTOR, ".note").text, why)
         self.assertRegex(done[1].text, r"Stored as 2\d{7}_[a-z0-9]+\.png\. Kept forever\.")
+        secret = done[1].find_element(site.By.CSS_SELECTOR, ".delete-link a").get_attribute("href")
+        self.assertRegex(secret, r"/delete/kitten/2\d{7}_[a-z0-9]+\.png/[0-9a-f]{32}$")
         axe_audit(site, self.axe, "uploaded", self.problems, self.notes)
         site.open("/images")
         site.wait(lambda: len(site.find_all(".card.item")) == 2, "two cards")
@@ -800,6 +802,7 @@ class LifetimeTests(ServerTestCase):
         site.find("#upload-form button[type=submit]").click()
         result = site.wait_for(".results li.ok")
         self.assertRegex(result.text, r"Stored as 2\d{7}_[a-z0-9]+\.bmp\. Kept 90 days, until .+ UTC\.")
+        self.assertIn("Secret delete link", result.find_element(site.By.CSS_SELECTOR, ".delete-link").text)
         self.assertEqual(result.find_element(site.By.CSS_SELECTOR, ".note").text,
                          "Shortened from forever to 90 days: files over 2.0 MiB and up to 8.0 MiB are kept at "
                          "most 90 days.")
@@ -808,3 +811,136 @@ class LifetimeTests(ServerTestCase):
         note = site.wait_for(".card.item .facts.note")
         self.assertIn("Shortened from forever to 90 days", note.text)
         site.shoot("gallery")
+
+
+def rotated_jpeg(size: tuple[int, int], orientation: int) -> bytes:
+    """A JPEG of ``size`` stored pixels whose EXIF asks a viewer to rotate it (6: 90° clockwise)."""
+    import io as stdio
+
+    from PIL import Image as PILImage
+
+    picture = PILImage.new("RGB", size, (90, 140, 60))
+    exif = PILImage.Exif()
+    exif[0x0112] = orientation
+    out = stdio.BytesIO()
+    picture.save(out, "JPEG", exif=exif.tobytes())
+    return out.getvalue()
+
+
+class GalleryItemTests(ServerTestCase):
+    """The gallery's count and pages (a page past the last says so and links back), a card's
+    viewer page, share codes and copy buttons, an EXIF-rotated photo's upright size, and the
+    password rules, in Chromium at both widths."""
+
+    timeout = 300
+
+    async def setUp(self):
+        await self.start_server()
+        admin(self.data, "user", "add", "kitten", stdin=PASSWORD + "\n")
+        self.token = admin(self.data, "token", "create", "kitten").strip()
+
+    def login(self, name: str, javascript: bool = True) -> Pages:
+        driver = start_chromium(os.path.join(self.work, f"profile-{name}"),
+                                os.path.join(self.work, f"downloads-{name}"), javascript=javascript)
+        self.addCleanup(driver.quit)
+        site = Pages(driver, self.base, SCREENSHOTS, f"{name}-")
+        site.open("/login")
+        site.fill(name="kitten", password=PASSWORD)
+        site.find("form.stack button[type=submit]").click()
+        site.wait_path("/images")
+        return site
+
+    async def test_count_pages_and_past_the_end(self):
+        await deferToThread(self._pages)
+
+    def _pages(self) -> None:
+        for i in range(26):
+            status, _ = api_upload(self.base, self.token, image_bytes("PNG", (40, 30), (8 * i, 90, 160)), f"p{i}.png")
+            self.assertEqual(status, 200)
+        for javascript in (True, False):
+            self._page_through(self.login("pages-js" if javascript else "pages-nojs", javascript))
+
+    def _page_through(self, site: Pages) -> None:
+        self.assertEqual(site.find("#list-title").text, "Your images (26)")
+        self.assertEqual(len(site.find_all(".card.item")), 24)
+        self.assertIn("Page 1 of 2", site.find(".pager").text)
+        site.shoot("page-1")
+        site.find(".pager a[rel=next]").click()
+        site.wait(lambda: "Page 2 of 2" in site.find(".pager").text, "page 2")
+        self.assertEqual(len(site.find_all(".card.item")), 2)
+        self.assertEqual(site.find_all(".pager a[rel=next]"), [], "no page after the last")
+        site.shoot("page-2")
+        site.open("/images?page=99")
+        message = site.wait_for(".empty").text
+        self.assertEqual(message, "There is no page 99: your images fill 2 pages. Go to the last page.")
+        self.assertEqual(site.find_all(".pager"), [], "no pager leading to page 98")
+        site.shoot("page-99")
+        site.find(".empty a").click()
+        site.wait(lambda: site.path() == "/images?page=2", "the last page")
+        self.assertEqual(len(site.find_all(".card.item")), 2)
+
+    async def test_card_viewer_share_codes_and_upright_size(self):
+        await deferToThread(self._card)
+
+    def _card(self) -> None:
+        status, record = api_upload(self.base, self.token, rotated_jpeg((400, 300), 6), "phone.jpg")
+        self.assertEqual(status, 200)
+        self.assertEqual((record["width"], record["height"]), (300, 400), "the upright size")
+        site = self.login("card")
+        driver = site.driver
+        driver.execute_cdp_cmd("Browser.grantPermissions", {
+            "origin": self.base, "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"]})
+        card = site.wait_for(".card.item")
+        self.assertIn("JPEG · 300 × 400", card.text)
+        site.wait(lambda: site.thumbnails_loaded() == 1, "the thumbnail")
+        shape = driver.execute_script(
+            "var i = document.querySelector('.thumb img'); return [i.naturalWidth, i.naturalHeight];")
+        self.assertLess(shape[0], shape[1], "the thumbnail is upright (portrait)")
+        card.find_element(site.By.CSS_SELECTOR, ".share summary").click()
+        codes = {e.find_element(site.By.CSS_SELECTOR, "label").text.split("\n")[0].strip():
+                 e.find_element(site.By.CSS_SELECTOR, "input").get_attribute("value")
+                 for e in site.find_all(".share-code")}
+        self.assertEqual(len(codes), 3, codes)
+        direct, bbcode, markdown = codes.values()
+        self.assertEqual(direct, record["urls"]["original"])
+        self.assertIn(f"[url={record['viewer']}][img]{record['urls']['xga']}[/img][/url]", bbcode)
+        self.assertIn(f"]({record['urls']['xga']})]({record['viewer']})", markdown)
+        button = site.find(".share-code button.copy")
+        self.assertTrue(button.is_displayed(), "the script shows the copy buttons")
+        button.click()
+        site.wait(lambda: button.text == "Copied", "the copy confirmed")
+        copied = driver.execute_async_script(
+            "var done = arguments[arguments.length - 1];"
+            "navigator.clipboard.readText().then(done, function (e) { done('failed: ' + e); });")
+        self.assertEqual(copied, direct)
+        site.shoot("card-share")
+        site.find(".card.item a.viewer-link").click()
+        site.wait(lambda: site.path().startswith("/i/"), "the viewer page")
+        self.assertEqual(site.driver.current_url, record["viewer"])
+        site.wait(lambda: driver.execute_script(
+            "var i = document.querySelector('.viewer-image'); return i && i.complete && i.naturalWidth > 0;"),
+            "the viewer's image")
+        shape = driver.execute_script(
+            "var i = document.querySelector('.viewer-image'); return [i.naturalWidth, i.naturalHeight];")
+        self.assertEqual(shape, [300, 400], "the viewer shows the upright photo")
+        self.assertIn("300 × 400", site.find("main").text)
+        site.shoot("viewer-rotated")
+
+    async def test_password_rules(self):
+        await deferToThread(self._passwords)
+
+    def _passwords(self) -> None:
+        site = self.login("passwords")
+        site.open("/account")
+        site.wait_for("#current")
+        self.assertIn("at least 10 characters", site.find("main").text.lower())
+        for new, message in [("Password1234", "among the most common passwords"), (PASSWORD, "the one you have now")]:
+            site.fill(current=PASSWORD, password=new, repeat=new)
+            site.find("#current").find_element(site.By.XPATH, "ancestor::form").submit()
+            problem = site.wait_for(".problem").text
+            self.assertIn(message, problem.lower(), problem)
+        site.shoot("password-refused")
+        site.fill(current=PASSWORD, password="a new and long one", repeat="a new and long one")
+        site.find("#current").find_element(site.By.XPATH, "ancestor::form").submit()
+        site.wait_path("/account?done=password")
+        site.shoot("password-changed")

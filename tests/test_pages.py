@@ -596,6 +596,7 @@ class ImagesTests(PagesTestCase):
         self.assertIn("There is no page 99", body)
         self.assertIn('href="/images?page=2"', body)
         self.assertNotIn("page=98", body)
+        self.assertNotIn('class="pager"', body, "no pager past the last page")
         self.assertNotIn("No images yet", body)
 
     async def test_delete_asks_then_deletes(self):
@@ -699,11 +700,18 @@ class ImagesTests(PagesTestCase):
                "most 90 days.")
         self.assertIn(f"Kept 90 days, until {until}.", body)
         self.assertIn(f'<span class="note">{why}</span>', body)
+        link = re.search(r'<a href="(https://img\.example/delete/kitten/[^"]+)" rel="nofollow">Secret delete link</a>',
+                         body)
+        self.assertIsNotNone(link, "the result shows the delete link, the only time it can")
+        response, page = await Browser(self.f).get(link.group(1).removeprefix("https://img.example"))
+        self.assertEqual(response.code, 200)
+        self.assertIn("Delete permanently", page)
         accept = {b"Accept": [b"application/json"]}
         response, out = await self.browser.post("/images/upload", {"csrf": self.csrf, "expire": "never"},
                                                 headers=accept, files={"file": ("small.png", image_bytes("PNG"))})
         result = json.loads(out)["results"][0]
         self.assertEqual((result["expires"], result["kept"], result["lifetime_note"]), (None, "Kept forever.", None))
+        self.assertRegex(result["delete_url"], r"^https://img\.example/delete/kitten/20260214_\w+\.png/[0-9a-f]{32}$")
         response, out = await self.browser.post("/images/upload", {"csrf": self.csrf, "expire": "10m"},
                                                 headers=accept, files={"file": ("brief.png", image_bytes("PNG"))})
         result = json.loads(out)["results"][0]
@@ -731,6 +739,28 @@ class ImagesTests(PagesTestCase):
         response, body = await self.browser.get("/images")
         self.assertEqual(body.count('class="facts note"'), 1)
         self.assertIn("Shortened from 1 year to 90 days", body)
+
+
+class DatesTests(PagesTestCase):
+    async def test_every_page_shows_dates_beside_the_words(self):
+        """Wherever a moment is in words ("just now", "in 90 days") its date is shown beside it
+        (a hover title is out of reach on a touch screen): gallery, viewer, delete link, tokens,
+        accounts."""
+        await self.make_admin("kitten")
+        await self.browser.login()
+        token = await self.f.token("kitten", expires=T0 + 30 * 86400)
+        response, record = await self.api_upload(token, image_bytes("BMP", (1100, 700)), "big.bmp")
+        date = f'<span class="date">{words.date_in_words(T0)}</span>'
+        later = f'<span class="date">{words.date_in_words(T0 + 90 * 86400)}</span>'
+        pages = {"/images": [date, later], "/tokens": [date, words.date_in_words(T0 + 30 * 86400)],
+                 "/account": [date], record["viewer"].removeprefix("https://img.example"): [date],
+                 record["delete_url"].removeprefix("https://img.example"): [date, later]}
+        for path, expected in pages.items():
+            response, body = await self.browser.get(path)
+            self.assertEqual(response.code, 200, path)
+            for text in expected:
+                self.assertIn(text, body, path)
+            self.assertNotIn("<time title=", body, path)
 
 
 class TokensTests(PagesTestCase):

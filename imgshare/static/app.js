@@ -245,6 +245,18 @@
       shown.state.appendChild(link);
       shown.state.appendChild(document.createTextNode(". " + ((result && result.kept) || "")));
       shown.note.textContent = (result && result.lifetime_note) || "";
+      if (result && result.delete_url) {
+        var secret = document.createElement("span");
+        var remove = document.createElement("a");
+        secret.className = "delete-link";
+        remove.href = result.delete_url;
+        remove.rel = "nofollow";
+        remove.textContent = "Secret delete link";
+        secret.appendChild(remove);
+        secret.appendChild(document.createTextNode(
+          " (shown only now: keep it to delete the image without logging in)."));
+        shown.item.insertBefore(secret, shown.bar);
+      }
     } else {
       shown.state.textContent = sentence(text);
       shown.note.textContent = "";

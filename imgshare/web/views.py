@@ -371,7 +371,8 @@ class ImagesBody(Element):
         if not self.total or self.image_views:
             return ""
         last = "/images" if self.pages == 1 else f"/images?page={self.pages}"
-        return tag.fillSlots(page=str(self.page), pages=str(self.pages), last=last)
+        pages = "1 page" if self.pages == 1 else f"{self.pages} pages"
+        return tag.fillSlots(page=str(self.page), pages=pages, last=last)
 
     @renderer
     def images(self, request: Any, tag: Tag) -> Iterator[Element]:
@@ -380,7 +381,8 @@ class ImagesBody(Element):
 
     @renderer
     def pager(self, request: Any, tag: Tag) -> Tag | str:
-        if not self.newer and not self.older:
+        """Past the last page there is no pager, only the message linking to the last."""
+        if not self.image_views or (not self.newer and not self.older):
             return ""
         return tag.fillSlots(page=str(self.page), pages=str(self.pages), newer=self.newer or "",
                              older=self.older or "")
@@ -444,6 +446,8 @@ class UploadResult:
     expires: float | None = None
     kept: str = ""
     note: str = ""
+    #: Its secret delete link: shown with the result only (the database keeps its hash).
+    delete_url: str = ""
 
 
 class UploadedBody(Element):
@@ -464,6 +468,10 @@ class UploadedBody(Element):
             details = [" ", r.kept] if r.kept else []
             if r.note:
                 details += [" ", tags.span(r.note, class_="note")]
+            if r.delete_url:
+                details += [" ", tags.span(tags.a("Secret delete link", href=r.delete_url, rel="nofollow"),
+                                           " (shown only now: keep it to delete the image without logging in).",
+                                           class_="delete-link")]
             yield tag.clone().fillSlots(
                 client=r.client or "(no name)", outcome=r.message, link=link,
                 state="ok" if r.ok else "failed", details=details,
@@ -499,6 +507,7 @@ class ViewerView:
     uploaded_iso: str
     versions: tuple[VersionLink, ...]
     embeds: tuple[Any, ...]  # domain.embed.EmbedCode
+    uploaded_date: str = ""
 
 
 def _scalar_slots(view: Any) -> dict[str, str]:
@@ -545,6 +554,8 @@ class DeleteLinkView:
     expires: str
     expires_iso: str
     csrf: str
+    uploaded_date: str = ""
+    expires_date: str = ""
 
 
 class DeleteLinkBody(Element):
@@ -571,6 +582,9 @@ class TokenView:
     expires: str
     expires_iso: str
     last_used: str
+    created_date: str = ""
+    expires_date: str = ""
+    last_used_date: str = ""
 
 
 @attrs.frozen
@@ -618,10 +632,7 @@ class TokensBody(Element):
     @renderer
     def tokens(self, request: Any, tag: Tag) -> Iterator[Tag]:
         for t in self.token_views:
-            yield tag.clone().fillSlots(
-                id=str(t.id), label=t.label or "(no label)", created=t.created, created_iso=t.created_iso,
-                expires=t.expires, expires_iso=t.expires_iso, last_used=t.last_used,
-            )
+            yield tag.clone().fillSlots(**{**_scalar_slots(t), "label": t.label or "(no label)"})
 
 
 # ----------------------------------------------------------------- account
@@ -635,6 +646,7 @@ class AccountView:
     created_iso: str
     is_self: bool
     is_admin: bool = False
+    created_date: str = ""
 
 
 class AccountBody(Element):
@@ -670,7 +682,7 @@ class AccountRow(Element):
         else:
             question, button = f"Make {view.name} an administrator? It can then manage every account.", "Make admin"
         super().__init__(loader=TagLoader(tag.fillSlots(
-            name=view.name, role=view.role, created=view.created, created_iso=view.created_iso,
+            **_scalar_slots(view),
             reset_href="/account/reset?" + urlencode({"name": view.name}),
             admin_value="0" if view.is_admin else "1", admin_question=question, admin_button=button,
         )))

@@ -45,7 +45,7 @@ class AccountPages(PageArea):
             views = [
                 AccountView(a.name, "administrator" if a.is_admin else "user",
                             words.since_in_words(a.created, now), output.iso_time(a.created),
-                            a.name == visitor.account, a.is_admin)
+                            a.name == visitor.account, a.is_admin, words.date_in_words(a.created))
                 for a in await self.accounts.every()
             ]
         body = AccountBody(visitor.csrf, visitor.account, visitor.is_admin, views, new_name)

@@ -88,6 +88,7 @@ class DeleteLinks(PageArea):
             uploaded=words.since_in_words(image.uploaded, now), uploaded_iso=output.iso_time(image.uploaded),
             expires=words.until_in_words(image.expires, now),
             expires_iso="" if image.expires is None else output.iso_time(image.expires),
+            uploaded_date=words.date_in_words(image.uploaded), expires_date=words.date_in_words(image.expires),
             csrf=await self.sessions.pre_csrf(request),
         )
         body = await self.page(request, "Delete this image?", DeleteLinkBody(view), None, narrow=True)

@@ -145,7 +145,9 @@ class ImagePages(PageArea):
                 kept = None if image.expires is None else image.expires - image.uploaded
                 results.append(UploadResult(
                     uploaded.filename, True, "Stored as", image.name, url, expires=image.expires,
-                    kept=words.kept_in_words(image.expires, kept), note=self._lifetime_note(image)))
+                    kept=words.kept_in_words(image.expires, kept), note=self._lifetime_note(image),
+                    delete_url=output.delete_url(self.config.public_url, image.account, image.name,
+                                                 image.delete_secret) if image.delete_secret else ""))
         finally:
             form.discard()
         if wants_json(request):
@@ -156,7 +158,8 @@ class ImagePages(PageArea):
                     {"file": r.client, "ok": r.ok, "name": r.name or None, "url": r.url or None,
                      "error": None if r.ok else r.message,
                      "expires": None if not r.ok or r.expires is None else output.iso_time(r.expires),
-                     "kept": r.kept or None, "lifetime_note": r.note or None}
+                     "kept": r.kept or None, "lifetime_note": r.note or None,
+                     "delete_url": r.delete_url or None}
                     for r in results
                 ],
             })

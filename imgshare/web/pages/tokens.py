@@ -52,7 +52,8 @@ class TokenPages(PageArea):
                 id=t.id, label=t.label, created=words.since_in_words(t.created, now),
                 created_iso=output.iso_time(t.created), expires=words.until_in_words(t.expires, now),
                 expires_iso="" if t.expires is None else output.iso_time(t.expires),
-                last_used=words.since_in_words(t.last_used, now),
+                last_used=words.since_in_words(t.last_used, now), created_date=words.date_in_words(t.created),
+                expires_date=words.date_in_words(t.expires), last_used_date=words.date_in_words(t.last_used),
             )
             for t in await self.accounts.tokens(visitor.account)
         ]

@@ -45,7 +45,7 @@ class ViewerPages(PageArea):
             type=image.mime.split("/")[-1].upper(), size=words.size_in_words(image.size),
             dimensions=f"{image.width} × {image.height}",
             uploaded=words.since_in_words(image.uploaded, self.library.now()),
-            uploaded_iso=output.iso_time(image.uploaded),
+            uploaded_iso=output.iso_time(image.uploaded), uploaded_date=words.date_in_words(image.uploaded),
             versions=tuple(VersionLink(label, urls[key], "{} × {}".format(*sizes[key]))
                            for key, label in VERSION_LABELS),
             embeds=tuple(embed.embed_codes(public, image)),
