@@ -11,6 +11,7 @@ import io
 import os
 import re
 import secrets
+import shutil
 import socket
 import statistics
 import subprocess
@@ -40,13 +41,30 @@ def wait_port(port: int, timeout: float = 30.0) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
+#: The core servers are pinned to, and the core the load generator is pinned to
+#: (``taskset``), so the two never compete for one core.
+SERVER_CPU = 0
+CLIENT_CPU = 1
+
+
+def pinned(command: list[str], cpu: int | None) -> list[str]:
+    """``command`` run on core ``cpu`` (taskset), or as it is when ``cpu`` is None or
+    taskset is missing (with a warning)."""
+    if cpu is None:
+        return command
+    if not shutil.which("taskset"):
+        print("warning: taskset is missing (util-linux): processes are not pinned to cores", file=sys.stderr)
+        return command
+    return ["taskset", "-c", str(cpu), *command]
+
+
 class Imgshare:
     """``twistd -n imgshare`` in a subprocess with its own data folder, an account and a token.
 
     ``env`` adds environment variables (backend URLs, AWS credentials) for the
-    server and its admin commands."""
+    server and its admin commands; ``cpu`` pins the server to one core."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None):
+    def __init__(self, *args: str, env: dict[str, str] | None = None, cpu: int | None = None):
         self.data = tempfile.mkdtemp(prefix="imgshare-bench-")
         self.port = free_port()
         self.env = dict(os.environ, PYTHONPATH=REPO, IMGSHARE_DATA_DIR=self.data,
@@ -54,10 +72,10 @@ class Imgshare:
                         **(env or {}))
         self._admin("user", "add", "bench", stdin="bench password\n")
         self.token = self._admin("token", "create", "bench").strip()
-        self.proc = subprocess.Popen(
+        self.proc = subprocess.Popen(pinned(
             [sys.executable, "-c", "import sys; from twisted.scripts.twistd import run; sys.exit(run())",
              "-n", "--pidfile=", "--logfile", os.path.join(self.data, "twistd.log"), "imgshare",
-             "--listen", f"tcp:{self.port}:interface=127.0.0.1", *args],
+             "--listen", f"tcp:{self.port}:interface=127.0.0.1", *args], cpu),
             env=self.env, cwd=REPO,
         )
         wait_port(self.port)
@@ -166,19 +184,85 @@ reactor.listenTCP(int(sys.argv[3]), server.Site(root, requestFactory=NoParse), i
 reactor.run()
 '''
 
-    def __init__(self) -> None:
+    def __init__(self, cpu: int | None = None) -> None:
         self.folder = tempfile.mkdtemp(prefix="imgshare-baseline-")
         self.port = free_port()
         #: The same resources behind a Request that leaves the body unparsed.
         self.raw_port = free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", self.SCRIPT, str(self.port), self.folder, str(self.raw_port)])
+        self.proc = subprocess.Popen(pinned(
+            [sys.executable, "-c", self.SCRIPT, str(self.port), self.folder, str(self.raw_port)], cpu))
         wait_port(self.port)
         wait_port(self.raw_port)
 
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(20)
+
+
+class Nginx:
+    """nginx (Debian ``nginx-light``) serving ``folder`` under /files/ on a loopback port: one
+    worker, in the foreground, logging nothing, sendfile on (its defaults for static files)."""
+
+    CONFIG = """
+worker_processes 1;
+daemon off;
+master_process off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    types {{ image/jpeg jpg; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location /files/ {{ alias {folder}/; etag on; }}
+    }}
+}}
+"""
+
+    def __init__(self, folder: str, cpu: int | None = None) -> None:
+        binary = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+        if binary is None:
+            raise RuntimeError("nginx is missing: apt-get install -y nginx-light")
+        self.dir = tempfile.mkdtemp(prefix="imgshare-nginx-")
+        self.port = free_port()
+        config = os.path.join(self.dir, "nginx.conf")
+        with open(config, "w") as f:
+            f.write(self.CONFIG.format(dir=self.dir, port=self.port, folder=folder))
+        self.proc = subprocess.Popen(pinned([binary, "-c", config, "-p", self.dir], cpu),
+                                     stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(20)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def wrk_available() -> bool:
+    return shutil.which("wrk") is not None
+
+
+def wrk(port: int, path: str, connections: int, seconds: float, cpu: int | None = CLIENT_CPU) -> float:
+    """Requests per second ``wrk -t1`` reaches on ``path`` (keep-alive, ``connections``
+    connections, pinned to ``cpu``); RuntimeError if any answer was not a 2xx or 3xx."""
+    out = subprocess.run(
+        pinned(["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", f"http://127.0.0.1:{port}{path}"], cpu),
+        capture_output=True, text=True, check=True).stdout
+    if "Non-2xx or 3xx responses" in out or "Socket errors" in out:
+        raise RuntimeError(f"wrk saw errors on {path}:\n{out}")
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if m is None:
+        raise RuntimeError(f"no rate in wrk's output:\n{out}")
+    return float(m.group(1))
 
 
 def multipart(fields: dict[str, str], filename: str, data: bytes) -> tuple[bytes, str]:

@@ -1,7 +1,11 @@
 """Serving originals through /img/.
 
-    python bench/serve.py [--requests 2000] [--clients 4]
-        req/s for a 60 KB original, against twisted.web.static.File serving the same file.
+    python bench/serve.py [--connections 16] [--big-connections 8] [--seconds 5] [--rounds 3]
+        req/s for a 60 KB and a 5.4 MB original on local files, against twisted.web's
+        static.File and nginx (nginx-light) serving the same file: the servers pinned to
+        core 0, ``wrk -t1`` to core 1 (taskset), in interleaved rounds; the ratios are
+        /img/ over each baseline in the same round.  Without wrk the Python client is
+        used, with a warning.
 
     python bench/serve.py --storage s3 [--requests 2000] [--big-requests 100] [--clients 4]
         req/s and MB/s for a 60 KB and a 5 MB original through /img/ on S3 storage
@@ -15,7 +19,23 @@ import argparse
 import shutil
 import time
 
-from common import Baseline, Imgshare, S3Bucket, cpu_seconds, noise_jpeg, request, run_clients
+import http.client
+import sys
+
+from common import (
+    CLIENT_CPU,
+    SERVER_CPU,
+    Baseline,
+    Imgshare,
+    Nginx,
+    S3Bucket,
+    cpu_seconds,
+    noise_jpeg,
+    request,
+    run_clients,
+    wrk,
+    wrk_available,
+)
 
 
 def rate(port: int, path: str, expected: bytes, clients: int, total: int, pids: tuple[int, ...] = ()) -> float:
@@ -34,22 +54,59 @@ def rate(port: int, path: str, expected: bytes, clients: int, total: int, pids: 
     return len(done) / elapsed
 
 
-def compare_static(args: argparse.Namespace) -> None:
-    ours, base = Imgshare(), Baseline()
+def check(port: int, path: str, expected: bytes) -> None:
+    """One GET of ``path`` answers 200 with exactly ``expected`` (wrk checks no bodies)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
-        photo = noise_jpeg(60_000)
-        name = ours.upload("photo.jpg", photo)
-        with open(f"{base.folder}/photo.jpg", "wb") as f:
-            f.write(photo)
-        o = rate(ours.port, f"/img/bench/{name}", photo, args.clients, args.requests)
-        b = rate(base.port, "/files/photo.jpg", photo, args.clients, args.requests)
-        print(f"{len(photo)} byte original, {args.clients} keep-alive clients, {args.requests} requests each side")
-        print(f"/img/ (sqlite + file storage): {o:8.1f} req/s")
-        print(f"twisted.web.static.File:       {b:8.1f} req/s")
-        print(f"ratio ours/static:             {o / b:8.2f}")
+        status, body = request(conn, "GET", path)
+    finally:
+        conn.close()
+    if status != 200 or body != expected:
+        raise RuntimeError(f"GET {path} on {port}: {status}, {len(body)} bytes (expected {len(expected)})")
+
+
+def compare_static(args: argparse.Namespace) -> None:
+    """/img/ on local files against twisted.web's static.File and nginx, the servers pinned to
+    one core and wrk to the other, in interleaved rounds (each round measures all three once)."""
+    use_wrk = wrk_available()
+    if not use_wrk:
+        print("warning: wrk is missing (apt-get install -y wrk): falling back to the Python client, "
+              "which saturates before the servers do", file=sys.stderr)
+    ours, base = Imgshare(cpu=SERVER_CPU), Baseline(cpu=SERVER_CPU)
+    web = None
+    try:
+        web = Nginx(base.folder, cpu=SERVER_CPU)
+        for label, size, connections in (("60 KB", 60_000, args.connections),
+                                         ("5.4 MB", 5_400_000, args.big_connections)):
+            photo = noise_jpeg(size)
+            name = ours.upload("photo.jpg", photo)
+            with open(f"{base.folder}/photo.jpg", "wb") as f:
+                f.write(photo)
+            rows = {"/img/ (sqlite + local files)": (ours.port, f"/img/bench/{name}"),
+                    "twisted.web static.File": (base.port, "/files/photo.jpg"),
+                    "nginx": (web.port, "/files/photo.jpg")}
+            for port, path in rows.values():
+                check(port, path, photo)
+            results: dict[str, list[float]] = {what: [] for what in rows}
+            for _ in range(args.rounds):
+                for what, (port, path) in rows.items():
+                    if use_wrk:
+                        results[what].append(wrk(port, path, connections, args.seconds))
+                    else:
+                        results[what].append(rate(port, path, photo, connections, args.requests))
+            print(f"{label} original ({len(photo)} bytes), {connections} keep-alive connections, "
+                  f"{'wrk -t1' if use_wrk else 'Python client'} on core {CLIENT_CPU}, servers on core "
+                  f"{SERVER_CPU}, {args.rounds} interleaved rounds of {args.seconds:g} s")
+            mine = results["/img/ (sqlite + local files)"]
+            for what, rates in results.items():
+                ratios = [m / r for m, r in zip(mine, rates, strict=True)]
+                print(f"  {what:<30} {min(rates):9.0f}-{max(rates):<9.0f} req/s   "
+                      f"/img/ ratio {min(ratios):.2f}-{max(ratios):.2f}")
     finally:
         ours.stop()
         base.stop()
+        if web is not None:
+            web.stop()
         shutil.rmtree(base.folder, ignore_errors=True)
 
 
@@ -101,7 +158,11 @@ def main() -> None:
     parser.add_argument("--storage", choices=("file", "s3"), default="file")
     parser.add_argument("--requests", type=int, default=2000, help="requests for the 60 KB object")
     parser.add_argument("--big-requests", type=int, default=100, help="requests for the 5 MB object (s3)")
-    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--clients", type=int, default=4, help="Python clients (s3)")
+    parser.add_argument("--connections", type=int, default=16, help="wrk connections for the 60 KB object")
+    parser.add_argument("--big-connections", type=int, default=8, help="wrk connections for the 5.4 MB object")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of one wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (file storage)")
     args = parser.parse_args()
     if args.storage == "s3":
         compare_s3(args)
