@@ -16,11 +16,10 @@
 from __future__ import annotations
 
 import argparse
-import shutil
-import time
-
 import http.client
+import shutil
 import sys
+import time
 
 from common import (
     CLIENT_CPU,
