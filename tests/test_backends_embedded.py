@@ -86,6 +86,41 @@ class SqliteTests(unittest.TestCase):
         second = await open_sqlite(self, path)
         self.assertEqual((await second.run(db.get_account, "kitten")).name, "kitten")
 
+    async def test_single_reads_need_no_thread_and_wait_in_one_when_locked(self):
+        """A single read (the lookups of /img/) is answered before ``run`` returns, on the
+        reactor's thread; one that meets a lock is run again in the read thread, which
+        waits for locks and reports trouble like every read."""
+        import sqlite3
+
+        from imgshare import db
+
+        path = os.path.join(self.mktemp(), "x.sqlite3")
+        database = await open_sqlite(self, path)
+        await database.run(db.create_account, "kitten", "h", False, 1.0)
+        answer = database.run(db.get_account, "kitten")
+        self.assertTrue(answer.called, "answered at once, no thread hop")
+        self.assertEqual((await answer).name, "kitten")
+        # A connection that meets a lock (here, one that always does): the read thread's
+        # connection answers instead.
+        inline = database._inline
+
+        class Locked:
+            def cursor(self):
+                return self
+
+            def execute(self, sql, params=()):
+                raise sqlite3.OperationalError("database is locked")
+
+            def close(self):
+                pass
+
+        database._inline = Locked()
+        waiting = database.run(db.get_account, "kitten")
+        self.assertFalse(waiting.called, "run again in the read thread")
+        self.assertEqual((await waiting).name, "kitten")
+        database._inline = inline
+        self.assertTrue(database.run(db.get_account, "kitten").called, "inline again")
+
     async def test_listing_skips_index_entries_only(self):
         """The listing's count and the skip of its page, from either end, read the
         covering index images_listing alone (the count less the expired rows, a

@@ -3,10 +3,16 @@
 Writes go through one connection in one adbapi thread: SQLite serializes
 writers anyway, and a single connection keeps ``BEGIN IMMEDIATE`` transactions
 from ever waiting on each other inside the process.  Reads (operations marked
-``@readonly`` or ``@single_read``) go through another connection (or several),
-in a thread of its own: in WAL mode a reader never waits for a writer, so a
-write waiting for another process's lock (``busy_timeout``) never holds up
-``/img/``.
+``@readonly``) go through another connection (or several), in a thread of its
+own: in WAL mode a reader never waits for a writer, so a write waiting for
+another process's lock (``busy_timeout``) never holds up ``/img/``.
+
+A single read (``@single_read``: one SELECT of a row or two by an index, the
+lookups of ``/img/``) runs at once on the reactor's thread, on a connection of
+its own with no busy timeout: a WAL read takes microseconds and never waits for
+a writer, and the hop to a thread and back costs many times that.  Should it
+ever meet a lock (a WAL being recovered or reset) or any other trouble, it is
+run again in the read thread, which waits and reports as every read does.
 WAL mode also lets the admin command read and write while the server runs.
 
 ``SyncSqliteDatabase`` is the same database on one connection used in the
@@ -167,6 +173,8 @@ class SqliteDatabase:
         self._reactor = reactor
         self._pool: adbapi.ConnectionPool | None = None
         self._read_pool: adbapi.ConnectionPool | None = None
+        #: The reactor thread's connection for single reads (None: they use the pools).
+        self._inline: sqlite3.Connection | None = None
 
     def _make_pool(self, connections: int, reader: bool) -> adbapi.ConnectionPool:
         return adbapi.ConnectionPool(
@@ -184,6 +192,13 @@ class SqliteDatabase:
         if self.readers:  # after the migration: the file exists, in WAL mode
             self._read_pool = self._make_pool(self.readers, reader=True)
             self._read_pool.start()
+            try:
+                inline = sqlite3.connect(self.path)
+                _prepare(inline, 0, reader=True)
+            except sqlite3.Error:
+                pass  # single reads take the read thread, as every read does
+            else:
+                self._inline = inline
 
     def stop(self) -> Deferred[None]:
         """Close both pools (their threads end at once: nothing runs after a stop)."""
@@ -191,7 +206,23 @@ class SqliteDatabase:
             if pool is not None:
                 pool.close()
         self._pool = self._read_pool = None
+        inline, self._inline = self._inline, None
+        if inline is not None:
+            inline.close()
         return succeed(None)
+
+    def _read_inline(self, operation: Any, args: tuple) -> tuple[bool, Any]:
+        """``(True, result)`` of a single read on the reactor thread's connection, or
+        ``(False, None)`` when it met a lock or any trouble of the database's own (it is
+        then run in the read thread: one place waits and reports)."""
+        assert self._inline is not None
+        cursor = self._inline.cursor()
+        try:
+            return True, drive(operation(_SqliteTx(cursor), *args))
+        except db.DatabaseUnavailable:
+            return False, None
+        finally:
+            cursor.close()
 
     def run(self, operation: Any, *args: Any) -> Deferred[Any]:
         """Run ``operation(tx, *args)`` in one transaction: ``BEGIN IMMEDIATE`` on the
@@ -202,6 +233,13 @@ class SqliteDatabase:
         if self._pool is None:
             return fail(db.DatabaseUnavailable("the database is not open"))
         begin = _begin(operation)
+        if begin is None and self._inline is not None:
+            try:
+                done, result = self._read_inline(operation, args)
+            except Exception:
+                return fail()
+            if done:
+                return succeed(result)
         readonly = getattr(operation, "readonly", False)
         pool = self._read_pool if readonly and self._read_pool is not None else self._pool
 
