@@ -121,6 +121,22 @@ class FilesTests(unittest.TestCase):
             self.assertEqual(response.code, 404, path)
             self.assertNotIn(self.data[:50], body)
 
+    async def test_paths_as_the_router_read_them(self):
+        """/img/ takes no route matching, yet reads paths as a router would: segments are
+        percent-decoded (an encoded name is the same file), and a trailing slash, an empty
+        segment or a segment that is not UTF-8 names nothing."""
+        name = self.record["file"]
+        encoded = "".join(f"%{b:02X}" for b in name.encode())
+        response, body = await self.get(f"http://img.example/img/%6Bitten/{encoded}")
+        self.assertEqual((response.code, body), (200, self.data))
+        for path in [f"/img/kitten/{name}/", f"/img/kitten//{name}", f"/img//kitten/{name}",
+                     f"/img/kitten/%FF{name}", f"/img/kitten/original/{name}", "/img/kitten/xga/"]:
+            response, body = await self.get("http://img.example" + path)
+            self.assertEqual(response.code, 404, path)
+            self.assertEqual(json.loads(body)["status"], "error", path)
+        response, body = await self.get(f"http://img.example/img/kitten/{name}", method="DELETE")
+        self.assertEqual((response.code, self.header(response, b"allow")), (405, b"GET, HEAD"))
+
     async def test_thumb_paths_are_404(self):
         """/img/<user>/thumb/... is always 404; /thumb/ is 404 without the owner's browser
         session, for an API token too (the owner's session is tested in test_pages)."""

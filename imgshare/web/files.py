@@ -10,13 +10,17 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
+from urllib.parse import unquote_to_bytes
 
 import attrs
 from klein import Klein
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import datetimeToString, stringToDatetime
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 
 from imgshare.domain import errors, naming
 from imgshare.domain.records import Image, Variant
@@ -114,7 +118,9 @@ def _if_range_holds(request: Any, rep: Representation) -> bool:
 
 @attrs.define
 class Files:
-    """Routes of ``/img/`` and ``/thumb/``; mounted by ``imgshare.web.root``."""
+    """Routes of ``/img/`` and ``/thumb/``; mounted by ``imgshare.web.root``: ``/img/``
+    as a plain resource (``ImgResource``: the hottest path takes no route matching),
+    ``/thumb/`` as a Klein application."""
 
     library: ImageLibrary
     storage: Any  # IStorage
@@ -122,10 +128,12 @@ class Files:
     #: nobody is a thumbnail's owner.  API tokens never count.
     viewer: Callable[[Any], Awaitable[str | None]] | None = None
 
-    img: ClassVar[Klein] = Klein()
     thumb: ClassVar[Klein] = Klein()
 
-    @img.route("/<account>/<name>")
+    def img_resource(self) -> ImgResource:
+        """The resource of ``/img/``: ``/img/<account>/<name>`` and ``/img/<account>/<variant>/<name>``."""
+        return ImgResource(self)
+
     async def original(self, request: Any, account: str, name: str) -> bytes | None:
         require_method(request, b"GET", b"HEAD")
         image = await self.library.served_image(account, name)
@@ -133,7 +141,6 @@ class Files:
             raise errors.NotFound("no such file")
         return await self.send(request, original(image))
 
-    @img.route("/<account>/<variant>/<name>")
     async def variant(self, request: Any, account: str, variant: str, name: str) -> bytes | None:
         require_method(request, b"GET", b"HEAD")
         stem, dot, ext = name.rpartition(".")
@@ -160,7 +167,6 @@ class Files:
         request.setHeader(b"Vary", b"Cookie")
         return await self.send(request, derived(image, record), private=True)
 
-    @img.handle_errors(Exception)
     @thumb.handle_errors(Exception)
     def failed(self, request: Any, failure: Failure) -> bytes:
         return render_failure(request, failure)
@@ -219,6 +225,64 @@ class Files:
                 raise errors.Unavailable("storage is unavailable") from e
             _abort(request)  # never let a short body pass for a whole one
         return None
+
+
+def _segment(raw: bytes) -> str | None:
+    """One path segment, percent-decoded, as text; None if empty or not UTF-8."""
+    if not raw:
+        return None
+    try:
+        return unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+class ImgResource(Resource):
+    """``/img/`` without route matching: the path after ``/img/`` is two segments (an
+    original) or three (a derived file); anything else (an empty segment, a trailing
+    slash, more segments, a segment that is not UTF-8) names no file.  Errors are
+    answered as ``Files.failed`` answers them; a client that goes away cancels the work."""
+
+    isLeaf = True
+
+    def __init__(self, files: Files):
+        super().__init__()
+        self.files = files
+
+    def render(self, request: Any) -> Any:
+        segments = [_segment(raw) for raw in request.postpath]
+        finished = [False]
+        if len(segments) == 2 and None not in segments:
+            work = Deferred.fromCoroutine(self.files.original(request, *segments))
+        elif len(segments) == 3 and None not in segments:
+            work = Deferred.fromCoroutine(self.files.variant(request, *segments))
+        else:
+            work = Deferred.fromCoroutine(_not_found())
+
+        def gone(reason: Failure) -> None:
+            finished[0] = True
+            work.cancel()
+
+        request.notifyFinish().addErrback(gone)
+
+        def answered(body: bytes | None) -> None:
+            if finished[0]:
+                return
+            if body:
+                request.write(body)
+            request.finish()
+
+        def failed(failure: Failure) -> None:
+            if finished[0] or failure.check(CancelledError):
+                return
+            answered(render_failure(request, failure))
+
+        work.addCallbacks(answered, failed)
+        return NOT_DONE_YET
+
+
+async def _not_found() -> None:
+    raise errors.NotFound("no such file")
 
 
 def _abort(request: Any) -> None:

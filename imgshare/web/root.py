@@ -82,7 +82,7 @@ class Root:
     health: HealthRoutes
 
     def resource(self) -> Any:
-        for app in [self.api.app, self.chevereto.app, self.jsonapi.app, self.files.img, self.files.thumb, *self.pages.apps()]:
+        for app in [self.api.app, self.chevereto.app, self.jsonapi.app, self.files.thumb, *self.pages.apps()]:
             # werkzeug would answer a path with "//" by a redirect to the merged
             # path, which Klein sends without a Location: such a path names no
             # file (SPEC section 7) and is simply not found.
@@ -94,7 +94,7 @@ class Root:
         api = _Mount({b"v1": v1, b"1": chevereto}, _NotFound())
         sharex = _Mount({b"1": chevereto}, _NotFound())
         return _Mount(
-            {b"api": api, b"sharexapi": sharex, b"img": self.files.img.resource(),
+            {b"api": api, b"sharexapi": sharex, b"img": self.files.img_resource(),
              b"thumb": self.files.thumb.resource()},
             rest, {**pages, **self.health.mounts()},
         )
