@@ -1,8 +1,8 @@
 """The root of the web site: mounts the API, the file routes and the browser pages.
 
 A plain resource tree dispatches on the first path segment, so each request goes
-through exactly one Klein application (one route match) rather than two: that is
-measurable on ``/img/``, the hottest path.
+through at most one Klein application (one route match) rather than two, and
+``/img/``, the hottest path, through none (a plain resource, ``Files.img_resource``).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class _Mount(Resource):
 
 @attrs.define
 class Root:
-    """Everything the server answers: each request goes to exactly one Klein
+    """Everything the server answers: each request goes to at most one Klein
     application, chosen by its first path segment."""
 
     api: Api
