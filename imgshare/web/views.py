@@ -324,6 +324,8 @@ class ImageView:
     #: The public viewer page, and the codes to share it (``domain.embed.EmbedCode``).
     viewer: str = ""
     shares: tuple[Any, ...] = ()
+    #: The original carries GPS coordinates (a badge says so).
+    has_location: bool = False
 
 
 class ImagesBody(Element):
@@ -331,9 +333,10 @@ class ImagesBody(Element):
 
     def __init__(self, csrf: str, images: Sequence[ImageView], lifetimes: Sequence[Choice],
                  tiers: Sequence[str], max_bytes: int, page: int, newer: str | None, older: str | None,
-                 total: int = 0, pages: int = 1):
+                 total: int = 0, pages: int = 1, strip_location: bool = False):
         super().__init__()
         self.csrf, self.image_views, self.lifetime_choices = csrf, images, lifetimes
+        self.strip_location = strip_location
         self.tier_texts, self.max_bytes = tiers, max_bytes
         self.max_size = words.size_in_words(max_bytes)
         self.page, self.newer, self.older = page, newer, older
@@ -346,6 +349,11 @@ class ImagesBody(Element):
     @renderer
     def lifetimes(self, request: Any, tag: Tag) -> Iterator[Tag]:
         return _options(tag, self.lifetime_choices)
+
+    @renderer
+    def strip_location_box(self, request: Any, tag: Tag) -> Tag:
+        """The "remove location" checkbox, checked when the account's setting is on."""
+        return tag(checked="checked") if self.strip_location else tag
 
     @renderer
     def tiers(self, request: Any, tag: Tag) -> Iterator[Tag]:
@@ -417,6 +425,10 @@ class ImageItem(Element):
         return _shown_if(self.image.pending, tag)
 
     @renderer
+    def when_location(self, request: Any, tag: Tag) -> Tag | str:
+        return _shown_if(self.image.has_location, tag)
+
+    @renderer
     def versions(self, request: Any, tag: Tag) -> Iterator[Tag]:
         for label, url in self.image.versions:
             yield tag.clone().fillSlots(label=label, url=url)
@@ -483,6 +495,9 @@ class ViewerView:
     uploaded_iso: str
     versions: tuple[VersionLink, ...]
     embeds: tuple[Any, ...]  # domain.embed.EmbedCode
+    #: Shown to the owner only: the original carries GPS coordinates (the file tells
+    #: anyone who has it; the page tells no one else).
+    owner_location: bool = False
 
 
 def _scalar_slots(view: Any) -> dict[str, str]:
@@ -501,6 +516,10 @@ class ViewerBody(Element):
     @renderer
     def body(self, request: Any, tag: Tag) -> Tag:
         return tag.fillSlots(**_scalar_slots(self.view))
+
+    @renderer
+    def when_owner_location(self, request: Any, tag: Tag) -> Tag | str:
+        return _shown_if(self.view.owner_location, tag)
 
     @renderer
     def versions(self, request: Any, tag: Tag) -> Iterator[Tag]:
@@ -625,10 +644,11 @@ class AccountBody(Element):
     loader = template("account.xhtml")
 
     def __init__(self, csrf: str, account: str, is_admin: bool, accounts: Sequence[AccountView],
-                 new_name: str = ""):
+                 new_name: str = "", strip_location: bool = False):
         super().__init__()
         self.csrf, self.account, self.is_admin = csrf, account, is_admin
         self.account_views, self.new_name = accounts, new_name
+        self.strip_location = strip_location
 
     @renderer
     def body(self, request: Any, tag: Tag) -> Tag:
@@ -638,6 +658,16 @@ class AccountBody(Element):
     @renderer
     def admin(self, request: Any, tag: Tag) -> Tag | str:
         return _shown_if(self.is_admin, tag)
+
+    @renderer
+    def location_keep(self, request: Any, tag: Tag) -> Tag:
+        """The "keep the location" choice, checked while the setting is off."""
+        return tag if self.strip_location else tag(checked="checked")
+
+    @renderer
+    def location_strip(self, request: Any, tag: Tag) -> Tag:
+        """The "remove the location" choice, checked while the setting is on."""
+        return tag(checked="checked") if self.strip_location else tag
 
     @renderer
     def accounts(self, request: Any, tag: Tag) -> Iterator[Element]:
