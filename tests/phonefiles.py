@@ -104,7 +104,7 @@ def phone_exif(order: str = ">", gps: bool = True, lat: float = 52.520, lon: flo
     if len(area) % 2:
         area += b"\x00"
     out = bytearray((b"MM" if order == ">" else b"II") + struct.pack(order + "HI", 42, 8))
-    for index, (name, entries) in enumerate(ifds):
+    for name, entries in ifds:
         out += struct.pack(order + "H", len(entries))
         for tag, kind_name, value in entries:
             kind = _TYPES[kind_name]
