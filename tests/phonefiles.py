@@ -141,16 +141,21 @@ def phone_jpeg(gps: bool = True, xmp: bool = True, order: str = ">") -> bytes:
     exif = b"Exif\x00\x00" + phone_exif(order, gps=gps)
     segments = b"\xff\xe1" + struct.pack(">H", len(exif) + 2) + exif
     if xmp:
-        body = XMP_HEADER + (XMP_PACKET if gps else XMP_PACKET.replace(b"GPS", b"Alt"))
+        body = XMP_HEADER + xmp_packet(gps)
         segments += b"\xff\xe1" + struct.pack(">H", len(body) + 2) + body
     return plain[:2] + segments + plain[2:]
+
+
+def xmp_packet(gps: bool = True) -> bytes:
+    """The XMP packet, with its GPS properties or (``gps=False``) the same without."""
+    return XMP_PACKET if gps else XMP_PACKET.replace(b"GPS", b"Alt")
 
 
 def phone_png(gps: bool = True, raw_profile: bool = False) -> bytes:
     """A PNG with the phone block in eXIf (or in ImageMagick's zTXt "Raw profile type
     exif") and the XMP packet in an iTXt chunk."""
     info = PngImagePlugin.PngInfo()
-    info.add_itxt("XML:com.adobe.xmp", XMP_PACKET.decode("utf-8"))
+    info.add_itxt("XML:com.adobe.xmp", xmp_packet(gps).decode("utf-8"))
     block = phone_exif("<", gps=gps)
     out = io.BytesIO()
     if raw_profile:
@@ -167,7 +172,7 @@ def phone_png(gps: bool = True, raw_profile: bool = False) -> bytes:
 def phone_webp(gps: bool = True, lossless: bool = False) -> bytes:
     """A WEBP (VP8X) with the phone block in EXIF and the XMP packet in "XMP "."""
     out = io.BytesIO()
-    pixels().save(out, "WEBP", exif=b"Exif\x00\x00" + phone_exif("<", gps=gps), xmp=XMP_PACKET,
+    pixels().save(out, "WEBP", exif=b"Exif\x00\x00" + phone_exif("<", gps=gps), xmp=xmp_packet(gps),
                   lossless=lossless, quality=90)
     return out.getvalue()
 

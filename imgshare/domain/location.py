@@ -289,24 +289,26 @@ def strip_xmp(packet: bytes) -> tuple[bool, bytes | None, str | None]:
         names.append(found.group(1))
     position = 0
     unclosed: set[bytes] = set()  # names whose closing tag is absent past some point
+    opened = 0
     while len(names) <= MAX_XMP_PROPERTIES:
         found = _GPS_OPEN_TAG.search(packet, position)
         if found is None:
             break
+        opened += 1
+        if opened > MAX_XMP_PROPERTIES:  # each unclosed one costs a search to the end
+            names.extend([b""] * (MAX_XMP_PROPERTIES + 1 - len(names)))
+            break
         name = found.group(1)
+        position = found.end()
         if found.group(0).endswith(b"/>"):
             end = found.end()
         elif name in unclosed:
-            end = -1
+            continue
         else:
-            close = re.compile(rb"</" + re.escape(name) + rb"\s*>")
-            closing = close.search(packet, found.end())
-            end = closing.end() if closing is not None else -1
+            end = _closing_tag_end(packet, name, found.end())
             if end < 0:
                 unclosed.add(name)
-        if end < 0:
-            position = found.end()
-            continue
+                continue
         spans.append((found.start(), end))
         names.append(name)
         position = end
@@ -314,12 +316,25 @@ def strip_xmp(packet: bytes) -> tuple[bool, bytes | None, str | None]:
         return False, None, "the XMP packet has too many GPS properties"
     if not spans:
         return False, None, None
-    has_location = any(n.split(b":", 1)[1].lower() in (b"gpslatitude", b"gpslongitude") for n in names)
+    has_location = any(n.split(b":", 1)[1].lower() in (b"gpslatitude", b"gpslongitude") for n in names if n)
     out = bytearray(packet)
     for start, end in spans:
         # Attribute spans may lie inside an element span already blanked: harmless.
         out[start:end] = b" " * (end - start)
     return has_location, bytes(out), None
+
+
+def _closing_tag_end(packet: bytes, name: bytes, start: int) -> int:
+    """Where the first ``</name>`` (spaces allowed before ``>``) after ``start`` ends; -1 if none."""
+    needle = b"</" + name
+    while (at := packet.find(needle, start)) >= 0:
+        after = at + len(needle)
+        while after < len(packet) and packet[after] in b" \t\r\n":
+            after += 1
+        if after < len(packet) and packet[after] == ord(">"):
+            return after + 1
+        start = at + 1
+    return -1
 
 
 # ------------------------------------------------------------------------ JPEG
