@@ -1,14 +1,15 @@
-"""Phone-like test files: pictures with a hand-made EXIF block (camera, orientation 6,
+"""Phone-like test files: pictures with an sRGB ICC profile, a hand-made EXIF block (camera, orientation 6,
 a MakerNote whose inner offset points elsewhere in the block, DateTimeOriginal, a GPS
 IFD with latitude, longitude and altitude, an IFD1 thumbnail) and an XMP packet with
 GPS properties, as JPEG, PNG (eXIf, or ImageMagick's raw profile text) and WEBP."""
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 
-from PIL import Image, PngImagePlugin
+from PIL import Image, ImageCms, PngImagePlugin
 
 MAKE = "Fairphone"
 MODEL = "FP5"
@@ -63,6 +64,12 @@ def _rational(degrees: float) -> list[tuple[int, int]]:
     minutes = (degrees - d) * 60
     m = int(minutes)
     return [(d, 1), (m, 1), (round((minutes - m) * 60 * 100), 100)]
+
+
+@functools.cache
+def icc_profile() -> bytes:
+    """An sRGB ICC profile, as phones embed one (made once: it records when it was made)."""
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
 def thumbnail_jpeg() -> bytes:
@@ -136,7 +143,7 @@ def pixels(size=STORED_SIZE) -> Image.Image:
 def phone_jpeg(gps: bool = True, xmp: bool = True, order: str = ">") -> bytes:
     """A JPEG with APP1 Exif (the phone block) and APP1 XMP (with GPS) after SOI."""
     out = io.BytesIO()
-    pixels().save(out, "JPEG", quality=90)
+    pixels().save(out, "JPEG", quality=90, icc_profile=icc_profile())
     plain = out.getvalue()
     exif = b"Exif\x00\x00" + phone_exif(order, gps=gps)
     segments = b"\xff\xe1" + struct.pack(">H", len(exif) + 2) + exif
@@ -163,9 +170,9 @@ def phone_png(gps: bool = True, raw_profile: bool = False) -> bytes:
         digits = payload.hex()
         lines = "\n".join(digits[i:i + 72] for i in range(0, len(digits), 72))
         info.add_text("Raw profile type exif", f"\nexif\n{len(payload):8d}\n{lines}\n", zip=True)
-        pixels().save(out, "PNG", pnginfo=info)
+        pixels().save(out, "PNG", pnginfo=info, icc_profile=icc_profile())
     else:
-        pixels().save(out, "PNG", pnginfo=info, exif=b"Exif\x00\x00" + block)
+        pixels().save(out, "PNG", pnginfo=info, exif=b"Exif\x00\x00" + block, icc_profile=icc_profile())
     return out.getvalue()
 
 
@@ -173,7 +180,7 @@ def phone_webp(gps: bool = True, lossless: bool = False) -> bytes:
     """A WEBP (VP8X) with the phone block in EXIF and the XMP packet in "XMP "."""
     out = io.BytesIO()
     pixels().save(out, "WEBP", exif=b"Exif\x00\x00" + phone_exif("<", gps=gps), xmp=xmp_packet(gps),
-                  lossless=lossless, quality=90)
+                  lossless=lossless, quality=90, icc_profile=icc_profile())
     return out.getvalue()
 
 

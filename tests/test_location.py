@@ -110,7 +110,7 @@ class LocationFileTests(unittest.TestCase):
 
     def test_strip_removes_every_gps_field_and_nothing_else(self):
         """After stripping: no GPS in EXIF (Pillow, exiftool) nor XMP; the pixels decode the same,
-        the image-data bytes are identical, and orientation, camera, date, MakerNote (its inner
+        the image-data bytes are identical, and the ICC profile, orientation, camera, date, MakerNote (its inner
         offset still pointing at its data) and the IFD1 thumbnail survive, as exiftool agrees."""
         originals, paths = {}, {}
         for label, make in PHONE_FILES:
@@ -128,6 +128,7 @@ class LocationFileTests(unittest.TestCase):
             stripped = self.read(path)
             self.assertEqual(location.examine(path), location.Findings(), label)
             with Image.open(path) as image:
+                self.assertEqual(image.info.get("icc_profile"), phonefiles.icc_profile(), label)
                 exif = image.getexif()
                 self.assertEqual(dict(exif.get_ifd(ExifTags.IFD.GPSInfo)), {}, label)
                 self.assertNotIn(ExifTags.IFD.GPSInfo, exif, label)
@@ -371,7 +372,7 @@ class UploadPathTests(unittest.TestCase):
     async def setUp(self):
         network = MemoryNetwork()
         self.source = Source(self, network=network)
-        self.source.image = phone_jpeg()
+        self.source.image = phone_jpeg()  # the same bytes as self.photo
 
         def make_gatherer(config, clock):
             return Gatherer(network, config, resolver=FakeResolver(), clock=clock,
