@@ -195,7 +195,10 @@ class ImageLibrary:
             strip = await self._db(db.get_strip_location, account)
         if not strip:
             return findings.has_location
-        await self.io.run(location.strip_location, path, findings)
+        try:
+            await self.io.run(location.strip_location, path, findings)
+        except errors.BadImage as e:
+            raise errors.BadImage(f"{e.message} (strip_location=0 stores the file as it is)") from None
         return False
 
     async def strip_location_default(self, account: str) -> bool:
