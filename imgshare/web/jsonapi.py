@@ -350,7 +350,6 @@ def _remove_all(paths: list[str]) -> None:
         remove_if_present(path)
 
 
-
 def json_switch(name: str, value: Any) -> bool | None:
     """An on/off member of a JSON body: true/false, 1/0 or "1"/"0"; absent or null
     None; anything else BadRequest (``output.parse_switch``)."""
