@@ -337,6 +337,19 @@ async def reset_password(tx: Tx, name: str, password_hash: str) -> int | None:
     return len(await tx.execute("DELETE FROM sessions WHERE account = ? RETURNING digest", (name,)))
 
 
+@single_read
+async def get_strip_location(tx: Tx, name: str) -> bool:
+    """The account's default for removing location metadata at upload (False without the account)."""
+    rows = await tx.execute("SELECT strip_location FROM accounts WHERE name = ?", (name,))
+    return bool(rows[0][0]) if rows else False
+
+
+async def set_strip_location(tx: Tx, name: str, strip: bool) -> bool:
+    """Set the account's default for removing location metadata; False without the account."""
+    rows = await tx.execute("UPDATE accounts SET strip_location = ? WHERE name = ? RETURNING id", (strip, name))
+    return bool(rows)
+
+
 @readonly
 async def count_images(tx: Tx, account: str) -> int:
     """How many images of ``account`` are stored or being uploaded (not deleted)."""
@@ -430,13 +443,15 @@ async def delete_expired_tokens(tx: Tx, now: float) -> list[str]:
 # -------------------------------------------------------------------- images
 
 _IMAGE = Columns(Image, ("id", "account", "name", "mime", "size", "width", "height", "sha256", "uploaded",
-                          "expires", "state", "original_name", "asked_expire"))
+                          "expires", "state", "original_name", "asked_expire", "has_location"),
+                 flags=("has_location",))
 
 
 async def reserve_image(
     tx: Tx, account: str, name: str, stem: str, mime: str, size: int, width: int,
     height: int, sha256: str, now: float, expires: float | None, next_free: bool = False,
     original_name: str = "", delete_digest: str | None = None, asked_expire: str | None = None,
+    has_location: bool = False,
 ) -> Image:
     """Claim ``name`` for an upload in progress; ``Conflict`` if its stem is taken.
 
@@ -448,7 +463,8 @@ async def reserve_image(
     never reused while an old object under the same key may still be removed.
     AccountGone if the account was removed meanwhile.  ``original_name`` is the
     client's file name; ``delete_digest`` the SHA-256 of the delete link's secret;
-    ``asked_expire`` the lifetime asked for (``lifetime.format_asked``).
+    ``asked_expire`` the lifetime asked for (``lifetime.format_asked``); ``has_location``
+    whether the stored original carries GPS coordinates.
     """
     await _lock_account(tx, account)
     if next_free:
@@ -457,10 +473,10 @@ async def reserve_image(
         raise Conflict(name)
     rows = await tx.execute(
         "INSERT INTO images (account, name, stem, mime, size, width, height, sha256, uploaded, "
-        f"expires, state, original_name, delete_digest, asked_expire) "
-        f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_IMAGE}",
+        f"expires, state, original_name, delete_digest, asked_expire, has_location) "
+        f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_IMAGE}",
         (account, name, stem, mime, size, width, height, sha256, now, expires, UPLOADING, original_name,
-         delete_digest, asked_expire),
+         delete_digest, asked_expire, has_location),
     )
     return _IMAGE.record(rows[0])
 
@@ -665,6 +681,7 @@ async def purgeable_images(
     for row in rows:
         values = named(columns, row)
         attempts = values.pop("attempts")
+        values["has_location"] = bool(values["has_location"])
         found.append((Image(**values), attempts))
     return found
 

@@ -21,7 +21,7 @@ from twisted.logger import Logger
 
 from imgshare import auth, db
 from imgshare.config import Config
-from imgshare.domain import errors, lifetime, naming, sniff
+from imgshare.domain import errors, lifetime, location, naming, sniff
 from imgshare.domain.records import DELETED, LIVE, UPLOADING, Image, Token, Variant
 from imgshare.gateway import run_query
 from imgshare.metrics import Metrics
@@ -115,9 +115,15 @@ class ImageLibrary:
     async def upload(
         self, account: str, path: str, client_filename: str | None, *,
         keep_name: bool = False, name: str | None = None, expire: str | None = None,
-        also: tuple | None = None,
+        also: tuple | None = None, strip_location: bool | None = None,
     ) -> Image:
         """Store the file at ``path`` for ``account``; return its live record.
+
+        ``strip_location`` removes the file's location metadata first (in place, see
+        ``domain.location``), so its stored bytes, size and SHA-256 are those of the
+        stripped file; None takes the account's setting.  A file whose metadata could
+        not be checked is then refused (400).  The record's ``has_location`` says
+        whether what is stored carries coordinates.
 
         ``also`` (``(operation, *args)``) runs in the commit's transaction: a
         presigned upload spends its grant there; its ``db.NotHeld`` undoes the
@@ -129,6 +135,7 @@ class ImageLibrary:
         ``_forget_upload``).
         """
         started = self.now()
+        has_location = await self._settle_location(account, path, strip_location)
         info = await self.io.run(sniff.inspect_file, path, self.config.max_pixels)
         if info.size > self.config.max_size:
             raise errors.TooLarge(f"file too large: the limit is {self.config.max_size} bytes")
@@ -140,7 +147,7 @@ class ImageLibrary:
         expires = None if decision.lifetime is None else now + decision.lifetime
         secret = new_delete_secret()
         extra = (naming.original_name(client_filename), delete_secret_digest(secret),
-                 lifetime.format_asked(decision.asked))
+                 lifetime.format_asked(decision.asked), has_location)
         try:
             image = await self._reserve(account, base, ext, info, now, expires, extra)
         except db.AccountGone:
@@ -177,9 +184,36 @@ class ImageLibrary:
         self.on_committed(image)
         return image
 
+    async def _settle_location(self, account: str, path: str, strip: bool | None) -> bool:
+        """Remove the location metadata of the upload at ``path`` when asked (or when
+        the account's setting says so); whether the file kept coordinates.  The
+        account's setting is read only for a file that has location metadata (or
+        metadata that could not be checked)."""
+        findings = await self.io.run(location.examine, path)
+        if not findings.edits and not findings.problems:
+            return findings.has_location
+        if strip is None:
+            strip = await self._db(db.get_strip_location, account)
+        if not strip:
+            return findings.has_location
+        try:
+            await self.io.run(location.strip_location, path, findings)
+        except errors.BadImage as e:
+            raise errors.BadImage(f"{e.message} (strip_location=0 stores the file as it is)") from None
+        return False
+
+    async def strip_location_default(self, account: str) -> bool:
+        """The account's setting: remove location metadata at upload unless told otherwise."""
+        return await self._db(db.get_strip_location, account)
+
+    async def set_strip_location_default(self, account: str, strip: bool) -> None:
+        """Change the account's setting (Unauthorized if the account is gone)."""
+        if not await self._db(db.set_strip_location, account, strip):
+            raise errors.Unauthorized("this account was removed")
+
     async def _reserve(
         self, account: str, base: str | None, ext: str, info: Any, now: float, expires: float | None,
-        extra: tuple[str, str, str | None],
+        extra: tuple[str, str, str | None, bool],
     ) -> Image:
         day = datetime.datetime.fromtimestamp(now, datetime.UTC).date()
         details = (info.type.mime, info.size, info.width, info.height, info.sha256, now, expires)

@@ -159,8 +159,9 @@ class PresignedUploads:
 
     # ----------------------------------------------------------- complete
 
-    async def complete(self, account: str, token: Any) -> Image:
-        """Turn a staged grant of ``account`` into an image, through the library.
+    async def complete(self, account: str, token: Any, strip_location: bool | None = None) -> Image:
+        """Turn a staged grant of ``account`` into an image, through the library
+        (``strip_location`` as ``library.upload`` takes it).
 
         404 for an unknown, expired or spent token; 403 for another account's; 409
         before its PUT, or while another completion holds it.  Bytes the library
@@ -189,7 +190,7 @@ class PresignedUploads:
         try:
             image = await self.library.upload(
                 grant.account, path, grant.filename, keep_name=grant.keep_name, name=grant.name,
-                expire=grant.expire, also=(db.spend_grant, grant.id, claim),
+                expire=grant.expire, also=(db.spend_grant, grant.id, claim), strip_location=strip_location,
             )
         except db.NotHeld:
             raise errors.NotFound(NO_SUCH_COMPLETION) from None

@@ -413,6 +413,34 @@ class DatabaseContract(LimitsContract):
         self.assertFalse(await self.q(db.mark_deleted, image.id, T))
         self.assertFalse((await self.q(db.get_image, "kitten", image.name)).is_served(T))
 
+    async def test_location_flags(self):
+        """An image's has_location reads back as a boolean everywhere (lookups, listings, the
+        purge list); the account's strip_location setting defaults to off and is per account."""
+        await self._db()
+        await self.q(db.create_account, "kitten", "h", False, T)
+        await self.q(db.create_account, "bear", "h", False, T)
+        with_location = await self.q(
+            db.reserve_image, "kitten", "20260214_gps.jpg", "20260214_gps", "image/jpeg", 10, 4, 3,
+            "ab" * 32, T, None, False, "", None, None, True,
+        )
+        self.assertIs(with_location.has_location, True)
+        await self.q(db.commit_image, with_location.id, T)
+        plain = await self._image(name="20260214_plain.jpg")
+        self.assertIs((await self.q(db.get_image, "kitten", "20260214_gps.jpg")).has_location, True)
+        self.assertIs((await self.q(db.get_image, "kitten", plain.name)).has_location, False)
+        listed = await self.q(db.list_images, "kitten", T, 0, 10)
+        self.assertEqual({i.name: i.has_location for i in listed},
+                         {"20260214_gps.jpg": True, plain.name: False})
+        await self.q(db.mark_deleted, with_location.id, T)
+        ((purgeable, _),) = await self.q(db.purgeable_images, T + 1, T - 100, 10)
+        self.assertIs(purgeable.has_location, True)
+        self.assertIs(await self.q(db.get_strip_location, "kitten"), False)
+        self.assertTrue(await self.q(db.set_strip_location, "kitten", True))
+        self.assertIs(await self.q(db.get_strip_location, "kitten"), True)
+        self.assertIs(await self.q(db.get_strip_location, "bear"), False)
+        self.assertFalse(await self.q(db.set_strip_location, "ghost", True))
+        self.assertIs(await self.q(db.get_strip_location, "ghost"), False)
+
     async def test_purgeable_images(self):
         """Deleted, expired and abandoned uploads are purgeable; postponed ones wait."""
         await self._db()

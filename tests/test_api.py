@@ -59,7 +59,7 @@ class UploadTests(ApiTestCase):
         self.assertEqual(
             list(record),
             ["status", "user", "file", "mime", "size", "width", "height", "sha256", "uploaded", "expires", "urls",
-             "id", "viewer", *(["delete_url"] if "delete_url" in record else [])],
+             "id", "viewer", "has_location", *(["delete_url"] if "delete_url" in record else [])],
         )
         self.assertEqual(record["id"], f"kitten~{record['file']}")
         self.assertEqual(record["viewer"], f"https://img.example/i/kitten/{record['file']}")
@@ -87,7 +87,7 @@ class UploadTests(ApiTestCase):
         lines = dict(line.split("=", 1) for line in body.decode().strip().split("\n"))
         self.assertEqual(list(lines), ["status", "user", "file", "mime", "size", "width", "height",
                                        "sha256", "uploaded", "expires", "url_original", "url_xga",
-                                       "url_vga", "url_qvga", "id", "url_viewer",
+                                       "url_vga", "url_qvga", "id", "url_viewer", "has_location",
                                        *(["delete_url"] if "delete_url" in lines else [])])
         self.assertEqual(lines["expires"], "never")
         self.assertEqual(lines["id"], "kitten~20260214_photo.jpg")

@@ -63,6 +63,7 @@ class ImageRecordTests(unittest.TestCase):
                 "urls",
                 "id",
                 "viewer",
+                "has_location",
             ],
         )
         self.assertEqual(record["status"], "ok")
@@ -80,7 +81,7 @@ class ImageRecordTests(unittest.TestCase):
     def test_delete_url_with_a_secret(self):
         """The record an upload returns carries the secret delete link, last."""
         record = output.image_record(make_image(delete_secret="0f" * 16), "https://img.example.com/")
-        self.assertEqual(list(record)[-3:], ["id", "viewer", "delete_url"])
+        self.assertEqual(list(record)[-3:], ["viewer", "has_location", "delete_url"])
         self.assertEqual(
             record["delete_url"],
             "https://img.example.com/delete/kitten/20260214_fountain.jpg/" + "0f" * 16,
@@ -157,7 +158,8 @@ class RenderTests(unittest.TestCase):
             "url_vga=http://h/img/kitten/vga/20260214_fountain.jpg\n"
             "url_qvga=http://h/img/kitten/qvga/20260214_fountain.jpg\n"
             "id=kitten~20260214_fountain.jpg\n"
-            "url_viewer=http://h/i/kitten/20260214_fountain.jpg\n",
+            "url_viewer=http://h/i/kitten/20260214_fountain.jpg\n"
+            "has_location=false\n",
         )
         with_secret = output.image_record(make_image(delete_secret="0f" * 16), "http://h")
         body, _ = output.render(with_secret, "text")

@@ -40,6 +40,7 @@ def image_object(image: records.Image, public_url: str) -> dict[str, Any]:
         "size": image.size,
         "mime": image.mime,
         "sha256": image.sha256,
+        "has_location": image.has_location,
         "original_name": image.original_name,
         "created_at": output.iso_time(image.uploaded),
         "expires": None if image.expires is None else output.iso_time(image.expires),

@@ -8,7 +8,7 @@ import math
 import re
 from typing import Any
 
-from imgshare.domain import ids, naming, records
+from imgshare.domain import errors, ids, naming, records
 
 FORMATS = ("json", "text")
 _FORMAT_ALIASES = {"txt": "text"}
@@ -68,6 +68,7 @@ def image_record(image: records.Image, public_url: str) -> dict[str, Any]:
         "urls": image_urls(public_url, image.account, image.name),
         "id": ids.public_id(image.account, image.name),
         "viewer": viewer_url(public_url, image.account, image.name),
+        "has_location": image.has_location,
     }
     if image.delete_secret:
         record["delete_url"] = delete_url(public_url, image.account, image.name, image.delete_secret)
@@ -97,6 +98,18 @@ def pick_format(value: str | None) -> str:
 def is_true(value: str | None) -> bool:
     """Whether a form or query flag (``keep_name=1``) is set: 1, true, yes or on, in any case."""
     return (value or "").strip().lower() in TRUE_WORDS
+
+
+def parse_switch(name: str, value: str | None) -> bool | None:
+    """A strict on/off parameter (``strip_location``): ``1`` is on, ``0`` off, absent or
+    empty None (the account's default); anything else BadRequest (400), the request
+    doing nothing, as a wrong ``admin=`` is refused on the account page."""
+    text = (value or "").strip()
+    if not text:
+        return None
+    if text in ("0", "1"):
+        return text == "1"
+    raise errors.BadRequest(f"{name} must be 1 or 0")
 
 
 def render(data: dict[str, Any], fmt: str) -> tuple[bytes, str]:

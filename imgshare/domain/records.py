@@ -88,6 +88,9 @@ class Image:
     #: The secret of the image's delete link: set only on the record an upload
     #: returns (the database keeps only its SHA-256), else None.
     delete_secret: str | None = None
+    #: The stored original carries GPS coordinates (EXIF or XMP; false for images
+    #: uploaded before this was recorded).
+    has_location: bool = False
 
     @property
     def stem(self) -> str:

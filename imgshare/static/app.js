@@ -326,6 +326,7 @@
     data.append("csrf", form.elements.csrf.value);
     data.append("expire", form.elements.expire.value);
     if (form.elements.keep_name.checked) { data.append("keep_name", "1"); }
+    if (form.elements.strip_location.checked) { data.append("strip_location", "1"); }
     data.append("file", file, file.name);
 
     var request = new XMLHttpRequest();

@@ -64,10 +64,11 @@ class Api:
         try:
             if form.file is None:
                 raise errors.BadRequest("missing file: send the image as the multipart field 'file'")
+            strip = output.parse_switch("strip_location", form.get("strip_location"))
             image = await self.library.upload(
                 token.account, form.file.path, form.file.filename,
                 keep_name=output.is_true(form.get("keep_name")),
-                name=form.get("name") or None, expire=form.get("expire"),
+                name=form.get("name") or None, expire=form.get("expire"), strip_location=strip,
             )
         finally:
             form.discard()
@@ -90,6 +91,7 @@ class Api:
         url = (form.get("url") or "").strip()
         if not url:
             raise errors.BadRequest("missing parameter: url")
+        strip = output.parse_switch("strip_location", form.get("strip_location"))
         if self.gatherer is None:
             raise errors.ApiError("img_gather.php is not available on this server", 501)
         path, filename = await self.gatherer.fetch(url, token.account)
@@ -97,7 +99,7 @@ class Api:
             image = await self.library.upload(
                 token.account, path, filename,
                 keep_name=output.is_true(form.get("keep_name")),
-                name=form.get("name") or None, expire=form.get("expire"),
+                name=form.get("name") or None, expire=form.get("expire"), strip_location=strip,
             )
         except (errors.BadImage, errors.UnsupportedType, errors.TooLarge) as e:
             await self.gatherer.remember_failure(url, e)  # the content is at fault: repeat the answer

@@ -108,8 +108,9 @@ class Chevereto:
             if token is None:
                 token = await authenticated(self.library, request, credential(request, form))
             await self.token_limiter.check(f"token:{token.id}")
+            strip = output.parse_switch("strip_location", form.get("strip_location"))
             source = await self._source(request, form)
-            image, filename = await self._store(token, form, source)
+            image, filename = await self._store(token, form, source, strip)
         finally:
             form.discard()
         return self._uploaded(request, image, filename, imgbb=source.field == "image")
@@ -181,11 +182,12 @@ class Chevereto:
             path = await self.io.run(decode_base64_text, text or "", self.config.spool_dir, limit)
         return _Source(field, path=path)
 
-    async def _store(self, token: Token, form: Form, source: _Source) -> tuple[Image, str]:
-        """Upload the source for ``token``'s account; (the image, the client's file name)."""
+    async def _store(self, token: Token, form: Form, source: _Source, strip: bool | None) -> tuple[Image, str]:
+        """Upload the source for ``token``'s account (``strip``: its ``strip_location``);
+        (the image, the client's file name)."""
         options = dict(
             keep_name=output.is_true(form.get("keep_name")), name=form.get("name") or None,
-            expire=form.get("expiration") or form.get("expire"),
+            expire=form.get("expiration") or form.get("expire"), strip_location=strip,
         )
         if source.url is None:
             assert source.path is not None

@@ -146,7 +146,9 @@ class JsonApi:
         if name is not None and files != 1:
             raise errors.BadRequest("name: only with exactly one file")
         expire = form.get("expire") or form.get("expiration")
-        return dict(keep_name=output.is_true(form.get("keep_name")), name=name, expire=expire)
+        strip = output.parse_switch("strip_location", form.get("strip_location"))
+        return dict(keep_name=output.is_true(form.get("keep_name")), name=name, expire=expire,
+                    strip_location=strip)
 
     # ---------------------------------------------------- presigned uploads
     # presign -> PUT -> complete (imgshare.presign): the grant is a database row
@@ -201,7 +203,8 @@ class JsonApi:
         # API token comes from a header, the body's "key", or the query.
         body, token = await self._json_request(request, ("key",))
         completion = body.get("completion_token", body.get("token"))
-        image = await self.presigned.complete(token.account, completion)
+        strip = json_switch("strip_location", body.get("strip_location"))
+        image = await self.presigned.complete(token.account, completion, strip)
         request.setHeader(b"Imgshare-Expires", output.expires_header(image).encode())
         obj = jsonapi.image_object(image, self.config.public_url)
         return respond(request, 200, jsonapi.upload_body([obj]))
@@ -210,10 +213,11 @@ class JsonApi:
     async def complete_batch(self, request: Any) -> bytes:
         body, token = await self._json_request(request, ("key",))
         tokens = presign.batch_list(body, "completion_tokens", "tokens")
+        strip = json_switch("strip_location", body.get("strip_location"))
         images = []
         for completion in tokens:  # each committed on its own
             try:
-                image = await self.presigned.complete(token.account, completion)
+                image = await self.presigned.complete(token.account, completion, strip)
                 images.append(jsonapi.image_object(image, self.config.public_url))
             except errors.ApiError as e:
                 images.append(presign.entry_error(e))
@@ -345,6 +349,17 @@ def _remove_all(paths: list[str]) -> None:
     for path in paths:
         remove_if_present(path)
 
+
+def json_switch(name: str, value: Any) -> bool | None:
+    """An on/off member of a JSON body: true/false, 1/0 or "1"/"0"; absent or null
+    None; anything else BadRequest (``output.parse_switch``)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return value == 1
+    return output.parse_switch(name, value if isinstance(value, str) else "?")
 
 
 def _read_json(content: BinaryIO) -> dict[str, Any]:

@@ -158,6 +158,11 @@ def _read_other(reader: _Reader, sink: _Sink) -> None:
                 raise _malformed("unbalanced brackets")
 
 
+#: On/off fields whose JSON ``false`` is an explicit off (``0``) rather than no value:
+#: ``strip_location: false`` overrides an account default of on.
+FALSE_AS_ZERO = frozenset({"strip_location"})
+
+
 def _field_text(value: Any) -> str | None:
     """A JSON value as a form field's text: strings as they are, true as ``1``,
     numbers in decimal; null, false and structures as no value."""
@@ -229,7 +234,8 @@ class _JsonSpooler(Spooling):
             _read_other(reader, sink)
             raw = bytes(sink.raw)
         self._small += sink.size
-        text = _field_text(self._loads(raw))
+        value = self._loads(raw)
+        text = "0" if value is False and name in FALSE_AS_ZERO else _field_text(value)
         if text is not None and name not in self.form.spooled:
             self.form.fields.setdefault(name, text)
 

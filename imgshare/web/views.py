@@ -326,6 +326,8 @@ class ImageView:
     shares: tuple[Any, ...] = ()
     #: Why it got another lifetime than its upload asked for ("" when it did not).
     lifetime_note: str = ""
+    #: The original carries GPS coordinates (a badge says so).
+    has_location: bool = False
 
 
 class ImagesBody(Element):
@@ -333,10 +335,10 @@ class ImagesBody(Element):
 
     def __init__(self, csrf: str, images: Sequence[ImageView], lifetimes: Sequence[Choice],
                  tiers: Sequence[str], max_bytes: int, page: int, newer: str | None, older: str | None,
-                 total: int = 0, pages: int = 1, lifetime_table: str = "{}"):
+                 total: int = 0, pages: int = 1, lifetime_table: str = "{}", strip_location: bool = False):
         super().__init__()
         self.csrf, self.image_views, self.lifetime_choices = csrf, images, lifetimes
-        self.lifetime_table = lifetime_table
+        self.lifetime_table, self.strip_location = lifetime_table, strip_location
         self.tier_texts, self.max_bytes = tiers, max_bytes
         self.max_size = words.size_in_words(max_bytes)
         self.page, self.newer, self.older = page, newer, older
@@ -350,6 +352,11 @@ class ImagesBody(Element):
     @renderer
     def lifetimes(self, request: Any, tag: Tag) -> Iterator[Tag]:
         return _options(tag, self.lifetime_choices)
+
+    @renderer
+    def strip_location_box(self, request: Any, tag: Tag) -> Tag:
+        """The "remove location" checkbox, checked when the account's setting is on."""
+        return tag(checked="checked") if self.strip_location else tag
 
     @renderer
     def tiers(self, request: Any, tag: Tag) -> Iterator[Tag]:
@@ -425,6 +432,10 @@ class ImageItem(Element):
     @renderer
     def when_pending(self, request: Any, tag: Tag) -> Tag | str:
         return _shown_if(self.image.pending, tag)
+
+    @renderer
+    def when_location(self, request: Any, tag: Tag) -> Tag | str:
+        return _shown_if(self.image.has_location, tag)
 
     @renderer
     def versions(self, request: Any, tag: Tag) -> Iterator[Tag]:
@@ -508,6 +519,9 @@ class ViewerView:
     versions: tuple[VersionLink, ...]
     embeds: tuple[Any, ...]  # domain.embed.EmbedCode
     uploaded_date: str = ""
+    #: Shown to the owner only: the original carries GPS coordinates (the file tells
+    #: anyone who has it; the page tells no one else).
+    owner_location: bool = False
 
 
 def _scalar_slots(view: Any) -> dict[str, str]:
@@ -526,6 +540,10 @@ class ViewerBody(Element):
     @renderer
     def body(self, request: Any, tag: Tag) -> Tag:
         return tag.fillSlots(**_scalar_slots(self.view))
+
+    @renderer
+    def when_owner_location(self, request: Any, tag: Tag) -> Tag | str:
+        return _shown_if(self.view.owner_location, tag)
 
     @renderer
     def versions(self, request: Any, tag: Tag) -> Iterator[Tag]:
@@ -653,10 +671,11 @@ class AccountBody(Element):
     loader = template("account.xhtml")
 
     def __init__(self, csrf: str, account: str, is_admin: bool, accounts: Sequence[AccountView],
-                 new_name: str = ""):
+                 new_name: str = "", strip_location: bool = False):
         super().__init__()
         self.csrf, self.account, self.is_admin = csrf, account, is_admin
         self.account_views, self.new_name = accounts, new_name
+        self.strip_location = strip_location
 
     @renderer
     def body(self, request: Any, tag: Tag) -> Tag:
@@ -666,6 +685,16 @@ class AccountBody(Element):
     @renderer
     def admin(self, request: Any, tag: Tag) -> Tag | str:
         return _shown_if(self.is_admin, tag)
+
+    @renderer
+    def location_keep(self, request: Any, tag: Tag) -> Tag:
+        """The "keep the location" choice, checked while the setting is off."""
+        return tag if self.strip_location else tag(checked="checked")
+
+    @renderer
+    def location_strip(self, request: Any, tag: Tag) -> Tag:
+        """The "remove the location" choice, checked while the setting is on."""
+        return tag(checked="checked") if self.strip_location else tag
 
     @renderer
     def accounts(self, request: Any, tag: Tag) -> Iterator[Element]:

@@ -48,7 +48,8 @@ class AccountPages(PageArea):
                             a.name == visitor.account, a.is_admin, words.date_in_words(a.created))
                 for a in await self.accounts.every()
             ]
-        body = AccountBody(visitor.csrf, visitor.account, visitor.is_admin, views, new_name)
+        strip = await self.library.strip_location_default(visitor.account)
+        body = AccountBody(visitor.csrf, visitor.account, visitor.is_admin, views, new_name, strip)
         return await self.page(request, "Account", body, visitor, current="/account", notice=notice,
                                problem=problem, status=status)
 
@@ -73,6 +74,19 @@ class AccountPages(PageArea):
         await self.sessions.end_others(visitor)
         log.info("{account} changed their password", account=visitor.account)
         return redirect(request, "/account?done=password")
+
+    @app.route("/account/location", methods=["POST"])
+    async def set_location_default(self, request: Any) -> bytes:
+        """The account's default for location metadata at upload: ``strip_location=1``
+        removes it, ``0`` keeps it."""
+        visitor, form = await self.post(request)
+        strip = output.parse_switch("strip_location", form.get("strip_location"))
+        if strip is None:
+            raise errors.BadRequest("Say strip_location=1 or strip_location=0.")
+        await self.library.set_strip_location_default(visitor.account, strip)
+        log.info("{account} set uploads to {what} location metadata", account=visitor.account,
+                 what="remove" if strip else "keep")
+        return redirect(request, "/account?done=location-" + ("strip" if strip else "keep"))
 
     def _require_admin(self, visitor: Visitor) -> None:
         if not visitor.is_admin:

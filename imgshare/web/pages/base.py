@@ -43,6 +43,8 @@ NOTICES: dict[str, Any] = {
     "admin-on": "The account is now an administrator.",
     "admin-off": "The account is now a plain user.",
     "logout": "You are logged out.",
+    "location-strip": "Saved: uploads now remove location (GPS) metadata unless told otherwise.",
+    "location-keep": "Saved: uploads now keep location (GPS) metadata unless told otherwise.",
 }
 
 STATUS_TITLES = {

@@ -55,13 +55,14 @@ class ImagePages(PageArea):
         shown, total = await self.library.image_page(visitor.account, page, PAGE_SIZE)
         pages = max(1, -(-total // PAGE_SIZE))
         pending = await self.library.pending_derivations([i.id for i in shown])
+        strip_default = await self.library.strip_location_default(visitor.account)
         newer = min(page - 1, pages)
         body = ImagesBody(
             visitor.csrf, [self._image_view(i, i.id in pending, now) for i in shown],
             self._upload_lifetimes(), words.tiers_in_words(self.config.offered_tiers),
             self.config.max_size, page, total=total, pages=pages, lifetime_table=self._lifetime_table(),
             newer=(_page_link(newer)) if page > 1 else None,
-            older=_page_link(page + 1) if page < pages else None,
+            older=_page_link(page + 1) if page < pages else None, strip_location=strip_default,
         )
         return await self.page(request, "Images", body, visitor, current="/images",
                                notice=NOTICES.get(query(request, "done")))
@@ -116,6 +117,7 @@ class ImagePages(PageArea):
             viewer=output.viewer_url(self.config.public_url, image.account, image.name),
             shares=tuple(c for c in embed.embed_codes(self.config.public_url, image) if c.key in SHARED_CODES),
             lifetime_note=self._lifetime_note(image),
+            has_location=image.has_location,
         )
 
     @app.route("/images/upload", methods=["POST"])
@@ -128,13 +130,16 @@ class ImagePages(PageArea):
             if not chosen:
                 raise errors.BadRequest("Choose at least one image to upload.")
             keep_name = output.is_true(form.get("keep_name"))
+            # The form's checkbox is the choice (checked from the account's setting):
+            # unchecked sends nothing, and means keep the location.
+            strip = bool(output.parse_switch("strip_location", form.get("strip_location")))
             results = []
             status = 200
             for uploaded in chosen:
                 try:
                     image = await self.library.upload(
                         visitor.account, uploaded.path, uploaded.filename, keep_name=keep_name,
-                        expire=form.get("expire") or None,
+                        expire=form.get("expire") or None, strip_location=strip,
                     )
                 except errors.ApiError as e:
                     if status == 200:

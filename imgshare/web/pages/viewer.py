@@ -51,6 +51,8 @@ class ViewerPages(PageArea):
             embeds=tuple(embed.embed_codes(public, image)),
         )
         visitor = await self.sessions.visitor(request)
+        if visitor is not None and visitor.account == image.account and image.has_location:
+            view = attrs.evolve(view, owner_location=True)
         return await self.page(request, image.name, ViewerBody(view), visitor,
                                meta=embed.card_tags(public, image, xga))
 
