@@ -338,7 +338,7 @@ ROUTES: dict[str, str] = {
     "put": "PUT /api/v1/upload/put/<opaque>",
     "complete": "POST /api/v1/upload/complete",
     "complete_batch": "POST /api/v1/upload/complete/batch",
-    "images": "GET /api/v1/images?page=&limit=",
+    "images": "GET /api/v1/images?page=&limit=&q=&sort=",
     "image": "GET /api/v1/image/<id> (alias /api/v1/images/<id>)",
     "delete": "DELETE /api/v1/image/<id> (alias /api/v1/images/<id>)",
 }

@@ -190,12 +190,14 @@ class ImagePages(PageArea):
 
     async def _confirm_several(self, request: Any, visitor: Any, names: list[str], kept: list[tuple[str, str]],
                                back: str, status: int = 200, gone: str = "") -> bytes:
-        count = f"{len(names)} images" if len(names) > 1 else "this image"
-        others = "the other " if gone else ""
+        if len(names) > 1:
+            question = (f"{gone}Delete {'the other ' if gone else ''}{len(names)} images? Their addresses "
+                        "and every resized copy stop working at once.")
+        else:
+            question = (f"{gone}Delete {'the other image' if gone else 'this image'}? Its address and every "
+                        "resized copy stop working at once.")
         body = ConfirmBody(
-            f"{gone}Delete {others}{count}? Their addresses and every resized copy stop working at once."
-            if len(names) > 1 else
-            f"{gone}Delete {others}{count}? Its address and every resized copy stop working at once.",
+            question,
             "/images/delete-selected", [*(("name", name) for name in names), *kept], visitor.csrf,
             f"Delete {len(names)} image{'s' if len(names) > 1 else ''}", back, items=names,
         )
