@@ -656,11 +656,14 @@ def like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
-def _matching(tx: Tx) -> str:
-    """The condition of a search (two arguments: the pattern, twice): the file name
-    or the original name contains it, without regard to case."""
+def _matching(tx: Tx, search: str) -> tuple[str, tuple]:
+    """The condition of a search, and its arguments: the file name or the original
+    name contains ``search``, without regard to case.  The ESCAPE clause only when
+    the search holds a character it escapes (SQLite matches a quarter faster without)."""
     like = tx.like_any_case
-    return f" AND (name {like} ? ESCAPE '\\' OR original_name {like} ? ESCAPE '\\')"
+    pattern = like_pattern(search)
+    escape = " ESCAPE '\\'" if pattern != f"%{search}%" else ""
+    return f" AND (name {like} ?{escape} OR original_name {like} ?{escape})", (pattern, pattern)
 
 
 @readonly
@@ -672,28 +675,38 @@ async def find_images_page(
     (any case; every character literal) when it is not empty, and how many there
     are in all (matching, with a search).  As ``list_images_page``: the page is
     skipped to from the nearer end of its index, and past the end it is empty
-    without a second query.  The count of a search scans the account's entries of
-    ``images_search`` (012); without one it is ``_count_listed``."""
+    without a second query.  A search counts its matches by scanning the account's
+    entries of an index that carries the names (012); its first page is read
+    first, and when it is not full it is every match, so no count is needed (a
+    search finding a few images scans once).  Without a search the count is
+    ``_count_listed``."""
     forward, backward = ORDERS[sort]
-    match, args = "", ()
+    match, args = _matching(tx, search) if search else ("", ())
+
+    async def page(order: str, skip: int, take: int) -> list[Image]:
+        rows = await tx.execute(
+            f"SELECT {_IMAGE} FROM images WHERE id IN (SELECT id {_LISTED}{match} {order} LIMIT ? OFFSET ?) "
+            f"{forward}",
+            (account, LIVE, now, *args, take, skip),
+        )
+        return [_IMAGE.record(r) for r in rows]
+
+    if search and offset == 0:
+        first = await page(forward, 0, limit)
+        if len(first) < limit:
+            return first, len(first)
     if search:
-        pattern = like_pattern(search)
-        match, args = _matching(tx), (pattern, pattern)
         total = (await tx.execute(f"SELECT COUNT(*) {_LISTED}{match}", (account, LIVE, now, *args)))[0][0]
+        if offset == 0:
+            return first, total
     else:
         total = await _count_listed(tx, account, now)
     if offset >= total:
         return [], total
     end = min(offset + limit, total)
-    order, skip, take = forward, offset, limit
     if total - end < offset:
-        order, skip, take = backward, total - end, end - offset
-    rows = await tx.execute(
-        f"SELECT {_IMAGE} FROM images WHERE id IN (SELECT id {_LISTED}{match} {order} LIMIT ? OFFSET ?) "
-        f"{forward}",
-        (account, LIVE, now, *args, take, skip),
-    )
-    return [_IMAGE.record(r) for r in rows], total
+        return await page(backward, total - end, end - offset), total
+    return await page(forward, offset, limit), total
 
 
 async def delete_served_named(tx: Tx, account: str, names: Sequence[str], now: float) -> tuple[list[Image], list[str]]:
