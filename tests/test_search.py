@@ -4,11 +4,15 @@ the form, links that keep the search and order, counts, messages, CSRF and bad i
 from __future__ import annotations
 
 import html
+import io
 import json
 import re
 
+from twisted.trial import unittest
+
 from imgshare.library import MAX_SEARCH_CHARACTERS, MAX_SELECTED
 from imgshare.testing import image_bytes
+from imgshare.web.forms import parse_body
 from imgshare.web.pages.images import PAGE_SIZE
 from tests.test_pages import SITE, Browser, PagesTestCase, location
 
@@ -275,3 +279,27 @@ class DeleteSelectedTests(PagesTestCase):
         self.assertEqual(response.code, 404)
         self.assertIn("None of these images is there any more", body)
         self.assertTrue(await self.served(self.names[2]))
+
+
+class RepeatedFieldTests(unittest.TestCase):
+    def test_every_value_of_a_repeated_field(self):
+        """A field given several times (a group of checkboxes) keeps every value in order,
+        in urlencoded and multipart bodies alike; ``get`` still answers the first."""
+        spool = self.mktemp()
+        urlencoded = parse_body(io.BytesIO(b"name=a.png&csrf=x&name=b.png&name="),
+                                b"application/x-www-form-urlencoded", spool, 10)
+        body, headers = _multipart_repeated([("name", "a.png"), ("csrf", "x"), ("name", "b.png")])
+        multi = parse_body(io.BytesIO(body), headers, spool, 10)
+        self.assertEqual(urlencoded.get_all("name"), ["a.png", "b.png", ""])
+        self.assertEqual(multi.get_all("name"), ["a.png", "b.png"])
+        for form in (urlencoded, multi):
+            self.assertEqual(form.get("name"), "a.png")
+            self.assertEqual(form.get_all("csrf"), ["x"])
+            self.assertEqual(form.get_all("missing"), [])
+
+
+def _multipart_repeated(pairs):
+    boundary = "repeated-boundary"
+    body = b"".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+                    for k, v in pairs)
+    return body + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}".encode()
