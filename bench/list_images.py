@@ -60,6 +60,7 @@ class Captured:
     share_lock = skip_locked = ""
     least = "MIN"
     byte_order = ""
+    like_any_case = "LIKE"
 
     def __init__(self, total: int):
         self.total = total

@@ -47,7 +47,8 @@ class Tx(Protocol):
     clauses ending a SELECT (empty where writers are serialized anyway, as on
     SQLite), ``least`` and ``greatest`` are the SQL names of the smaller and the larger
     of two values, ``byte_order``
-    the collation comparing text byte by byte, ``positive_number(expr)`` a condition
+    the collation comparing text byte by byte, ``like_any_case`` the LIKE that ignores
+    case, ``positive_number(expr)`` a condition
     true when ``expr`` is a number without a leading zero, and ``lock(key)`` holds
     a lock on a text key until the transaction ends."""
 
@@ -56,6 +57,8 @@ class Tx(Protocol):
     least: str
     greatest: str
     byte_order: str
+    #: LIKE without regard to case: ``LIKE`` on SQLite (ASCII letters), ``ILIKE`` on PostgreSQL.
+    like_any_case: str
 
     def positive_number(self, expr: str) -> str: ...
 
@@ -648,6 +651,99 @@ async def list_images_page(tx: Tx, account: str, now: float, offset: int, limit:
     if total - end < offset:
         return await _listed_page(tx, account, now, total - end, end - offset, _OLDEST_FIRST), total
     return await _listed_page(tx, account, now, offset, limit), total
+
+
+#: The gallery's orders (``?sort=``): each with its reverse, the same index walked
+#: from its other end (newest: ``images_listing``; largest: ``images_by_size``, 012).
+_LARGEST_FIRST = "ORDER BY size DESC, id DESC"
+_SMALLEST_FIRST = "ORDER BY size, id"
+ORDERS = {
+    "newest": (_NEWEST_FIRST, _OLDEST_FIRST),
+    "oldest": (_OLDEST_FIRST, _NEWEST_FIRST),
+    "largest": (_LARGEST_FIRST, _SMALLEST_FIRST),
+}
+#: The sort keys, the default first.
+SORTS = tuple(ORDERS)
+
+
+def like_pattern(text: str) -> str:
+    """A LIKE pattern (with ``ESCAPE '\\'``) matching ``text`` anywhere: its own
+    ``%``, ``_`` and backslashes match only themselves."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _matching(tx: Tx, search: str) -> tuple[str, tuple]:
+    """The condition of a search, and its arguments: the file name or the original
+    name contains ``search``, without regard to case.  The ESCAPE clause only when
+    the search holds a character it escapes (SQLite matches a quarter faster without)."""
+    like = tx.like_any_case
+    pattern = like_pattern(search)
+    escape = " ESCAPE '\\'" if pattern != f"%{search}%" else ""
+    return f" AND (name {like} ?{escape} OR original_name {like} ?{escape})", (pattern, pattern)
+
+
+@readonly
+async def find_images_page(
+    tx: Tx, account: str, now: float, offset: int, limit: int, sort: str = "newest", search: str = "",
+) -> tuple[list[Image], int]:
+    """One page of the account's served images in the order ``sort`` (a key of
+    ``ORDERS``), only those whose file name or original name contains ``search``
+    (any case; every character literal) when it is not empty, and how many there
+    are in all (matching, with a search).  As ``list_images_page``: the page is
+    skipped to from the nearer end of its index, and past the end it is empty
+    without a second query.  A search counts its matches by scanning the account's
+    entries of an index that carries the names (012); its first page is read
+    first, and when it is not full it is every match, so no count is needed (a
+    search finding a few images scans once).  Without a search the count is
+    ``_count_listed``."""
+    forward, backward = ORDERS[sort]
+    match, args = _matching(tx, search) if search else ("", ())
+
+    async def page(order: str, skip: int, take: int) -> list[Image]:
+        rows = await tx.execute(
+            f"SELECT {_IMAGE} FROM images WHERE id IN (SELECT id {_LISTED}{match} {order} LIMIT ? OFFSET ?) "
+            f"{forward}",
+            (account, LIVE, now, *args, take, skip),
+        )
+        return [_IMAGE.record(r) for r in rows]
+
+    if search and offset == 0:
+        first = await page(forward, 0, limit)
+        if len(first) < limit:
+            return first, len(first)
+    if search:
+        total = (await tx.execute(f"SELECT COUNT(*) {_LISTED}{match}", (account, LIVE, now, *args)))[0][0]
+        if offset == 0:
+            return first, total
+    else:
+        total = await _count_listed(tx, account, now)
+    if offset >= total:
+        return [], total
+    end = min(offset + limit, total)
+    if total - end < offset:
+        return await page(backward, total - end, end - offset), total
+    return await page(forward, offset, limit), total
+
+
+async def delete_served_named(tx: Tx, account: str, names: Sequence[str], now: float) -> tuple[list[Image], list[str]]:
+    """Delete the account's images ``names`` together, or none of them: ``(deleted,
+    [])`` when every one was served at ``now`` (each through ``mark_deleted``), else
+    ``([], the names that are not)`` and nothing changed."""
+    if not names:
+        return [], []
+    marks = ", ".join("?" * len(names))
+    rows = await tx.execute(
+        f"SELECT {_IMAGE} FROM images WHERE account = ? AND name IN ({marks})", (account, *names)
+    )
+    found = {image.name: image for image in map(_IMAGE.record, rows) if image.is_served(now)}
+    missing = [name for name in names if name not in found]
+    if missing:
+        return [], missing
+    for name in names:
+        if not await mark_deleted(tx, found[name].id, now):
+            raise NotHeld(name)  # deleted by another transaction meanwhile: roll all back
+    return [found[name] for name in names], []
 
 
 def _purgeable(now: float, stale_before: float) -> tuple[str, tuple]:

@@ -47,6 +47,11 @@ DERIVED_POLL_SECONDS = 0.25
 KEPT_NAME_ATTEMPTS = 5
 #: Random names drawn before giving up (36**8 of them: a second draw is rare already).
 RANDOM_NAME_ATTEMPTS = 10
+#: The longest gallery search (``?q=``), in characters: the longest file name is shorter.
+MAX_SEARCH_CHARACTERS = 100
+#: Images one multiple delete may name (a gallery page shows 24; a form holds at most
+#: 64 fields, ``web.forms.MAX_FIELDS``, and this leaves room for the others).
+MAX_SELECTED = 50
 
 log = Logger()
 
@@ -323,10 +328,20 @@ class ImageLibrary:
         """The account's served images, newest first: ``limit`` of them after the first ``offset``."""
         return await self._db(db.list_images, account, self.now(), offset, limit)
 
-    async def image_page(self, account: str, page: int, limit: int) -> tuple[list[Image], int]:
-        """Page ``page`` (from 1) of ``limit`` of the account's served images, newest
-        first, and how many it has in all (expiry is checked in the query)."""
-        return await self._db(db.list_images_page, account, self.now(), (page - 1) * limit, limit)
+    async def image_page(self, account: str, page: int, limit: int, *, sort: str = "newest",
+                         search: str = "") -> tuple[list[Image], int]:
+        """Page ``page`` (from 1) of ``limit`` of the account's served images, in the
+        order ``sort`` (``db.SORTS``; newest first by default), and how many it has in
+        all (expiry is checked in the query).  With ``search`` (see ``search_text``)
+        only the images whose file name or original name contains it, any case, and
+        how many match.  BadRequest for an unknown ``sort`` or a search refused."""
+        if sort not in db.ORDERS:
+            raise errors.BadRequest(f"sort: one of {', '.join(db.SORTS)}")
+        search = search_text(search)
+        offset = (page - 1) * limit
+        if sort == "newest" and not search:
+            return await self._db(db.list_images_page, account, self.now(), offset, limit)
+        return await self._db(db.find_images_page, account, self.now(), offset, limit, sort, search)
 
     async def pending_derivations(self, image_ids: list[int]) -> set[int]:
         """Which of these images still wait for their derived files."""
@@ -427,15 +442,34 @@ class ImageLibrary:
             raise errors.NotFound("no such file")
         return await self._delete_served(image, "by its owner")
 
+    async def delete_several(self, account: str, names: list[str]) -> tuple[list[Image], list[str]]:
+        """Delete several of ``account``'s images in one transaction, all or none:
+        ``(deleted, [])``, or ``([], the names not served right now)`` and nothing
+        deleted.  ``names`` must be distinct (``selected_names`` checks a form's).
+        Every version of each answers 404 from the moment this returns."""
+        if any(not naming.is_valid_file_name(name) for name in names):
+            return [], [name for name in names if not naming.is_valid_file_name(name)]
+        try:
+            deleted, missing = await self._db(db.delete_served_named, account, names, self.now())
+        except db.NotHeld as e:  # another request deleted one of them meanwhile
+            return [], [str(e.args[0])]
+        for image in deleted:
+            self._after_delete(image, "by its owner")
+        return deleted, missing
+
     async def _delete_served(self, image: Image, how: str) -> Image:
         """Stop serving ``image`` now (NotFound if it went meanwhile), then purge it;
         ``how``: "by its owner", "through its delete link"."""
         if not await self._db(db.mark_deleted, image.id, self.now()):
             raise errors.NotFound("no such file")
+        self._after_delete(image, how)
+        return image
+
+    def _after_delete(self, image: Image, how: str) -> None:
+        """Log a deletion just committed and purge its objects soon."""
         self._deleted_because[image.id] = f"deleted {how}"
         log.info("deleted {account}/{name} {how}", account=image.account, name=image.name, how=how)
         self.purge_soon(image)
-        return image
 
     async def linked_image(self, account: str, name: str, secret: str) -> Image | None:
         """The served image ``account/name`` if ``secret`` is its delete link's secret,
@@ -537,6 +571,32 @@ class ImageLibrary:
 
     async def _db(self, operation: Any, *args: Any) -> Any:
         return await run_query(self.database, operation, *args)
+
+
+def search_text(text: str | None) -> str:
+    """A gallery search as given (``?q=``), surrounding spaces dropped; BadRequest when
+    longer than MAX_SEARCH_CHARACTERS or holding control characters (no file name has
+    them)."""
+    text = (text or "").strip()
+    if len(text) > MAX_SEARCH_CHARACTERS:
+        raise errors.BadRequest(f"search for at most {MAX_SEARCH_CHARACTERS} characters "
+                                f"(this search has {len(text)})")
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text):
+        raise errors.BadRequest("a search may not contain control characters")
+    return text
+
+
+def selected_names(names: list[str]) -> list[str]:
+    """The names of a multiple delete (a form's repeated ``name`` fields), checked:
+    BadRequest for none, a duplicate, or more than MAX_SELECTED."""
+    names = [name.strip() for name in names]
+    if not [name for name in names if name]:
+        raise errors.BadRequest("select at least one image to delete")
+    if len(names) > MAX_SELECTED:
+        raise errors.BadRequest(f"select at most {MAX_SELECTED} images at once ({len(names)} were selected)")
+    if len(set(names)) < len(names) or "" in names:
+        raise errors.BadRequest("each image may be selected once, by its name")
+    return names
 
 
 class DerivedPending(errors.ApiError):

@@ -405,6 +405,108 @@ class DatabaseContract(LimitsContract):
                 self.assertEqual(([i.name for i in page], total), (listing[offset:offset + limit], 7),
                                  (offset, limit))
 
+    # ------------------------------------------------ gallery search and sort (012)
+
+    async def _named(self, name, original="", size=10, now=T, account="kitten", expires=None):
+        if await self.q(db.get_account, account) is None:
+            await self.q(db.create_account, account, "h", False, T)
+        image = await self.q(
+            db.reserve_image, account, name, name.rsplit(".", 1)[0], "image/jpeg", size, 4, 3,
+            "ab" * 32, now, expires, False, original,
+        )
+        return await self.q(db.commit_image, image.id, now)
+
+    async def _found(self, search="", sort="newest", offset=0, limit=100, now=T + 100):
+        page, total = await self.q(db.find_images_page, "kitten", now, offset, limit, sort, search)
+        return [i.name for i in page], total
+
+    async def test_search_by_file_name_and_original_name_any_case(self):
+        """A search finds the served images whose file name or original name contains it,
+        ignoring the case of letters, and counts only those; other accounts', deleted,
+        expired and unfinished images never match."""
+        await self._db()
+        await self._named("20260214_cat.jpg", "Holiday.JPG", now=T)
+        await self._named("20260214_dog.jpg", "my CAT photo.jpg", now=T + 1)
+        await self._named("20260214_bird.jpg", "bird.jpg", now=T + 2)
+        await self._named("20260214_cats.jpg", account="bear", now=T + 3)
+        gone = await self._named("20260214_catgone.jpg", now=T + 4)
+        await self.q(db.mark_deleted, gone.id, T + 5)
+        await self._named("20260214_catold.jpg", now=T + 5, expires=T + 6)
+        await self.q(db.reserve_image, "kitten", "20260214_catup.jpg", "20260214_catup", "image/jpeg", 1, 1, 1,
+                     "ab" * 32, T, None)
+        self.assertEqual(await self._found("cat"), (["20260214_dog.jpg", "20260214_cat.jpg"], 2))
+        self.assertEqual(await self._found("CaT"), (["20260214_dog.jpg", "20260214_cat.jpg"], 2))
+        self.assertEqual(await self._found("holiday"), (["20260214_cat.jpg"], 1))
+        self.assertEqual(await self._found("zebra"), ([], 0))
+        self.assertEqual(await self._found("cat", now=T + 5.5), (["20260214_catold.jpg", "20260214_dog.jpg",
+                                                                  "20260214_cat.jpg"], 3))
+        self.assertEqual((await self._found(""))[1], 3, "no search: every served image")
+
+    async def test_search_characters_are_literal(self):
+        """``%``, ``_`` and backslash in a search match only themselves, never as LIKE wildcards
+        or an escape."""
+        await self._db()
+        await self._named("20260214_a.jpg", "100% real.jpg", now=T)
+        await self._named("20260214_b.jpg", "1000 real.jpg", now=T + 1)
+        await self._named("20260214_c.jpg", "a_b.png", now=T + 2)
+        await self._named("20260214_d.jpg", "axb.png", now=T + 3)
+        await self._named("20260214_e.jpg", "back\\slash.png", now=T + 4)
+        await self._named("20260214_f.jpg", "backslash.png", now=T + 5)
+        self.assertEqual(await self._found("0%"), (["20260214_a.jpg"], 1))
+        self.assertEqual(await self._found("%"), (["20260214_a.jpg"], 1))
+        self.assertEqual(await self._found("a_b"), (["20260214_c.jpg"], 1))
+        self.assertEqual(await self._found("a_"), (["20260214_c.jpg"], 1))
+        self.assertEqual(await self._found("k\\s"), (["20260214_e.jpg"], 1))
+        self.assertEqual(await self._found("\\"), (["20260214_e.jpg"], 1))
+        self.assertEqual(await self._found("\\%"), ([], 0))
+        self.assertEqual((await self._found("_"))[1], 6, "every stored name has an underscore")
+
+    async def test_sort_orders_and_their_pages(self):
+        """newest, oldest and largest (ties on size: the newer first); every page of every
+        size is the same slice of the order, read from either end, with and without a search."""
+        await self._db()
+        sizes = [30, 10, 30, 50, 20, 10, 40]
+        for i, size in enumerate(sizes):
+            await self._named(f"20260214_{i}.jpg", "kept.jpg" if i % 2 else "other.jpg", size=size, now=T + i)
+        gone = await self._named("20260214_gone.jpg", size=99, now=T + 9)
+        await self.q(db.mark_deleted, gone.id, T)
+        names = [f"20260214_{i}.jpg" for i in range(7)]
+        self.assertEqual((await self._found(sort="newest"))[0], names[::-1])
+        self.assertEqual((await self._found(sort="oldest"))[0], names)
+        largest = [names[i] for i in (3, 6, 2, 0, 4, 5, 1)]
+        self.assertEqual(await self._found(sort="largest"), (largest, 7))
+        self.assertEqual(await self._found("kept", sort="largest"), ([names[i] for i in (3, 5, 1)], 3))
+        for sort in db.SORTS:
+            for search in ("", "kept"):
+                listing, total = await self._found(search, sort)
+                for limit in range(1, 5):
+                    for offset in range(0, 9):
+                        self.assertEqual(await self._found(search, sort, offset, limit),
+                                         (listing[offset:offset + limit], total), (sort, search, offset, limit))
+        self.assertEqual(await self._found(sort="largest", offset=10**30), ([], 7))
+
+    async def test_delete_served_named_all_or_nothing(self):
+        """Several images are deleted in one transaction; if any name is not served (unknown,
+        deleted, expired, another account's), nothing is deleted and those names are returned."""
+        await self._db()
+        a = await self._named("20260214_a.jpg")
+        b = await self._named("20260214_b.jpg")
+        await self._named("20260214_other.jpg", account="bear")
+        gone = await self._named("20260214_gone.jpg")
+        await self.q(db.mark_deleted, gone.id, T)
+        for refused in (["20260214_a.jpg", "20260214_nope.jpg"], ["20260214_b.jpg", "20260214_other.jpg"],
+                        ["20260214_gone.jpg", "20260214_a.jpg"]):
+            deleted, missing = await self.q(db.delete_served_named, "kitten", refused, T + 1)
+            self.assertEqual(deleted, [])
+            self.assertEqual(missing, [n for n in refused if n not in ("20260214_a.jpg", "20260214_b.jpg")])
+            self.assertTrue((await self.q(db.get_image, "kitten", "20260214_a.jpg")).is_served(T + 1))
+        deleted, missing = await self.q(db.delete_served_named, "kitten", [b.name, a.name], T + 1)
+        self.assertEqual(([i.name for i in deleted], missing), ([b.name, a.name], []))
+        for name in (a.name, b.name):
+            self.assertEqual((await self.q(db.get_image, "kitten", name)).state, DELETED)
+        self.assertTrue((await self.q(db.get_image, "bear", "20260214_other.jpg")).is_served(T + 1))
+        self.assertEqual(await self.q(db.delete_served_named, "kitten", [a.name], T + 2), ([], [a.name]))
+
     async def test_mark_deleted_once(self):
         """Deleting marks a live image deleted once; a second delete finds nothing."""
         await self._db()

@@ -154,6 +154,7 @@ class _PgTx:
     least = "LEAST"
     greatest = "GREATEST"
     byte_order = ' COLLATE "C"'
+    like_any_case = "ILIKE"
 
     def __init__(self, cursor: Any):
         self._cursor = cursor

@@ -1,6 +1,7 @@
 /* IMGSHARE pages: optional comforts only.  Every page works without this file.
-   It adds copy buttons, a confirm() before destructive forms, drag-and-drop and
-   a progress bar per file for uploads, and loads thumbnails still being made.
+   It adds copy buttons, a confirm() before destructive forms, the count on
+   "Delete selected", drag-and-drop and a progress bar per file for uploads, and
+   loads thumbnails still being made.
    Loaded from /static/ (CSP: script-src 'self'); no inline handlers. */
 (function () {
   "use strict";
@@ -70,6 +71,26 @@
         form.appendChild(confirmed);
       }
     });
+  });
+
+  /* ------------------------------------------- deleting several at once */
+
+  /* The gallery's "Delete selected" says how many are ticked, and waits for one. */
+  each("[data-selected-button]", function (button) {
+    var form = button.form;
+    function boxes() {
+      return Array.prototype.filter.call(document.querySelectorAll("input[data-select]"), function (box) {
+        return box.form === form;
+      });
+    }
+    function update() {
+      var count = boxes().filter(function (box) { return box.checked; }).length;
+      button.textContent = count ? "Delete selected (" + count + ")" : "Delete selected";
+      button.disabled = count === 0;
+    }
+    boxes().forEach(function (box) { box.addEventListener("change", update); });
+    window.addEventListener("pageshow", update);  // boxes the browser restored on Back
+    update();
   });
 
   /* ---------------------------------------------- thumbnails being made */

@@ -60,9 +60,20 @@ class Form:
     #: Text fields of the body that may be large (a base64 image), spooled to files
     #: (their values, decoded from the form's encoding) instead of kept in ``fields``.
     spooled: dict[str, UploadedFile] = attrs.Factory(dict)
+    #: Every value of each body field, in order (``fields`` keeps the first only).
+    repeated: dict[str, list[str]] = attrs.Factory(dict)
 
     def get(self, name: str) -> str | None:
         return self.fields.get(name)
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value the body gave the field ``name`` (a group of checkboxes)."""
+        return list(self.repeated.get(name, ()))
+
+    def add(self, name: str, value: str) -> None:
+        """A text field of the body: the first value of a name is its ``get``."""
+        self.fields.setdefault(name, value)
+        self.repeated.setdefault(name, []).append(value)
 
     def get_from_body(self, name: str) -> str | None:
         """A field only if the body carried it (a CSRF token must never come from the URL)."""
@@ -255,7 +266,7 @@ class _MultipartCollector(Spooling):
             if self.form.file is None:
                 self.form.file = uploaded
         else:
-            self.form.fields.setdefault(self._name, _text(bytes(self._value)))
+            self.form.add(self._name, _text(bytes(self._value)))
 
     def _on_end(self) -> None:
         self.ended = True
@@ -329,7 +340,7 @@ def parse_body(
             raise BadRequest(f"malformed form body: {e}") from e
         form = Form()
         for key, value in pairs:
-            form.fields.setdefault(key, value)
+            form.add(key, value)
         return form
     return Form()
 
@@ -429,7 +440,7 @@ class _UrlencodedSpooler(Spooling):
             if self._fields > MAX_FIELDS:
                 raise BadRequest(f"malformed form body: too many fields (at most {MAX_FIELDS})")
             value = unquote_plus(bytes(self._value).decode("utf-8", "replace"))
-            self.form.fields.setdefault(name, value)
+            self.form.add(name, value)
         self._start_pair()
 
 

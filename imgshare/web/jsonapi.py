@@ -237,11 +237,14 @@ class JsonApi:
     @app.route("/images", endpoint="images")
     @app.route("/images/", endpoint="images_slash")
     async def images(self, request: Any) -> bytes:
-        """The caller's served images, newest first, one page of them."""
+        """The caller's served images, newest first (or ``sort=oldest|largest``), one
+        page of them; with ``q`` only those whose file name or original name contains
+        it (any case), ``total`` then counting the matches."""
         await self._start(request, b"GET", b"HEAD")
         token = await self._token(request)
         page, limit = jsonapi.paging(query(request, "page"), query(request, "limit"))
-        found, total = await self.library.image_page(token.account, page, limit)
+        found, total = await self.library.image_page(token.account, page, limit, sort=query(request, "sort") or "newest",
+                                                     search=query(request, "q") or "")
         objects = [jsonapi.image_object(image, self.config.public_url) for image in found]
         return respond(request, 200, jsonapi.list_body(objects, page, limit, total))
 
@@ -339,7 +342,7 @@ ROUTES: dict[str, str] = {
     "put": "PUT /api/v1/upload/put/<opaque>",
     "complete": "POST /api/v1/upload/complete",
     "complete_batch": "POST /api/v1/upload/complete/batch",
-    "images": "GET /api/v1/images?page=&limit=",
+    "images": "GET /api/v1/images?page=&limit=&q=&sort=",
     "image": "GET /api/v1/image/<id> (alias /api/v1/images/<id>)",
     "delete": "DELETE /api/v1/image/<id> (alias /api/v1/images/<id>)",
 }

@@ -261,11 +261,15 @@ class ConfirmBody(Element):
 
     loader = template("confirm.xhtml")
 
-    def __init__(self, question: str, action: str, fields: dict[str, str], csrf: str, button: str,
-                 cancel: str, thumb: str | None = None):
+    def __init__(self, question: str, action: str, fields: dict[str, str] | Sequence[tuple[str, str]],
+                 csrf: str, button: str, cancel: str, thumb: str | None = None, items: Sequence[str] = ()):
         super().__init__()
-        self.question, self.action, self.field_values = question, action, fields
+        self.question, self.action = question, action
+        #: The hidden fields, as (name, value) pairs: a name may repeat.
+        self.field_values = list(fields.items()) if isinstance(fields, dict) else list(fields)
         self.csrf, self.button, self.cancel, self.thumb = csrf, button, cancel, thumb
+        #: What the action will affect, listed under the question.
+        self.item_texts = items
 
     @renderer
     def confirm(self, request: Any, tag: Tag) -> Tag:
@@ -278,8 +282,17 @@ class ConfirmBody(Element):
 
     @renderer
     def fields(self, request: Any, tag: Tag) -> Iterator[Tag]:
-        for name, value in self.field_values.items():
+        for name, value in self.field_values:
             yield tag.clone()(name=name, value=value)
+
+    @renderer
+    def when_items(self, request: Any, tag: Tag) -> Tag | str:
+        return _shown_if(self.item_texts, tag)
+
+    @renderer
+    def items(self, request: Any, tag: Tag) -> Iterator[Tag]:
+        for text in self.item_texts:
+            yield tag.clone().fillSlots(name=text)
 
 
 # ------------------------------------------------------------------ images
@@ -330,12 +343,30 @@ class ImageView:
     has_location: bool = False
 
 
+@attrs.frozen
+class GalleryQuery:
+    """What the gallery shows: a search (``q``, may be empty), an order, and the
+    links that keep them (``link(page)``)."""
+
+    search: str = ""
+    sort: str = "newest"
+    #: The sort choices, the current one selected.
+    sorts: tuple[Choice, ...] = ()
+    #: The gallery without the search (the same order).
+    clear: str = "/images"
+    #: The fields the multiple delete carries back to this very listing.
+    keep: tuple[tuple[str, str], ...] = ()
+    #: The last page's link.
+    last: str = "/images"
+
+
 class ImagesBody(Element):
     loader = template("images.xhtml")
 
     def __init__(self, csrf: str, images: Sequence[ImageView], lifetimes: Sequence[Choice],
                  tiers: Sequence[str], max_bytes: int, page: int, newer: str | None, older: str | None,
-                 total: int = 0, pages: int = 1, lifetime_table: str = "{}", strip_location: bool = False):
+                 total: int = 0, pages: int = 1, lifetime_table: str = "{}", strip_location: bool = False,
+                 listing: GalleryQuery | None = None):
         super().__init__()
         self.csrf, self.image_views, self.lifetime_choices = csrf, images, lifetimes
         self.lifetime_table, self.strip_location = lifetime_table, strip_location
@@ -343,6 +374,7 @@ class ImagesBody(Element):
         self.max_size = words.size_in_words(max_bytes)
         self.page, self.newer, self.older = page, newer, older
         self.total, self.pages = total, pages
+        self.listing = listing or GalleryQuery(last="/images" if pages == 1 else f"/images?page={pages}")
 
     @renderer
     def body(self, request: Any, tag: Tag) -> Tag:
@@ -365,21 +397,55 @@ class ImagesBody(Element):
 
     @renderer
     def count(self, request: Any, tag: Tag) -> Tag | str:
-        """``(N)``: every image the account has, on every page."""
+        """``(N)``: every image the account has, on every page; with a search, how many match."""
+        if self.listing.search:
+            return tag.fillSlots(text=f"({self.total} matching “{self.listing.search}”)")
         return tag.fillSlots(text=f"({self.total})") if self.total else ""
 
     @renderer
+    def search_form(self, request: Any, tag: Tag) -> Tag | str:
+        """The search and sort form, once there is anything to search."""
+        if not self.total and not self.listing.search:
+            return ""
+        return tag.fillSlots(q=self.listing.search, clear=self.listing.clear)
+
+    @renderer
+    def sorts(self, request: Any, tag: Tag) -> Iterator[Tag]:
+        return _options(tag, self.listing.sorts)
+
+    @renderer
+    def when_searching(self, request: Any, tag: Tag) -> Tag | str:
+        return _shown_if(self.listing.search, tag)
+
+    @renderer
     def when_empty(self, request: Any, tag: Tag) -> Tag | str:
-        return _shown_if(not self.total, tag)
+        return _shown_if(not self.total and not self.listing.search, tag)
+
+    @renderer
+    def when_nothing_found(self, request: Any, tag: Tag) -> Tag | str:
+        """A search that matches nothing: say so, and link to the gallery without it."""
+        if self.total or not self.listing.search:
+            return ""
+        return tag.fillSlots(q=self.listing.search, clear=self.listing.clear)
 
     @renderer
     def when_past_the_end(self, request: Any, tag: Tag) -> Tag | str:
         """A page beyond the last: say so, and link to the last one."""
         if not self.total or self.image_views:
             return ""
-        last = "/images" if self.pages == 1 else f"/images?page={self.pages}"
+        which = "the matching images" if self.listing.search else "your images"
         pages = "1 page" if self.pages == 1 else f"{self.pages} pages"
-        return tag.fillSlots(page=str(self.page), pages=pages, last=last)
+        return tag.fillSlots(page=str(self.page), pages=pages, last=self.listing.last, which=which)
+
+    @renderer
+    def bulk(self, request: Any, tag: Tag) -> Tag | str:
+        """The form of "Delete selected", whose checkboxes are on the cards."""
+        return tag.fillSlots(csrf=self.csrf) if self.image_views else ""
+
+    @renderer
+    def keep(self, request: Any, tag: Tag) -> Iterator[Tag]:
+        for name, value in self.listing.keep:
+            yield tag.clone()(name=name, value=value)
 
     @renderer
     def images(self, request: Any, tag: Tag) -> Iterator[Element]:

@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import json
 from typing import Any, ClassVar
+from urllib.parse import urlencode
 
 import attrs
 from klein import Klein
 from twisted.python.failure import Failure
 
+from imgshare import db
 from imgshare.domain import embed, errors, lifetime, output, words
 from imgshare.domain.records import Image
+from imgshare.library import MAX_SELECTED, search_text, selected_names
 from imgshare.web.http import query
 from imgshare.web.pages.base import NOTICES, PageArea, json_response, redirect, sentence, wants_json
 from imgshare.web.views import (
     Choice,
     ConfirmBody,
+    GalleryQuery,
     ImagesBody,
     ImageView,
     UploadedBody,
@@ -47,25 +51,32 @@ class ImagePages(PageArea):
     @app.route("/images", methods=["GET"])
     async def images(self, request: Any) -> bytes:
         visitor = await self.visitor(request)
-        try:
-            page = min(max(1, int(query(request, "page") or "1")), 100_000)
-        except ValueError:
-            page = 1
+        page = _page_number(query(request, "page"))
+        sort = _sort_key(query(request, "sort"))
+        search = search_text(query(request, "q"))
         now = self.library.now()
-        shown, total = await self.library.image_page(visitor.account, page, PAGE_SIZE)
+        shown, total = await self.library.image_page(visitor.account, page, PAGE_SIZE, sort=sort, search=search)
         pages = max(1, -(-total // PAGE_SIZE))
         pending = await self.library.pending_derivations([i.id for i in shown])
         strip_default = await self.library.strip_location_default(visitor.account)
         newer = min(page - 1, pages)
+        listing = GalleryQuery(
+            search=search, sort=sort, clear=gallery_link(1, "", sort),
+            sorts=tuple(Choice(key, label, key == sort) for key, label in SORT_LABELS),
+            keep=tuple((k, v) for k, v in (("q", search), ("sort", sort), ("page", str(page)))
+                       if v and (k, v) not in (("sort", "newest"), ("page", "1"))),
+            last=gallery_link(pages, search, sort),
+        )
         body = ImagesBody(
             visitor.csrf, [self._image_view(i, i.id in pending, now) for i in shown],
             self._upload_lifetimes(), words.tiers_in_words(self.config.offered_tiers),
             self.config.max_size, page, total=total, pages=pages, lifetime_table=self._lifetime_table(),
-            newer=(_page_link(newer)) if page > 1 else None,
-            older=_page_link(page + 1) if page < pages else None, strip_location=strip_default,
+            newer=gallery_link(newer, search, sort) if page > 1 else None,
+            older=gallery_link(page + 1, search, sort) if page < pages else None,
+            listing=listing, strip_location=strip_default,
         )
-        return await self.page(request, "Images", body, visitor, current="/images",
-                               notice=NOTICES.get(query(request, "done")))
+        notice = NOTICES.get(query(request, "done")) or _deleted_notice(query(request, "deleted"))
+        return await self.page(request, "Images", body, visitor, current="/images", notice=notice)
 
     def _upload_lifetimes(self) -> list[Choice]:
         """The form's lifetime choices, each saying which sizes may have it (a choice no
@@ -192,10 +203,108 @@ class ImagePages(PageArea):
         await self.library.delete(visitor.account, image.name)
         return redirect(request, "/images?done=deleted")
 
+    @app.route("/images/delete-selected", methods=["POST"])
+    async def delete_selected(self, request: Any) -> bytes:
+        """"Delete selected": the names ticked on a gallery page (repeated ``name``
+        fields), a confirmation page listing them, then (``confirm=1``) all of them
+        deleted in one transaction.  Without confirmation every name must be one of
+        the caller's served images (404 naming those that are not); once confirmed,
+        images gone meanwhile (deleted elsewhere, expired) refuse the whole request
+        (nothing deleted) with a new confirmation for the others."""
+        visitor, form = await self.post(request)
+        names = selected_names(form.get_all("name"))
+        back = gallery_link(_page_number(form.get("page")), _kept_search(form.get("q")), _sort_key(form.get("sort")))
+        kept = [(k, form.get(k) or "") for k in ("q", "sort", "page") if form.get(k)]
+        if form.get("confirm") != "1":
+            images = [await self.library.served_image(visitor.account, name) for name in names]
+            missing = [name for name, image in zip(names, images, strict=True) if image is None]
+            if missing:
+                raise errors.NotFound(f"you have no image named {_listed(missing)} (deleted or expired "
+                                      "already?); nothing was deleted")
+            return await self._confirm_several(request, visitor, names, kept, back)
+        deleted, missing = await self.library.delete_several(visitor.account, names)
+        if missing:
+            left = [name for name in names if name not in missing]
+            if not left:
+                raise errors.NotFound("none of these images is there any more (deleted or expired "
+                                      "already); nothing was deleted")
+            return await self._confirm_several(
+                request, visitor, left, kept, back, status=409,
+                gone=f"{_listed(missing)} {'is' if len(missing) == 1 else 'are'} gone already (deleted "
+                     "or expired), so nothing was deleted. ")
+        return redirect(request, _with_query(back, {"deleted": str(len(deleted))}))
+
+    async def _confirm_several(self, request: Any, visitor: Any, names: list[str], kept: list[tuple[str, str]],
+                               back: str, status: int = 200, gone: str = "") -> bytes:
+        if len(names) > 1:
+            question = (f"{gone}Delete {'the other ' if gone else ''}{len(names)} images? Their addresses "
+                        "and every resized copy stop working at once.")
+        else:
+            question = (f"{gone}Delete {'the other image' if gone else 'this image'}? Its address and every "
+                        "resized copy stop working at once.")
+        body = ConfirmBody(
+            question,
+            "/images/delete-selected", [*(("name", name) for name in names), *kept], visitor.csrf,
+            f"Delete {len(names)} image{'s' if len(names) > 1 else ''}", back, items=names,
+        )
+        title = "Delete these images?" if len(names) > 1 else "Delete this image?"
+        return await self.page(request, title, body, visitor, current="/images", narrow=True, status=status)
+
     @app.handle_errors(Exception)
     async def failed(self, request: Any, failure: Failure) -> bytes:
         return await self.render_failure(request, failure)
 
 
-def _page_link(page: int) -> str:
-    return "/images" if page <= 1 else f"/images?page={page}"
+#: The gallery's orders (``?sort=``), as the form offers them.
+SORT_LABELS = (("newest", "Newest first"), ("oldest", "Oldest first"), ("largest", "Largest first"))
+
+
+def gallery_link(page: int, search: str = "", sort: str = "newest") -> str:
+    """The gallery's address showing ``page`` of ``search`` in ``sort``'s order (the
+    defaults left out)."""
+    fields = {"q": search, "sort": "" if sort == "newest" else sort, "page": "" if page <= 1 else str(page)}
+    return _with_query("/images", fields)
+
+
+def _with_query(path: str, fields: dict[str, str]) -> str:
+    given = {k: v for k, v in fields.items() if v}
+    if not given:
+        return path
+    return path + ("&" if "?" in path else "?") + urlencode(given)
+
+
+def _page_number(text: str | None) -> int:
+    """A page number from the query; anything else is the first page (as a page past
+    the end is an empty page, not an error)."""
+    try:
+        return min(max(1, int(text or "1")), 100_000)
+    except ValueError:
+        return 1
+
+
+def _sort_key(text: str | None) -> str:
+    """A sort from the query; an unknown one falls back to newest first, as a bad page
+    number falls back to the first page."""
+    return text if text in db.ORDERS else "newest"
+
+
+def _kept_search(text: str | None) -> str:
+    """The search a form carries back to the gallery; one that would be refused is dropped."""
+    try:
+        return search_text(text)
+    except errors.BadRequest:
+        return ""
+
+
+def _listed(names: list[str]) -> str:
+    """Names in a sentence: the first five, then how many more."""
+    shown = ", ".join(names[:5])
+    return shown if len(names) <= 5 else f"{shown} and {len(names) - 5} more"
+
+
+def _deleted_notice(text: str | None) -> str | None:
+    """The notice after a multiple delete (``?deleted=N``)."""
+    if not text or not text.isascii() or not text.isdigit() or not 1 <= int(text) <= MAX_SELECTED:
+        return None
+    n = int(text)
+    return f"Deleted {n} image{'s' if n > 1 else ''}. Every version of {'them' if n > 1 else 'it'} stopped working."
