@@ -57,7 +57,7 @@ class Captured:
     """A Tx that records the statements an operation runs (for EXPLAIN and for timing
     them straight on the database), answering the count with ``total``."""
 
-    share_lock = skip_locked = ""
+    share_lock = update_lock = skip_locked = ""
     least = "MIN"
     byte_order = ""
 
