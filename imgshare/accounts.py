@@ -16,7 +16,7 @@ import attrs
 
 from imgshare import auth, db
 from imgshare.domain import errors, lifetime, naming, passwords
-from imgshare.domain.records import Account, Token
+from imgshare.domain.records import Account, Token, Usage
 from imgshare.gateway import run_query
 
 #: The setting holding the one-time setup code (made by ``Accounts.setup_code_if_needed``),
@@ -201,6 +201,18 @@ class Accounts:
     async def image_count(self, name: str) -> int:
         """How many images go with the account (stored or being uploaded)."""
         return await self._db(db.count_images, name)
+
+    async def usage(self) -> dict[str, Usage]:
+        """Every account's usage and quotas, by account name."""
+        return {u.account: u for u in await self._db(db.list_usage)}
+
+    async def set_quota(self, name: str, quota_bytes: int | None, quota_images: int | None) -> Usage:
+        """Set an account's storage limit and image-count limit (None: no limit); its usage
+        after.  NotFound without the account.  What it holds already stays, even past them."""
+        found = await self._db(db.set_quota, name, quota_bytes, quota_images)
+        if found is None:
+            raise errors.NotFound("no such account")
+        return found
 
     async def get(self, name: str) -> Account | None:
         """The account named ``name``, if there is one."""

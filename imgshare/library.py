@@ -281,10 +281,11 @@ class ImageLibrary:
             raise errors.NotFound("no such account")
         return found
 
-    async def check_quota(self, account: str, size: int = 0) -> None:
+    async def check_quota(self, account: str, size: int | None = None) -> None:
         """QuotaFull (413) when ``account`` cannot take one more image of ``size`` bytes
-        now: the early refusal, before a body is fetched or a grant made (uploads are
-        held to the quota again, exactly, when they reserve their names)."""
+        now (None: of any size, refused only when full to the byte or the image): the
+        early refusal, before a body is parsed or fetched or a grant made.  Uploads are
+        held to the quota again, exactly, when they reserve their names."""
         found = await self._db(db.account_usage, account)
         if found is not None:
             quota.check(found, size)

@@ -8,8 +8,8 @@ from __future__ import annotations
 from imgshare.domain import errors, lifetime, words
 from imgshare.domain.records import Usage
 
-#: The largest quota accepted (1 EiB): far past any disk, well inside a 64-bit column.
-MAX_QUOTA_BYTES = 1 << 60
+#: The largest quota accepted (1 PiB): past any disk, well inside a 64-bit column.
+MAX_QUOTA_BYTES = 1 << 50
 #: The largest image-count quota accepted.
 MAX_QUOTA_IMAGES = 1 << 40
 #: The words lifting a limit.
@@ -37,7 +37,7 @@ def parse_quota_bytes(text: str) -> int | None:
     except ValueError:
         raise ValueError(f"invalid quota {text!r}: give a size such as 500MB or 2GiB, or none") from None
     if size > MAX_QUOTA_BYTES:
-        raise ValueError(f"invalid quota {text!r}: at most {lifetime.format_size(MAX_QUOTA_BYTES)}")
+        raise ValueError(f"invalid quota {text!r}: at most 1 PiB (1024 TiB)")
     return size
 
 
@@ -51,19 +51,21 @@ def parse_quota_images(text: str) -> int | None:
     return int(value)
 
 
-def refusal(usage: Usage, size: int) -> str | None:
+def refusal(usage: Usage, size: int | None) -> str | None:
     """Why one more image of ``size`` bytes would pass the account's quota, in words
-    ("Storage quota full: 9.8 MiB of 10.0 MiB used; this file is 1.2 MiB."); None if it fits."""
+    ("Storage quota full: 9.8 MiB of 10.0 MiB used; this file is 1.2 MiB."); None if it
+    fits.  ``size`` None: a file not seen yet, refused only when not one more byte fits."""
     if usage.quota_images is not None and usage.images + 1 > usage.quota_images:
         return f"Image quota full: {usage.images} of {images_in_words(usage.quota_images)} used."
-    if usage.quota_bytes is not None and usage.bytes + size > usage.quota_bytes:
-        return (f"Storage quota full: {words.size_in_words(usage.bytes)} of "
-                f"{words.size_in_words(usage.quota_bytes)} used; this file is {words.size_in_words(size)}.")
+    if usage.quota_bytes is not None and usage.bytes + (1 if size is None else size) > usage.quota_bytes:
+        used = f"Storage quota full: {words.size_in_words(usage.bytes)} of {words.size_in_words(usage.quota_bytes)} used"
+        return f"{used}." if size is None else f"{used}; this file is {words.size_in_words(size)}."
     return None
 
 
-def check(usage: Usage, size: int) -> None:
-    """QuotaFull unless one more image of ``size`` bytes fits the account's quota."""
+def check(usage: Usage, size: int | None) -> None:
+    """QuotaFull unless one more image of ``size`` bytes (None: of any size) fits the
+    account's quota."""
     problem = refusal(usage, size)
     if problem is not None:
         raise QuotaFull(problem)

@@ -108,6 +108,7 @@ class Chevereto:
             if token is None:
                 token = await authenticated(self.library, request, credential(request, form))
             await self.token_limiter.check(f"token:{token.id}")
+            await self.library.check_quota(token.account)  # full: nothing decoded or fetched
             source = await self._source(request, form)
             image, filename = await self._store(token, form, source)
         finally:
