@@ -576,7 +576,7 @@ class AccountPageTests(unittest.TestCase):
         self.assertEqual((usage.quota_bytes, usage.quota_images), (10_000_000, 500))
         _, page = await self.browser.get("/account?done=quota")
         self.assertIn("The quota is set.", page)
-        self.assertIn('value="10000000B"', page)
+        self.assertIn('value="10MB"', page)
         self.assertIn("0 of 500 images, 0 bytes of 9.5 MiB (0%)", page)
         for fields, words in [({"quota": "ten gigs"}, "invalid quota 'ten gigs'"),
                               ({"quota": "1GB", "images": "many"}, "invalid image quota 'many'")]:

@@ -72,8 +72,17 @@ def _meter(label: str, value: int, maximum: int, text: str) -> MeterView:
 
 
 def quota_field(quota_bytes: int | None) -> str:
-    """A storage limit as the quota form shows it: exact (``10MiB``, ``500000000B``), "" for none."""
-    return "" if quota_bytes is None else lifetime.format_size(quota_bytes)
+    """A storage limit as the quota form shows it, exact in the largest unit dividing it
+    (``10MiB``, ``500MB``, ``1234B``); "" for none."""
+    if quota_bytes is None:
+        return ""
+    binary = lifetime.format_size(quota_bytes)
+    if binary.endswith("iB"):
+        return binary
+    for unit, factor in (("GB", 1000**3), ("MB", 1000**2), ("KB", 1000)):
+        if quota_bytes % factor == 0:
+            return f"{quota_bytes // factor}{unit}"
+    return binary
 
 
 @attrs.define
