@@ -701,17 +701,22 @@ async def _listed_page(tx: Tx, account: str, now: float, offset: int, limit: int
 
 
 async def _count_listed(tx: Tx, account: str, now: float) -> int:
-    """How many images the account lists: its live ones less those expired but not
-    purged yet.  The same number as ``COUNT(*)`` under ``_LISTED``, for half the
-    work on SQLite: counting a range of ``images_listing`` needs no column of its
-    entries, where the expiry test reads one in each; the expired rows are a range
-    of ``images_state_expires``, few, since the expiry service purges them within
-    seconds (while storage is down, those awaiting a retry)."""
+    """How many images the account lists: the images its counters count (schema 010:
+    reserved and live) less its uploads in flight and its live images expired but not
+    purged yet.  The same number as ``COUNT(*)`` under ``_LISTED``, without counting the
+    account's entries: one row of ``accounts``, then two ranges, both few: the
+    ``uploading`` entries of ``images_listing`` (uploads under way) and the expired rows,
+    a range of ``images_state_expires`` (the expiry service purges them within seconds;
+    while storage is down, those awaiting a retry).  One statement: one snapshot, in
+    which the counters agree with the rows (they change in the same transactions).
+    ``bench/account_usage.py``: 1 ms where ``COUNT(*)`` took 119 ms at 100 000 images on
+    PostgreSQL (0.35 ms against 11 ms on SQLite)."""
     rows = await tx.execute(
-        f"SELECT (SELECT COUNT(*) {_LIVE}) - (SELECT COUNT(*) {_LIVE} AND expires <= ?)",
-        (account, LIVE, account, LIVE, now),
+        "SELECT COALESCE((SELECT image_count FROM accounts WHERE name = ?), 0) "
+        f"- (SELECT COUNT(*) {_LIVE}) - (SELECT COUNT(*) {_LIVE} AND expires <= ?)",
+        (account, account, UPLOADING, account, LIVE, now),
     )
-    return rows[0][0]
+    return max(0, rows[0][0])
 
 
 @readonly

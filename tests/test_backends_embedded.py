@@ -87,10 +87,10 @@ class SqliteTests(unittest.TestCase):
         self.assertEqual((await second.run(db.get_account, "kitten")).name, "kitten")
 
     async def test_listing_skips_index_entries_only(self):
-        """The listing's count and the skip of its page, from either end, read the
-        covering index images_listing alone (the count less the expired rows, a
-        range of images_state_expires); only the page's rows are read from the
-        table, by id."""
+        """The listing's count (the account's counters less its uploads in flight, a range
+        of the covering index images_listing, and its expired rows, a range of
+        images_state_expires) and the skip of its page, from either end, read no row
+        they do not need; only the page's rows are read from the table, by id."""
         from imgshare import db
         from tests.db_contract import T
 
@@ -106,7 +106,9 @@ class SqliteTests(unittest.TestCase):
             page, total = await database.run(explaining.run, db.list_images_page, "kitten", T, offset, 1)
             self.assertEqual(([i.name for i in page], total), ([expected], 3))
             count, listing = explaining.plans
-            self.assertEqual(count, ["SCAN CONSTANT ROW", "SCALAR SUBQUERY 1", search, "SCALAR SUBQUERY 2",
+            self.assertEqual(count, ["SCAN CONSTANT ROW", "SCALAR SUBQUERY 1",
+                                     "SEARCH accounts USING INDEX sqlite_autoindex_accounts_1 (name=?)",
+                                     "SCALAR SUBQUERY 2", search, "SCALAR SUBQUERY 3",
                                      "SEARCH images USING INDEX images_state_expires (state=? AND expires<?)"])
             self.assertIn(search, listing)
             self.assertIn("SEARCH images USING INTEGER PRIMARY KEY (rowid=?)", listing)
