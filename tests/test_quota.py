@@ -441,6 +441,20 @@ class QuotaUploadTests(QuotaUploadTestCase):
         await self.assertNothingStored()
         self.assertEqual([k for k in self.f.storage.objects if k.startswith("_staging/")], [])
 
+    async def test_presign_batch(self):
+        """In a presign batch each entry is held to the quota on its own: one that does not
+        fit is an entry with the refusal and status 413, the others are granted."""
+        bearer = {b"Authorization": [f"Bearer {self.token}".encode()], b"Content-Type": [b"application/json"]}
+        ask = json.dumps({"files": [{"filename": "b.jpg", "contentType": "image/jpeg", "sizeBytes": SIZE // 4},
+                                    {"filename": "c.jpg", "contentType": "image/jpeg", "sizeBytes": SIZE}]})
+        response, out = await self.client.request("POST", B + "/api/v1/upload/presign/batch", data=ask.encode(),
+                                                  headers=bearer)
+        self.assertEqual(response.code, 200, out)
+        first, second = json.loads(out)["uploads"]
+        self.assertIn("put_url", first)
+        self.assertEqual(second, {"error": self.FULL, "status": 413})
+        self.assertEqual(await self._grants(), 1)
+
     async def _grants(self):
         async def count(tx):
             return (await tx.execute("SELECT COUNT(*) FROM upload_grants"))[0][0]
