@@ -67,6 +67,8 @@ class Accounts:
     database: Any  # IDatabase
     io: Any  # Runner for scrypt
     clock: Any  # IReactorTime
+    #: The storage quota (bytes) of each account made here (``--quota``); None: none.
+    default_quota: int | None = None
     _dummy_hash: str | None = None
     _seen_accounts: bool = False  # some account existed once: has_accounts(cached=True) stops asking
 
@@ -133,7 +135,7 @@ class Accounts:
         if admin_if_first and not is_admin:
             is_admin = not await self.has_accounts()
         try:
-            return await self._db(db.create_account, name, digest, is_admin, self.now())
+            return await self._db(db.create_account, name, digest, is_admin, self.now(), self.default_quota)
         except db.Conflict:
             raise errors.ApiError(
                 "That name is taken (or an account of that name is still being removed).", 409
@@ -163,7 +165,7 @@ class Accounts:
             return None
         digest = await self.io.run(auth.hash_password, password)
         return await self._db(
-            db.create_first_account, SETUP_CODE_SETTING, code, name, digest, self.now()
+            db.create_first_account, SETUP_CODE_SETTING, code, name, digest, self.now(), self.default_quota
         )
 
     async def register(self, name: str, password: str) -> Account | None:
@@ -174,7 +176,7 @@ class Accounts:
         check_password_policy(password, name)
         digest = await self.io.run(auth.hash_password, password)
         try:
-            return await self._db(db.register_account, name, digest, self.now())
+            return await self._db(db.register_account, name, digest, self.now(), self.default_quota)
         except db.Conflict:
             raise errors.ApiError(
                 "That name is taken (or an account of that name is still being removed).", 409

@@ -18,7 +18,7 @@ import attrs
 
 from imgshare import __version__, backends, db
 from imgshare.accounts import Accounts, check_account_name, check_password_policy
-from imgshare.domain import errors, quota
+from imgshare.domain import errors, quota, words
 from imgshare.options import BACKEND_OPTIONS, SERVER_OPTIONS, build_config, env_name, resolve
 from imgshare.threads import InlineRunner
 
@@ -186,7 +186,10 @@ async def user_add(args: argparse.Namespace, accounts: Accounts, console: Consol
     elif first:
         console.say(f"{account.name} is the first account of this database and an admin; the setup link "
                     "the server logged no longer works")
-    print(f"created account {account.name}" + (" (admin)" if account.is_admin else ""), file=console.out)
+    quota_words = "" if accounts.default_quota is None else (
+        f", its storage quota {words.size_in_words(accounts.default_quota)} (IMGSHARE_QUOTA)")
+    print(f"created account {account.name}" + (" (admin)" if account.is_admin else "") + quota_words,
+          file=console.out)
 
 
 async def user_list(args: argparse.Namespace, accounts: Accounts, console: Console) -> None:
@@ -318,10 +321,13 @@ COMMANDS = {
 }
 
 
-async def run_command(args: argparse.Namespace, database: Any, clock: Any, console: Console) -> None:
+async def run_command(args: argparse.Namespace, database: Any, clock: Any, console: Console,
+                      default_quota: int | None = None) -> None:
     """Carry out one parsed command against an open database, through ``Accounts``
-    (scrypt inline: the command has nothing else to do meanwhile)."""
-    await COMMANDS[args.area, args.action](args, Accounts(database, InlineRunner(), clock), console)
+    (scrypt inline: the command has nothing else to do meanwhile); ``user add`` gives a
+    new account ``default_quota`` (``IMGSHARE_QUOTA``, as the server's ``--quota``)."""
+    accounts = Accounts(database, InlineRunner(), clock, default_quota=default_quota)
+    await COMMANDS[args.area, args.action](args, accounts, console)
 
 
 def parse(argv: list[str] | None, err: Any) -> argparse.Namespace:
@@ -374,7 +380,7 @@ def main(argv: list[str] | None = None) -> None:
                 await database.start()  # an empty PostgreSQL database, made for IMGSHARE
                 console.new_database = True
         try:
-            await run_command(args, database, reactor, console)
+            await run_command(args, database, reactor, console, config.default_quota)
         finally:
             await database.stop()
 

@@ -275,16 +275,19 @@ async def count_accounts(tx: Tx) -> int:
     return (await tx.execute("SELECT COUNT(*) FROM accounts"))[0][0]
 
 
-async def create_account(tx: Tx, name: str, password_hash: str, is_admin: bool, now: float) -> Account:
-    """Insert an account; ``Conflict`` if the name exists or awaits purging."""
+async def create_account(tx: Tx, name: str, password_hash: str, is_admin: bool, now: float,
+                         quota_bytes: int | None = None) -> Account:
+    """Insert an account (with a storage quota of ``quota_bytes``: None for none);
+    ``Conflict`` if the name exists or awaits purging."""
     if await tx.execute("SELECT 1 FROM accounts WHERE name = ?", (name,)):
         raise Conflict(name)
     if await tx.execute("SELECT 1 FROM images WHERE account = ? LIMIT 1", (name,)):
         # Images of a removed account with this name are still being purged.
         raise Conflict(name)
     rows = await tx.execute(
-        f"INSERT INTO accounts (name, password_hash, is_admin, created) VALUES (?, ?, ?, ?) RETURNING {_ACCOUNT}",
-        (name, password_hash, is_admin, now),
+        f"INSERT INTO accounts (name, password_hash, is_admin, created, quota_bytes) VALUES (?, ?, ?, ?, ?) "
+        f"RETURNING {_ACCOUNT}",
+        (name, password_hash, is_admin, now, quota_bytes),
     )
     return _ACCOUNT.record(rows[0])
 
@@ -419,13 +422,14 @@ async def count_images(tx: Tx, account: str) -> int:
     return rows[0][0]
 
 
-async def register_account(tx: Tx, name: str, password_hash: str, now: float) -> Account | None:
+async def register_account(tx: Tx, name: str, password_hash: str, now: float,
+                           quota_bytes: int | None = None) -> Account | None:
     """A self-registered (never admin) account, only once some account exists: the first
     one comes from the setup link or the admin command.  None, and nothing stored, on a
     database without accounts; ``Conflict`` as ``create_account``."""
     if not (await tx.execute("SELECT COUNT(*) FROM accounts"))[0][0]:
         return None
-    return await create_account(tx, name, password_hash, False, now)
+    return await create_account(tx, name, password_hash, False, now, quota_bytes)
 
 
 async def delete_account(tx: Tx, name: str, now: float) -> bool:
@@ -1106,7 +1110,7 @@ async def setting_or_insert(tx: Tx, key: str, value: str) -> str:
 
 
 async def create_first_account(
-    tx: Tx, setting: str, code: str, name: str, password_hash: str, now: float
+    tx: Tx, setting: str, code: str, name: str, password_hash: str, now: float, quota_bytes: int | None = None,
 ) -> Account | None:
     """Use the one-time setup code: create the first (admin) account and void the code.
 
@@ -1120,7 +1124,7 @@ async def create_first_account(
         return None
     if not await tx.execute("DELETE FROM settings WHERE key = ? RETURNING key", (setting,)):
         return None  # a concurrent submission used the code first
-    return await create_account(tx, name, password_hash, True, now)
+    return await create_account(tx, name, password_hash, True, now, quota_bytes)
 
 
 # ------------------------------------------------------------------ sessions

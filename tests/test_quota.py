@@ -668,6 +668,35 @@ class QuotaCommandTests(unittest.TestCase):
         self.assertIsNone((await self.database.run(db.account_usage, "kitten")).quota_bytes)
 
 
+class DefaultQuotaTests(unittest.TestCase):
+    def test_option(self):
+        """``--quota`` (``IMGSHARE_QUOTA``) takes a size or none; a bad one names the option."""
+        from imgshare.options import build_config
+
+        self.assertEqual(build_config({"quota": "10GiB"}).default_quota, 10 * 1024 * MiB)
+        self.assertIsNone(build_config({"quota": "none"}).default_quota)
+        self.assertIsNone(build_config({}).default_quota)
+        with self.assertRaises(ValueError) as caught:
+            build_config({"quota": "lots"}, {"quota": "IMGSHARE_QUOTA"})
+        self.assertIn("IMGSHARE_QUOTA", str(caught.exception))
+
+    async def test_new_accounts_get_the_default(self):
+        """Every account made with a default quota gets it (an administrator's, a registered
+        one, the command's ``user add``); changing the default changes no existing account."""
+        f = await make_fixture(self, default_quota=5 * MiB, registration="open")
+        await f.components.accounts.create("boss", "a long password", True)
+        self.assertEqual((await f.database.run(db.account_usage, "boss")).quota_bytes, 5 * MiB)
+        await f.components.accounts.register("kitten", "another long password")
+        self.assertEqual((await f.database.run(db.account_usage, "kitten")).quota_bytes, 5 * MiB)
+        out = io.StringIO()
+        console = Console(out, io.StringIO(), io.StringIO("a third long password\n"), database="sqlite:///x")
+        await run_command(build_parser().parse_args(["user", "add", "bear"]), f.database, Clock(), console,
+                          default_quota=MiB)
+        self.assertEqual(out.getvalue(), "created account bear, its storage quota 1.0 MiB (IMGSHARE_QUOTA)\n")
+        self.assertEqual((await f.database.run(db.account_usage, "bear")).quota_bytes, MiB)
+        self.assertEqual((await f.database.run(db.account_usage, "boss")).quota_bytes, 5 * MiB)
+
+
 class QuotaCommandProcessTests(unittest.TestCase):
     def test_console_script(self):
         """The real console script: ``user quota`` sets the limit, a bad size exits 1 with
@@ -682,6 +711,10 @@ class QuotaCommandProcessTests(unittest.TestCase):
         self.assertEqual(done.stderr.splitlines()[-1],
                          "imgshare: invalid quota 'ten': give a size such as 500MB or 2GiB, or none")
         self.assertIn("\t0 images, 0 bytes of 10.0 MiB (0%)", admin(data, "user", "list"))
+        self.assertIn("its storage quota 2.0 MiB", admin(data, "user", "add", "bear", stdin="a long password\n",
+                                                        IMGSHARE_QUOTA="2MiB"))
+        self.assertIn("bear\tuser\t", admin(data, "user", "list"))
+        self.assertIn("\t0 images, 0 bytes of 2.0 MiB (0%)", admin(data, "user", "list"))
 
 
 # ------------------------------------------------------------- end to end
