@@ -5,7 +5,8 @@
 For each backend: a real ``twistd imgshare`` (PostgreSQL: a throw-away cluster on
 loopback, as the tests start it), then ``--images`` served images of one account
 written straight into its database in one bulk INSERT (plus deleted, expired and
-another account's rows that must not be listed), then ANALYZE (and VACUUM on
+another account's rows that must not be listed) and the accounts' usage counters
+filled from them (migration 010's backfill), then ANALYZE (and VACUUM on
 PostgreSQL, as autovacuum would after a bulk load, so index-only scans skip the heap).
 It measures ``GET /api/v1/images?page=1&limit=24``, ``page=2084`` (the middle, the
 farthest from either end of the index) and ``page=4000`` (offset 95 976)
@@ -57,7 +58,7 @@ class Captured:
     """A Tx that records the statements an operation runs (for EXPLAIN and for timing
     them straight on the database), answering the count with ``total``."""
 
-    share_lock = skip_locked = ""
+    share_lock = update_lock = skip_locked = ""
     least = "MIN"
     byte_order = ""
     like_any_case = "LIKE"
@@ -116,6 +117,13 @@ def fill_sql(images: int) -> list[tuple[str, tuple]]:
     ]
 
 
+def usage_backfill(dialect: str) -> str:
+    """Migration 010's statement filling the accounts' usage counters from their rows (the
+    listing's total reads them, and the bulk INSERTs bypass ``db.reserve_image``)."""
+    script = dict(db.schema_files(dialect))[10]
+    return next(s for s in db.split_statements(script) if s.startswith("UPDATE")).rstrip(";")
+
+
 def psycopg_sql(sql: str) -> str:
     """``sql`` with psycopg2's placeholders (and its ``%`` escaped)."""
     return sql.replace("%", "%%").replace("?", "%s")
@@ -134,6 +142,7 @@ class SqliteSide:
         for sql, (account, state, count) in fill_sql(images):
             series = f"(WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {count}) SELECT i FROM s)"
             self.conn.execute(sql.format(series=series), (account, state))
+        self.conn.execute(usage_backfill("sqlite"))
         self.conn.execute("COMMIT")
         self.conn.execute("ANALYZE")
 
@@ -173,6 +182,7 @@ class PostgresSide:
             for sql, (account, state, count) in fill_sql(images):
                 series = f"generate_series(1, {count}) AS s(i)"
                 cursor.execute(psycopg_sql(sql.format(series=series)), (account, state))
+            cursor.execute(psycopg_sql(usage_backfill("postgresql")))
             cursor.execute("VACUUM ANALYZE images")
 
     def query(self, sql: str, params: tuple) -> list:

@@ -16,7 +16,7 @@ import attrs
 
 from imgshare import auth, db
 from imgshare.domain import errors, lifetime, naming, passwords
-from imgshare.domain.records import Account, Token
+from imgshare.domain.records import Account, Token, Usage
 from imgshare.gateway import run_query
 
 #: The setting holding the one-time setup code (made by ``Accounts.setup_code_if_needed``),
@@ -67,6 +67,8 @@ class Accounts:
     database: Any  # IDatabase
     io: Any  # Runner for scrypt
     clock: Any  # IReactorTime
+    #: The storage quota (bytes) of each account made here (``--quota``); None: none.
+    default_quota: int | None = None
     _dummy_hash: str | None = None
     _seen_accounts: bool = False  # some account existed once: has_accounts(cached=True) stops asking
 
@@ -133,7 +135,7 @@ class Accounts:
         if admin_if_first and not is_admin:
             is_admin = not await self.has_accounts()
         try:
-            return await self._db(db.create_account, name, digest, is_admin, self.now())
+            return await self._db(db.create_account, name, digest, is_admin, self.now(), self.default_quota)
         except db.Conflict:
             raise errors.ApiError(
                 "That name is taken (or an account of that name is still being removed).", 409
@@ -163,7 +165,7 @@ class Accounts:
             return None
         digest = await self.io.run(auth.hash_password, password)
         return await self._db(
-            db.create_first_account, SETUP_CODE_SETTING, code, name, digest, self.now()
+            db.create_first_account, SETUP_CODE_SETTING, code, name, digest, self.now(), self.default_quota
         )
 
     async def register(self, name: str, password: str) -> Account | None:
@@ -174,7 +176,7 @@ class Accounts:
         check_password_policy(password, name)
         digest = await self.io.run(auth.hash_password, password)
         try:
-            return await self._db(db.register_account, name, digest, self.now())
+            return await self._db(db.register_account, name, digest, self.now(), self.default_quota)
         except db.Conflict:
             raise errors.ApiError(
                 "That name is taken (or an account of that name is still being removed).", 409
@@ -201,6 +203,18 @@ class Accounts:
     async def image_count(self, name: str) -> int:
         """How many images go with the account (stored or being uploaded)."""
         return await self._db(db.count_images, name)
+
+    async def usage(self) -> dict[str, Usage]:
+        """Every account's usage and quotas, by account name."""
+        return {u.account: u for u in await self._db(db.list_usage)}
+
+    async def set_quota(self, name: str, quota_bytes: int | None, quota_images: int | None) -> Usage:
+        """Set an account's storage limit and image-count limit (None: no limit); its usage
+        after.  NotFound without the account.  What it holds already stays, even past them."""
+        found = await self._db(db.set_quota, name, quota_bytes, quota_images)
+        if found is None:
+            raise errors.NotFound("no such account")
+        return found
 
     async def get(self, name: str) -> Account | None:
         """The account named ``name``, if there is one."""

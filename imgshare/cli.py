@@ -18,7 +18,7 @@ import attrs
 
 from imgshare import __version__, backends, db
 from imgshare.accounts import Accounts, check_account_name, check_password_policy
-from imgshare.domain import errors
+from imgshare.domain import errors, quota, words
 from imgshare.options import BACKEND_OPTIONS, SERVER_OPTIONS, build_config, env_name, resolve
 from imgshare.threads import InlineRunner
 
@@ -46,10 +46,11 @@ class Console:
 #: Every verb: (area, action, arguments as shown, one line of help).  The usage lists them.
 VERBS = (
     ("user", "add", "NAME [--admin]", "create an account; its password is read from stdin"),
-    ("user", "list", "", "list the accounts and their roles"),
+    ("user", "list", "", "list the accounts, their roles and what their images use"),
     ("user", "passwd", "NAME", "set a new password (read from stdin); ends its browser sessions"),
     ("user", "admin", "NAME on|off", "make an account an administrator, or not"),
     ("user", "del", "NAME [--yes]", "remove an account, its tokens and its images (asks first)"),
+    ("user", "quota", "NAME SIZE [--images N]", "limit an account's storage (500MB, 2GiB; none: no limit)"),
     ("token", "create", "NAME [--expires D] [--label L]", "create an API token; print it alone on stdout"),
     ("token", "list", "NAME", "list an account's tokens (never their secrets)"),
     ("token", "del", "NAME ID", "delete one of an account's tokens"),
@@ -111,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument("name", metavar="NAME")
     delete.add_argument("--yes", action="store_true",
                         help="do not ask (needed when stdin is not a terminal)")
+
+    limit = verb("user", "quota")
+    limit.add_argument("name", metavar="NAME")
+    limit.add_argument("size", metavar="SIZE", help="the most its originals may hold: 500MB, 2GiB, 1048576 "
+                       "(bytes), or none")
+    limit.add_argument("--images", metavar="N", help="the most images it may hold, or none [default: unchanged]")
 
     create = verb("token", "create")
     create.add_argument("name", metavar="NAME")
@@ -179,13 +186,39 @@ async def user_add(args: argparse.Namespace, accounts: Accounts, console: Consol
     elif first:
         console.say(f"{account.name} is the first account of this database and an admin; the setup link "
                     "the server logged no longer works")
-    print(f"created account {account.name}" + (" (admin)" if account.is_admin else ""), file=console.out)
+    quota_words = "" if accounts.default_quota is None else (
+        f", its storage quota {words.size_in_words(accounts.default_quota)} (IMGSHARE_QUOTA)")
+    print(f"created account {account.name}" + (" (admin)" if account.is_admin else "") + quota_words,
+          file=console.out)
 
 
 async def user_list(args: argparse.Namespace, accounts: Accounts, console: Console) -> None:
+    """One line per account: name, role, created, and what its images use (against its quota)."""
+    usage = await accounts.usage()
     for account in await accounts.every():
         role = "admin" if account.is_admin else "user"
-        print(f"{account.name}\t{role}\t{_utc_timestamp(account.created)}", file=console.out)
+        used = usage.get(account.name)
+        shown = quota.usage_in_words(used) if used is not None else "-"
+        print(f"{account.name}\t{role}\t{_utc_timestamp(account.created)}\t{shown}", file=console.out)
+
+
+async def user_quota(args: argparse.Namespace, accounts: Accounts, console: Console) -> None:
+    """Set an account's storage limit (and with ``--images`` its image-count limit); both
+    are checked before anything changes."""
+    try:
+        quota_bytes = quota.parse_quota_bytes(args.size)
+        quota_images = None if args.images is None else quota.parse_quota_images(args.images)
+    except ValueError as e:
+        raise CommandError(str(e)) from None
+    await _existing_account(accounts, args.name)
+    if args.images is None:
+        quota_images = (await accounts.usage())[args.name].quota_images
+    try:
+        usage = await accounts.set_quota(args.name, quota_bytes, quota_images)
+    except errors.NotFound:
+        raise CommandError(f"no account {args.name!r}") from None
+    print(f"{args.name} may now hold {quota.quota_in_words(usage)}; it holds {quota.usage_in_words(usage)}",
+          file=console.out)
 
 
 async def user_passwd(args: argparse.Namespace, accounts: Accounts, console: Console) -> None:
@@ -281,16 +314,20 @@ COMMANDS = {
     ("user", "passwd"): user_passwd,
     ("user", "admin"): user_admin,
     ("user", "del"): user_del,
+    ("user", "quota"): user_quota,
     ("token", "create"): token_create,
     ("token", "list"): token_list,
     ("token", "del"): token_del,
 }
 
 
-async def run_command(args: argparse.Namespace, database: Any, clock: Any, console: Console) -> None:
+async def run_command(args: argparse.Namespace, database: Any, clock: Any, console: Console,
+                      default_quota: int | None = None) -> None:
     """Carry out one parsed command against an open database, through ``Accounts``
-    (scrypt inline: the command has nothing else to do meanwhile)."""
-    await COMMANDS[args.area, args.action](args, Accounts(database, InlineRunner(), clock), console)
+    (scrypt inline: the command has nothing else to do meanwhile); ``user add`` gives a
+    new account ``default_quota`` (``IMGSHARE_QUOTA``, as the server's ``--quota``)."""
+    accounts = Accounts(database, InlineRunner(), clock, default_quota=default_quota)
+    await COMMANDS[args.area, args.action](args, accounts, console)
 
 
 def parse(argv: list[str] | None, err: Any) -> argparse.Namespace:
@@ -343,7 +380,7 @@ def main(argv: list[str] | None = None) -> None:
                 await database.start()  # an empty PostgreSQL database, made for IMGSHARE
                 console.new_database = True
         try:
-            await run_command(args, database, reactor, console)
+            await run_command(args, database, reactor, console, config.default_quota)
         finally:
             await database.stop()
 

@@ -126,7 +126,7 @@ def build(
     readiness = Readiness(database, storage, reactor)
     health = HealthRoutes(readiness, metrics, database, serve_metrics=config.metrics == "on")
     library = ImageLibrary(config, database, storage, io, reactor, metrics=metrics)
-    accounts = Accounts(database, io, reactor)
+    accounts = Accounts(database, io, reactor, default_quota=config.default_quota)
     sessions = Sessions(database, reactor)
     cookies = SessionCookies(sessions, config.public_url)
     throttle = LoginThrottle(LOGIN_PER_ADDRESS, LOGIN_PER_ACCOUNT_ADDRESS, LOGIN_PER_ACCOUNT, limits)

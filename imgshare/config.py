@@ -164,6 +164,8 @@ class Config:
     min_body_rate: RateLimit | None = MIN_BODY_RATE
     max_connections_per_address: int = MAX_CONNECTIONS_PER_ADDRESS  # 0: no cap
     max_files: int = MAX_FILES
+    #: The storage quota (bytes) each new account gets; None: none.
+    default_quota: int | None = None
     #: What start-up says when --public-url was not given and the listener's URL is a guess.
     public_url_warning: str | None = None
     #: "on" (/metrics on the main listeners), "off", or an endpoint description of its own listener.

@@ -21,8 +21,8 @@ from twisted.logger import Logger
 
 from imgshare import auth, db
 from imgshare.config import Config
-from imgshare.domain import errors, lifetime, location, naming, sniff
-from imgshare.domain.records import DELETED, LIVE, UPLOADING, Image, Token, Variant
+from imgshare.domain import errors, lifetime, location, naming, quota, sniff
+from imgshare.domain.records import DELETED, LIVE, UPLOADING, Image, Token, Usage, Variant
 from imgshare.gateway import run_query
 from imgshare.metrics import Metrics
 from imgshare.spool import remove_if_present
@@ -157,6 +157,10 @@ class ImageLibrary:
             image = await self._reserve(account, base, ext, info, now, expires, extra)
         except db.AccountGone:
             raise errors.Unauthorized("this token's account was removed") from None
+        except db.OverQuota as e:  # nothing was reserved, nothing reaches storage
+            log.info("refused an upload of {size} bytes for {account}: over its quota", size=info.size,
+                     account=account)
+            raise quota.QuotaFull(quota.refusal(e.usage, e.size) or "Storage quota full.") from None
         key = naming.storage_key(account, image.name)
         try:
             await self.storage.put(key, path, info.type.mime)
@@ -307,6 +311,24 @@ class ImageLibrary:
         except Exception as e:
             log.warn("purging the failed upload {account}/{name} failed ({error}); retrying later",
                      account=image.account, name=image.name, error=e)
+
+    # ---------------------------------------------------------------- quotas
+
+    async def usage(self, account: str) -> Usage:
+        """What ``account``'s images hold and its quotas; NotFound without the account."""
+        found = await self._db(db.account_usage, account)
+        if found is None:
+            raise errors.NotFound("no such account")
+        return found
+
+    async def check_quota(self, account: str, size: int | None = None) -> None:
+        """QuotaFull (413) when ``account`` cannot take one more image of ``size`` bytes
+        now (None: of any size, refused only when full to the byte or the image): the
+        early refusal, before a body is parsed or fetched or a grant made.  Uploads are
+        held to the quota again, exactly, when they reserve their names."""
+        found = await self._db(db.account_usage, account)
+        if found is not None:
+            quota.check(found, size)
 
     # ---------------------------------------------------------------- lookup
 

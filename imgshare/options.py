@@ -20,6 +20,7 @@ from imgshare.config import (
     guess_public_url,
 )
 from imgshare.domain.lifetime import parse_size, parse_tiers
+from imgshare.domain.quota import parse_quota_bytes
 
 # (option, help); every one is a string on the command line.
 SERVER_OPTIONS = [
@@ -34,6 +35,8 @@ SERVER_OPTIONS = [
     ("contact", "Contact named in the User-Agent of img_gather.php"),
     ("registration", "open or closed [default: closed]"),
     ("tiers", "Lifetime tiers by size [default: 2MiB:permanent,8MiB:90d,32MiB:7d]"),
+    ("quota", "Storage quota of each new account, e.g. 10GiB (suffixes KB, MB, GB, KiB, MiB, GiB), "
+              "or none; imgshare user quota changes one account's [default: none]"),
     ("rate-limit-ip", "API requests per client address, COUNT/SECONDS [default: 600/60]"),
     ("rate-limit-token", "API requests per token, COUNT/SECONDS [default: 300/60]"),
     ("head-timeout", "Seconds a client has for a whole request head, 0 for no limit [default: 10]"),
@@ -111,6 +114,7 @@ _PARSERS: dict[str, tuple[str, Any]] = {
     "max_pixels": ("max_pixels", _int),
     "max_files": ("max_files", _int),
     "tiers": ("tiers", parse_tiers),
+    "quota": ("default_quota", parse_quota_bytes),
     "rate_limit_ip": ("rate_ip", RateLimit.parse),
     "rate_limit_token": ("rate_token", RateLimit.parse),
     "head_timeout": ("head_timeout", _float),

@@ -24,7 +24,7 @@ import attrs
 from twisted.logger import Logger
 
 from imgshare import db
-from imgshare.domain import errors, presign
+from imgshare.domain import errors, presign, quota
 from imgshare.domain.jsonapi import OK
 from imgshare.domain.records import Grant, Image
 from imgshare.gateway import run_query
@@ -101,6 +101,7 @@ class PresignedUploads:
         expires = float(math.floor(now) + int(self.lifetime))
         grant_id = presign.new_grant_id()
         token = presign.new_completion_token()
+        await self.library.check_quota(account, request.size)  # full already: no grant, no PUT
         try:
             await self._db(
                 db.create_grant, grant_id, account, presign.completion_digest(token), request.filename,
@@ -165,7 +166,8 @@ class PresignedUploads:
 
         404 for an unknown, expired or spent token; 403 for another account's; 409
         before its PUT, or while another completion holds it.  Bytes the library
-        refuses (400, 413, 415) spend the grant: they cannot change.  Any other
+        refuses (400, 413, 415; a full quota too: presign again once there is room)
+        spend the grant: they cannot change.  Any other
         failure (an outage) gives it back for a retry."""
         if token is None or (isinstance(token, str) and not token.strip()):
             raise errors.BadRequest("completion_token required")
@@ -194,7 +196,7 @@ class PresignedUploads:
             )
         except db.NotHeld:
             raise errors.NotFound(NO_SUCH_COMPLETION) from None
-        except (errors.BadImage, errors.UnsupportedType, errors.TooLarge):
+        except (errors.BadImage, errors.UnsupportedType, errors.TooLarge, quota.QuotaFull):
             await self._spend_quietly(grant, claim)
             raise
         except BaseException:

@@ -42,6 +42,19 @@ class Account:
 
 
 @attrs.frozen
+class Usage:
+    """What an account's images hold against its quota (schema 010): ``images``
+    reserved or live (expired ones until their purge) and the bytes of their
+    originals; the limits, None where there is none."""
+
+    account: str
+    images: int
+    bytes: int
+    quota_bytes: int | None = None
+    quota_images: int | None = None
+
+
+@attrs.frozen
 class Token:
     """An API token's row; the secret itself is never stored, only its SHA-256."""
 
@@ -169,3 +182,4 @@ class Grant:
     staged_attempt: int | None
     staged_size: int | None
     staged_sha256: str | None
+

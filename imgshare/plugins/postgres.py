@@ -150,6 +150,7 @@ class _PgTx:
     """One transaction (a ``db.Tx``) on a txpostgres cursor."""
 
     share_lock = " FOR SHARE"
+    update_lock = " FOR UPDATE"
     skip_locked = " FOR UPDATE SKIP LOCKED"
     least = "LEAST"
     greatest = "GREATEST"

@@ -93,6 +93,7 @@ class _SqliteTx:
     ``lock`` has nothing to do."""
 
     share_lock = ""
+    update_lock = ""
     skip_locked = ""
     least = "MIN"
     greatest = "MAX"

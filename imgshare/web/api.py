@@ -94,6 +94,7 @@ class Api:
         strip = output.parse_switch("strip_location", form.get("strip_location"))
         if self.gatherer is None:
             raise errors.ApiError("img_gather.php is not available on this server", 501)
+        await self.library.check_quota(token.account)  # a full account fetches nothing
         path, filename = await self.gatherer.fetch(url, token.account)
         try:
             image = await self.library.upload(

@@ -109,6 +109,7 @@ class Chevereto:
                 token = await authenticated(self.library, request, credential(request, form))
             await self.token_limiter.check(f"token:{token.id}")
             strip = output.parse_switch("strip_location", form.get("strip_location"))
+            await self.library.check_quota(token.account)  # full: nothing decoded or fetched
             source = await self._source(request, form)
             image, filename = await self._store(token, form, source, strip)
         finally:

@@ -85,6 +85,7 @@ class JsonApi:
         token = None
         if credential(request, Form()):
             token = await self._token(request)  # checked before a possibly large body is parsed
+            await self.library.check_quota(token.account)  # as is a full quota
         form, files = await self._read_upload(request)
         try:
             if token is None:

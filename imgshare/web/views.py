@@ -730,23 +730,71 @@ class AccountView:
     created_iso: str
     is_self: bool
     is_admin: bool = False
+    #: What its images use, in words ("12 images, 3.4 MiB of 10.0 MiB (34%)").
+    usage: str = ""
+    #: Its limits as the quota form shows them ("10MiB", "500"; "" for none).
+    quota_bytes: str = ""
+    quota_images: str = ""
     created_date: str = ""
+
+
+@attrs.frozen
+class MeterView:
+    """One labelled ``<meter>``: ``value`` of ``maximum``; past ``low`` it shows a warning,
+    past ``high`` an alarm; ``text`` says the same in words."""
+
+    label: str
+    value: int
+    maximum: int
+    low: int
+    high: int
+    text: str
+
+
+@attrs.frozen
+class UsageView:
+    """The visitor's own usage on /account: a sentence, the meters against its limits, a hint."""
+
+    summary: str
+    meters: tuple[MeterView, ...] = ()
+    hint: str = ""
+    state: str = "ok"  # ok, near or full
 
 
 class AccountBody(Element):
     loader = template("account.xhtml")
 
     def __init__(self, csrf: str, account: str, is_admin: bool, accounts: Sequence[AccountView],
-                 new_name: str = "", strip_location: bool = False):
+                 new_name: str = "", strip_location: bool = False, usage: UsageView | None = None):
         super().__init__()
         self.csrf, self.account, self.is_admin = csrf, account, is_admin
         self.account_views, self.new_name = accounts, new_name
-        self.strip_location = strip_location
+        self.strip_location, self.usage_view = strip_location, usage
 
     @renderer
     def body(self, request: Any, tag: Tag) -> Tag:
         return tag.fillSlots(csrf=self.csrf, account=self.account, new_name=self.new_name,
                              role=" (administrator)" if self.is_admin else "")
+
+    @renderer
+    def usage(self, request: Any, tag: Tag) -> Tag | str:
+        view = self.usage_view
+        if view is None:
+            return ""
+        tag.attributes["class"] = f"card usage usage-{view.state}"
+        return tag.fillSlots(summary=view.summary, hint=view.hint)
+
+    @renderer
+    def usage_hint(self, request: Any, tag: Tag) -> Tag | str:
+        return _shown_if(self.usage_view is not None and self.usage_view.hint, tag)
+
+    @renderer
+    def meters(self, request: Any, tag: Tag) -> Iterator[Tag]:
+        for number, m in enumerate(self.usage_view.meters if self.usage_view else ()):
+            yield tag.clone().fillSlots(
+                id=f"usage-meter-{number}", text_id=f"usage-meter-{number}-text", label=m.label,
+                value=str(m.value), max=str(m.maximum), low=str(m.low), high=str(m.high), text=m.text,
+            )
 
     @renderer
     def admin(self, request: Any, tag: Tag) -> Tag | str:
@@ -780,6 +828,7 @@ class AccountRow(Element):
             **_scalar_slots(view),
             reset_href="/account/reset?" + urlencode({"name": view.name}),
             admin_value="0" if view.is_admin else "1", admin_question=question, admin_button=button,
+            quota_id=f"quota-{view.name}", images_id=f"images-{view.name}",
         )))
         self.view = view
 

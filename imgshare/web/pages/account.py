@@ -12,17 +12,77 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from imgshare.accounts import check_new_password
-from imgshare.domain import errors, output, words
+from imgshare.domain import errors, lifetime, output, quota, words
+from imgshare.domain.records import Usage
 from imgshare.web.errors import set_error_headers
 from imgshare.web.http import query
 from imgshare.web.pages.base import NOTICES, PageArea, redirect
 from imgshare.web.sessions import Visitor
-from imgshare.web.views import AccountBody, AccountView, ConfirmBody, ResetBody
+from imgshare.web.views import (
+    AccountBody,
+    AccountView,
+    ConfirmBody,
+    MeterView,
+    ResetBody,
+    UsageView,
+)
 
 log = Logger()
 
 OWN_PASSWORD = "Change your own password with the form on the account page (it asks for the current one)."
 OWN_ROLE = "You cannot change your own role here: another administrator can, or the imgshare command."
+#: The share of a limit past which /account warns (``low`` of the meter), and past which it alarms.
+NEAR_SHARE, ALARM_SHARE = 0.75, 0.9
+
+
+def usage_view(usage: Usage) -> UsageView:
+    """The visitor's usage as /account shows it: a sentence in words, a meter for each limit
+    the account has, and a hint when it is nearly or entirely full."""
+    count = quota.images_in_words(usage.images)
+    stored = words.size_in_words(usage.bytes)
+    if usage.quota_bytes is None and usage.quota_images is None:
+        return UsageView(f"You have {count}, using {stored}. Your account has no quota.")
+    meters, shares = [], []
+    parts = [f"You have {count}"]
+    if usage.quota_bytes is not None:
+        left = max(0, usage.quota_bytes - usage.bytes)
+        parts.append(f"using {stored} of your {words.size_in_words(usage.quota_bytes)} quota "
+                     f"({quota.percent_used(usage)}%); {words.size_in_words(left)} left")
+        meters.append(_meter("Storage used", usage.bytes, usage.quota_bytes,
+                             f"{stored} of {words.size_in_words(usage.quota_bytes)} ({quota.percent_used(usage)}%)"))
+        shares.append(usage.bytes / usage.quota_bytes)
+    if usage.quota_images is not None:
+        parts.append(f"at most {quota.images_in_words(usage.quota_images)}")
+        meters.append(_meter("Images", usage.images, usage.quota_images,
+                             f"{usage.images} of {quota.images_in_words(usage.quota_images)}"))
+        shares.append(usage.images / usage.quota_images)
+    full = quota.refusal(usage, None) is not None
+    if full:
+        state, hint = "full", ("Your quota is full: uploads are refused until you delete images "
+                               "or an administrator raises it.")
+    elif max(shares) >= ALARM_SHARE:
+        state, hint = "near", "Your quota is nearly full: delete images you no longer need to make room."
+    else:
+        state, hint = "ok", ""
+    return UsageView(", ".join(parts) + ".", tuple(meters), hint, state)
+
+
+def _meter(label: str, value: int, maximum: int, text: str) -> MeterView:
+    return MeterView(label, value, maximum, int(maximum * NEAR_SHARE), int(maximum * ALARM_SHARE), text)
+
+
+def quota_field(quota_bytes: int | None) -> str:
+    """A storage limit as the quota form shows it, exact in the largest unit dividing it
+    (``10MiB``, ``500MB``, ``1234B``); "" for none."""
+    if quota_bytes is None:
+        return ""
+    binary = lifetime.format_size(quota_bytes)
+    if binary.endswith("iB"):
+        return binary
+    for unit, factor in (("GB", 1000**3), ("MB", 1000**2), ("KB", 1000)):
+        if quota_bytes % factor == 0:
+            return f"{quota_bytes // factor}{unit}"
+    return binary
 
 
 @attrs.define
@@ -42,14 +102,18 @@ class AccountPages(PageArea):
         now = self.library.now()
         views = []
         if visitor.is_admin:
+            usage = await self.accounts.usage()
             views = [
                 AccountView(a.name, "administrator" if a.is_admin else "user",
                             words.since_in_words(a.created, now), output.iso_time(a.created),
-                            a.name == visitor.account, a.is_admin, words.date_in_words(a.created))
+                            a.name == visitor.account, a.is_admin, *_usage_cells(usage.get(a.name)),
+                            created_date=words.date_in_words(a.created))
                 for a in await self.accounts.every()
             ]
         strip = await self.library.strip_location_default(visitor.account)
-        body = AccountBody(visitor.csrf, visitor.account, visitor.is_admin, views, new_name, strip)
+        own = await self.library.usage(visitor.account)
+        body = AccountBody(visitor.csrf, visitor.account, visitor.is_admin, views, new_name, strip,
+                           usage=usage_view(own))
         return await self.page(request, "Account", body, visitor, current="/account", notice=notice,
                                problem=problem, status=status)
 
@@ -169,6 +233,26 @@ class AccountPages(PageArea):
                                "of {name}"), admin=visitor.account, name=account.name)
         return redirect(request, "/account?done=" + ("admin-on" if wanted else "admin-off"))
 
+    @app.route("/account/quota", methods=["POST"])
+    async def set_quota(self, request: Any) -> bytes:
+        """An administrator sets an account's quota (its own too): ``quota``, a size such as
+        500MB, and ``images``, a number; empty (or ``none``) for no limit."""
+        visitor, form = await self.post(request)
+        self._require_admin(visitor)
+        name = (form.get("name") or "").strip()
+        if not name or await self.accounts.get(name) is None:
+            raise errors.NotFound("No such account.")
+        try:
+            quota_bytes = quota.parse_quota_bytes(form.get("quota") or "none")
+            quota_images = quota.parse_quota_images(form.get("images") or "none")
+        except ValueError as e:
+            problem = f"The quota of {name} is unchanged: {str(e)[0].lower()}{str(e)[1:]}."
+            return await self._account_page(request, visitor, problem=problem, status=400)
+        usage = await self.accounts.set_quota(name, quota_bytes, quota_images)
+        log.info("{admin} set the quota of {name} to {limits}", admin=visitor.account, name=name,
+                 limits=quota.quota_in_words(usage))
+        return redirect(request, "/account?done=quota")
+
     @app.route("/account/remove", methods=["POST"])
     async def remove_account(self, request: Any) -> bytes:
         visitor, form = await self.post(request)
@@ -193,3 +277,11 @@ class AccountPages(PageArea):
     @app.handle_errors(Exception)
     async def failed(self, request: Any, failure: Failure) -> bytes:
         return await self.render_failure(request, failure)
+
+
+def _usage_cells(usage: Usage | None) -> tuple[str, str, str]:
+    """An account's row cells: its usage in words and its limits as the quota form shows them."""
+    if usage is None:  # removed between the two reads
+        return "", "", ""
+    images = "" if usage.quota_images is None else str(usage.quota_images)
+    return quota.usage_in_words(usage), quota_field(usage.quota_bytes), images

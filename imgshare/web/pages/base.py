@@ -42,6 +42,7 @@ NOTICES: dict[str, Any] = {
     "password-reset": "The new password is set. That account's browsers were logged out; its tokens still work.",
     "admin-on": "The account is now an administrator.",
     "admin-off": "The account is now a plain user.",
+    "quota": "The quota is set. Uploads past it are refused; what the account holds already stays.",
     "logout": "You are logged out.",
     "location-strip": "Saved: uploads now remove location (GPS) metadata unless told otherwise.",
     "location-keep": "Saved: uploads now keep location (GPS) metadata unless told otherwise.",
