@@ -53,7 +53,7 @@ CASES = (
     ("search one match (q=photo12345)", {"q": "photo12345"}),
     ("search ~5 % (q=99)", {"q": "99"}),
     ("search all match (q=photo)", {"q": "photo"}),
-    ("search all, page 1000", {"q": "photo", "page": "1000"}),
+    ("search all, page 42 (the last within the count cap)", {"q": "photo", "page": "42"}),
     ("sort=largest page 1", {"sort": "largest"}),
     ("sort=largest page 1000", {"sort": "largest", "page": "1000"}),
     ("sort=largest page 2084 (middle)", {"sort": "largest", "page": "2084"}),
@@ -85,7 +85,7 @@ class DirectTx:
     def __init__(self, side: Any):
         self.side = side
         postgres = isinstance(side, PostgresSide)
-        self.like_any_case = "ILIKE" if postgres else "LIKE"
+        self.search_key = "search_key" if postgres else ""
         self.least, self.greatest = ("LEAST", "GREATEST") if postgres else ("MIN", "MAX")
         self.byte_order = ' COLLATE "C"' if postgres else ""
         self.statements: list[tuple[str, tuple]] = []

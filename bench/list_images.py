@@ -61,7 +61,7 @@ class Captured:
     share_lock = update_lock = skip_locked = ""
     least = "MIN"
     byte_order = ""
-    like_any_case = "LIKE"
+    search_key = ""
 
     def __init__(self, total: int):
         self.total = total

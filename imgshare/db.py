@@ -49,8 +49,9 @@ class Tx(Protocol):
     SQLite), ``update_lock`` the clause locking the selected rows against every other
     writer until the transaction ends, ``least`` and ``greatest`` are the SQL names of the smaller and the larger
     of two values, ``byte_order``
-    the collation comparing text byte by byte, ``like_any_case`` the LIKE that ignores
-    case, ``positive_number(expr)`` a condition
+    the collation comparing text byte by byte, ``search_key`` the column holding the
+    names lowered for a search (empty where LIKE itself ignores case, on SQLite),
+    ``positive_number(expr)`` a condition
     true when ``expr`` is a number without a leading zero, and ``lock(key)`` holds
     a lock on a text key until the transaction ends."""
 
@@ -60,8 +61,9 @@ class Tx(Protocol):
     least: str
     greatest: str
     byte_order: str
-    #: LIKE without regard to case: ``LIKE`` on SQLite (ASCII letters), ``ILIKE`` on PostgreSQL.
-    like_any_case: str
+    #: The lowered names a search matches with LIKE (PostgreSQL, migration 012); "" on
+    #: SQLite, whose LIKE ignores the case of ASCII letters itself.
+    search_key: str
 
     def positive_number(self, expr: str) -> str: ...
 
@@ -781,6 +783,10 @@ ORDERS = {
 }
 #: The sort keys, the default first.
 SORTS = tuple(ORDERS)
+#: A search counts its matches up to this many and pages through those: counting
+#: every match of a search that matches most of a large account would walk all of it
+#: (a total past the cap is returned as ``SEARCH_COUNT_CAP + 1``: "more than").
+SEARCH_COUNT_CAP = 1000
 
 
 def like_pattern(text: str) -> str:
@@ -794,10 +800,11 @@ def _matching(tx: Tx, search: str) -> tuple[str, tuple]:
     """The condition of a search, and its arguments: the file name or the original
     name contains ``search``, without regard to case.  The ESCAPE clause only when
     the search holds a character it escapes (SQLite matches a quarter faster without)."""
-    like = tx.like_any_case
     pattern = like_pattern(search)
     escape = " ESCAPE '\\'" if pattern != f"%{search}%" else ""
-    return f" AND (name {like} ?{escape} OR original_name {like} ?{escape})", (pattern, pattern)
+    if tx.search_key:  # the names, lowered once when written (PostgreSQL, migration 012)
+        return f" AND {tx.search_key} LIKE lower(?){escape}", (pattern,)
+    return f" AND (name LIKE ?{escape} OR original_name LIKE ?{escape})", (pattern, pattern)
 
 
 @readonly
@@ -810,10 +817,11 @@ async def find_images_page(
     are in all (matching, with a search).  As ``list_images_page``: the page is
     skipped to from the nearer end of its index, and past the end it is empty
     without a second query.  A search counts its matches by scanning the account's
-    entries of an index that carries the names (012); its first page is read
-    first, and when it is not full it is every match, so no count is needed (a
-    search finding a few images scans once).  Without a search the count is
-    ``_count_listed``."""
+    entries of an index that carries the names (012), up to ``SEARCH_COUNT_CAP`` + 1
+    (a total past the cap means "more than", and only the pages within the cap are
+    read); its first page is read first, and when it is not full it is every
+    match, so no count is needed (a search finding a few images scans once).
+    Without a search the count is ``_count_listed``."""
     forward, backward = ORDERS[sort]
     match, args = _matching(tx, search) if search else ("", ())
 
@@ -826,17 +834,23 @@ async def find_images_page(
         return [_IMAGE.record(r) for r in rows]
 
     if search and offset == 0:
-        first = await page(forward, 0, limit)
-        if len(first) < limit:
+        first = await page(forward, 0, min(limit, SEARCH_COUNT_CAP))
+        if len(first) < min(limit, SEARCH_COUNT_CAP):
             return first, len(first)
     if search:
-        total = (await tx.execute(f"SELECT COUNT(*) {_LISTED}{match}", (account, LIVE, now, *args)))[0][0]
+        total = (await tx.execute(
+            f"SELECT COUNT(*) FROM (SELECT 1 {_LISTED}{match} LIMIT ?) AS found",
+            (account, LIVE, now, *args, SEARCH_COUNT_CAP + 1),
+        ))[0][0]
         if offset == 0:
             return first, total
     else:
         total = await _count_listed(tx, account, now)
-    if offset >= total:
+    capped = bool(search) and total > SEARCH_COUNT_CAP
+    if offset >= (SEARCH_COUNT_CAP if capped else total):
         return [], total
+    if capped:  # the far end is unknown: read forward, within the cap
+        return await page(forward, offset, min(limit, SEARCH_COUNT_CAP - offset)), total
     end = min(offset + limit, total)
     if total - end < offset:
         return await page(backward, total - end, end - offset), total

@@ -55,6 +55,10 @@ MAX_SELECTED = 50
 
 log = Logger()
 
+#: The gallery's orders (newest first by default), and how many matches a search counts.
+SORTS = db.SORTS
+SEARCH_COUNT_CAP = db.SEARCH_COUNT_CAP
+
 
 def new_delete_secret() -> str:
     """A fresh delete-link secret: 128 random bits as 32 lowercase hex characters."""
@@ -353,10 +357,12 @@ class ImageLibrary:
     async def image_page(self, account: str, page: int, limit: int, *, sort: str = "newest",
                          search: str = "") -> tuple[list[Image], int]:
         """Page ``page`` (from 1) of ``limit`` of the account's served images, in the
-        order ``sort`` (``db.SORTS``; newest first by default), and how many it has in
+        order ``sort`` (``SORTS``; newest first by default), and how many it has in
         all (expiry is checked in the query).  With ``search`` (see ``search_text``)
         only the images whose file name or original name contains it, any case, and
-        how many match.  BadRequest for an unknown ``sort`` or a search refused."""
+        how many match, up to ``SEARCH_COUNT_CAP`` (more: ``SEARCH_COUNT_CAP + 1``, and
+        only the matches within the cap are paged through).  BadRequest for an
+        unknown ``sort`` or a search refused."""
         if sort not in db.ORDERS:
             raise errors.BadRequest(f"sort: one of {', '.join(db.SORTS)}")
         search = search_text(search)

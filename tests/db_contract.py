@@ -442,6 +442,25 @@ class DatabaseContract(LimitsContract):
                                                                   "20260214_cat.jpg"], 3))
         self.assertEqual((await self._found(""))[1], 3, "no search: every served image")
 
+    async def test_search_counts_up_to_its_cap(self):
+        """A search counts its matches up to SEARCH_COUNT_CAP (more: the cap + 1) and pages
+        only through the first SEARCH_COUNT_CAP of them, newest first."""
+        self.patch(db, "SEARCH_COUNT_CAP", 5)
+        await self._db()
+        for i in range(8):
+            await self._named(f"20260214_cat{i}.jpg", now=T + i)
+        await self._named("20260214_dog.jpg", now=T + 9)
+        pages = [await self.q(db.find_images_page, "kitten", T + 20, offset, 3, "newest", "cat")
+                 for offset in (0, 3, 6)]
+        self.assertEqual([([i.name for i in found], total) for found, total in pages], [
+            (["20260214_cat7.jpg", "20260214_cat6.jpg", "20260214_cat5.jpg"], 6),
+            (["20260214_cat4.jpg", "20260214_cat3.jpg"], 6),
+            ([], 6)])
+        found, total = await self.q(db.find_images_page, "kitten", T + 20, 3, 3, "oldest", "cat")
+        self.assertEqual(([i.name for i in found], total), (["20260214_cat3.jpg", "20260214_cat4.jpg"], 6))
+        found, total = await self.q(db.find_images_page, "kitten", T + 20, 0, 3, "newest", "dog")
+        self.assertEqual(total, 1, "under the cap: the exact count")
+
     async def test_search_characters_are_literal(self):
         """``%``, ``_`` and backslash in a search match only themselves, never as LIKE wildcards
         or an escape."""

@@ -36,6 +36,36 @@ class SearchPageTests(PagesTestCase):
         self.f.clock.advance(1)
         return record
 
+    async def test_a_search_matching_more_than_it_counts(self):
+        """Past SEARCH_COUNT_CAP matches the heading says "more than", the pages stop at the
+        cap, and the API says its total is capped."""
+        from imgshare import library
+        from imgshare.web import jsonapi as web_jsonapi
+        from imgshare.web.pages import images as pages_images
+
+        for module in (library, pages_images, web_jsonapi):
+            self.patch(module, "SEARCH_COUNT_CAP", PAGE_SIZE + 1)
+        from imgshare import db
+
+        self.patch(db, "SEARCH_COUNT_CAP", PAGE_SIZE + 1)
+        for i in range(PAGE_SIZE + 3):
+            await self.put(f"cat{i}.png")
+        response, body = await self.browser.get("/images?q=cat")
+        self.assertIn(f"(more than {PAGE_SIZE + 1} matching “cat”)", body)
+        self.assertIn("Page 1 of 2", body)
+        response, body = await self.browser.get("/images?q=cat&page=2")
+        self.assertEqual(len(_cards(body)), 1)
+        response, body = await self.browser.get("/images?q=cat&page=3")
+        self.assertIn(f"the first {PAGE_SIZE + 1} matching images (a search shows no more: refine it)", body)
+        response, out = await self.f.client().request(
+            "GET", SITE + "/api/v1/images?q=cat&limit=100", headers={b"X-API-Key": [self.token.encode()]})
+        answer = json.loads(out)
+        self.assertEqual((answer["total"], answer["total_capped"], len(answer["images"]), answer["has_more"]),
+                         (PAGE_SIZE + 1, True, PAGE_SIZE + 1, False))
+        response, out = await self.f.client().request(
+            "GET", SITE + "/api/v1/images?q=cat1", headers={b"X-API-Key": [self.token.encode()]})
+        self.assertNotIn("total_capped", json.loads(out))
+
     async def test_form_and_search_results(self):
         """The labelled search and sort form keeps its values; the count says how many
         match; file names and original names are searched, ignoring case."""

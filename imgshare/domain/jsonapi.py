@@ -105,11 +105,16 @@ def _whole_number(name: str, value: str | None, default: int) -> int:
     return number
 
 
-def list_body(images: list[dict[str, Any]], page: int, limit: int, total: int) -> dict[str, Any]:
+def list_body(images: list[dict[str, Any]], page: int, limit: int, total: int,
+              capped: bool = False) -> dict[str, Any]:
     """One page of the caller's images (``images`` are image objects of records read
-    back, so without delete links: only the secret's hash is kept)."""
-    return {**OK, "images": images, "page": page, "limit": limit, "total": total,
+    back, so without delete links: only the secret's hash is kept).  ``capped``: more
+    images match a search than it counts, ``total``; ``total_capped`` then says so."""
+    body = {**OK, "images": images, "page": page, "limit": limit, "total": total,
             "has_more": page * limit < total}
+    if capped:
+        body["total_capped"] = True
+    return body
 
 
 def get_body(image: records.Image, public_url: str) -> dict[str, Any]:

@@ -155,7 +155,7 @@ class _PgTx:
     least = "LEAST"
     greatest = "GREATEST"
     byte_order = ' COLLATE "C"'
-    like_any_case = "ILIKE"
+    search_key = "search_key"
 
     def __init__(self, cursor: Any):
         self._cursor = cursor

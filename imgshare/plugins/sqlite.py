@@ -98,7 +98,7 @@ class _SqliteTx:
     least = "MIN"
     greatest = "MAX"
     byte_order = ""  # SQLite compares text byte by byte (BINARY) unless told otherwise
-    like_any_case = "LIKE"  # SQLite's LIKE ignores the case of ASCII letters
+    search_key = ""  # SQLite's LIKE ignores the case of ASCII letters
 
     def __init__(self, cursor: Any):
         self._cursor = cursor

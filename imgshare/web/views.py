@@ -358,6 +358,8 @@ class GalleryQuery:
     keep: tuple[tuple[str, str], ...] = ()
     #: The last page's link.
     last: str = "/images"
+    #: More images match the search than it counts (``SEARCH_COUNT_CAP``): only those are shown.
+    capped: bool = False
 
 
 class ImagesBody(Element):
@@ -399,7 +401,8 @@ class ImagesBody(Element):
     def count(self, request: Any, tag: Tag) -> Tag | str:
         """``(N)``: every image the account has, on every page; with a search, how many match."""
         if self.listing.search:
-            return tag.fillSlots(text=f"({self.total} matching “{self.listing.search}”)")
+            many = f"more than {self.total:,}".replace(",", " ") if self.listing.capped else str(self.total)
+            return tag.fillSlots(text=f"({many} matching “{self.listing.search}”)")
         return tag.fillSlots(text=f"({self.total})") if self.total else ""
 
     @renderer
@@ -433,7 +436,10 @@ class ImagesBody(Element):
         """A page beyond the last: say so, and link to the last one."""
         if not self.total or self.image_views:
             return ""
-        which = "the matching images" if self.listing.search else "your images"
+        which = "your images"
+        if self.listing.search:
+            which = (f"the first {self.total:,} matching images (a search shows no more: refine it)".replace(",", " ")
+                     if self.listing.capped else "the matching images")
         pages = "1 page" if self.pages == 1 else f"{self.pages} pages"
         return tag.fillSlots(page=str(self.page), pages=pages, last=self.listing.last, which=which)
 

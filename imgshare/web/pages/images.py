@@ -11,10 +11,9 @@ import attrs
 from klein import Klein
 from twisted.python.failure import Failure
 
-from imgshare import db
 from imgshare.domain import embed, errors, lifetime, output, words
 from imgshare.domain.records import Image
-from imgshare.library import MAX_SELECTED, search_text, selected_names
+from imgshare.library import MAX_SELECTED, SEARCH_COUNT_CAP, SORTS, search_text, selected_names
 from imgshare.web.http import query
 from imgshare.web.pages.base import NOTICES, PageArea, json_response, redirect, sentence, wants_json
 from imgshare.web.views import (
@@ -56,6 +55,8 @@ class ImagePages(PageArea):
         search = search_text(query(request, "q"))
         now = self.library.now()
         shown, total = await self.library.image_page(visitor.account, page, PAGE_SIZE, sort=sort, search=search)
+        capped = bool(search) and total > SEARCH_COUNT_CAP
+        total = min(total, SEARCH_COUNT_CAP) if capped else total
         pages = max(1, -(-total // PAGE_SIZE))
         pending = await self.library.pending_derivations([i.id for i in shown])
         strip_default = await self.library.strip_location_default(visitor.account)
@@ -65,7 +66,7 @@ class ImagePages(PageArea):
             sorts=tuple(Choice(key, label, key == sort) for key, label in SORT_LABELS),
             keep=tuple((k, v) for k, v in (("q", search), ("sort", sort), ("page", str(page)))
                        if v and (k, v) not in (("sort", "newest"), ("page", "1"))),
-            last=gallery_link(pages, search, sort),
+            last=gallery_link(pages, search, sort), capped=capped,
         )
         body = ImagesBody(
             visitor.csrf, [self._image_view(i, i.id in pending, now) for i in shown],
@@ -285,7 +286,7 @@ def _page_number(text: str | None) -> int:
 def _sort_key(text: str | None) -> str:
     """A sort from the query; an unknown one falls back to newest first, as a bad page
     number falls back to the first page."""
-    return text if text in db.ORDERS else "newest"
+    return text if text in SORTS else "newest"
 
 
 def _kept_search(text: str | None) -> str:
