@@ -162,6 +162,44 @@ class ServerTestCase(unittest.TestCase):
         self.work = tempfile.mkdtemp(prefix="imgshare-chromium-")
         self.addCleanup(shutil.rmtree, self.work, True)
 
+    def open_browser(self, name: str, javascript: bool = True, prefix: str | None = None) -> Pages:
+        """A fresh Chromium (its own profile ``name``) on this server; screenshots named
+        ``prefix`` (``<name>-`` by default)."""
+        driver = start_chromium(os.path.join(self.work, f"profile-{name}"),
+                                os.path.join(self.work, f"downloads-{name}"), javascript)
+        self.addCleanup(driver.quit)
+        driver.set_script_timeout(120)
+        return Pages(driver, self.base, SCREENSHOTS, f"{name}-" if prefix is None else prefix)
+
+    def log_in(self, site: Pages, account: str = "kitten", password: str = PASSWORD) -> None:
+        """Log ``account`` in through the login form; the gallery is shown."""
+        site.open("/login")
+        site.fill(name=account, password=password)
+        site.find("form.stack button[type=submit]").click()
+        site.wait_path("/images")
+
+    def start_audits(self) -> None:
+        """Get axe-core ready; ``audit`` then collects what it finds, ``assert_accessible`` judges it."""
+        self.axe = axe_source()
+        self.problems: list[str] = []
+        self.notes: list[str] = []
+        self.checked: list[str] = []
+
+    def audit(self, site: Pages, name: str) -> None:
+        """Run axe-core on the page shown, in both themes; collect what it finds."""
+        axe_audit(site, self.axe, name, self.problems, self.notes)
+        self.checked.append(name)
+
+    def assert_accessible(self, checked: list[str] | None = None) -> None:
+        """No serious or critical violation on any page audited (the minor ones in the
+        message); ``checked``: the pages that must have been audited, in order."""
+        message = "\n".join(self.problems)
+        if self.notes:
+            message += "\nminor and moderate:\n" + "\n".join(self.notes)
+        self.assertEqual(self.problems, [], message)
+        if checked is not None:
+            self.assertEqual(self.checked, checked)
+
 
 class BrowserTests(ServerTestCase):
     """A newcomer's whole path, in Chromium, against the real server."""
@@ -621,24 +659,14 @@ class AccessibilityTests(ServerTestCase):
 
     async def setUp(self):
         await self.start_server("--registration", "open")
-        self.axe = axe_source()
-        self.problems: list[str] = []
-        self.notes: list[str] = []
-        self.checked: list[str] = []
-
-    def audit(self, site: Pages, name: str) -> None:
-        """Run axe-core on the page shown, in both themes; collect what it finds."""
-        axe_audit(site, self.axe, name, self.problems, self.notes)
-        self.checked.append(name)
+        self.start_audits()
 
     async def test_axe_core_on_every_page(self):
         await deferToThread(self._every_page)
 
     def _every_page(self) -> None:
-        driver = start_chromium(os.path.join(self.work, "profile"), os.path.join(self.work, "downloads"))
-        self.addCleanup(driver.quit)
-        driver.set_script_timeout(120)
-        site = Pages(driver, self.base, SCREENSHOTS, "a11y-")
+        site = self.open_browser("a11y")
+        driver = site.driver
         m = re.search(r"/setup\?code=([A-Za-z0-9_-]+)", self.server.log())
         self.assertIsNotNone(m, "the server logs the one-time setup link")
         site.open(f"/setup?code={m.group(1)}")
@@ -707,10 +735,7 @@ class AccessibilityTests(ServerTestCase):
         site.wait_for("form.stack")
         self.audit(site, "register")
 
-        message = "\n".join(self.problems)
-        if self.notes:
-            message += "\nminor and moderate:\n" + "\n".join(self.notes)
-        self.assertEqual(self.problems, [], message)
+        self.assert_accessible()
         self.assertEqual(len(self.checked), 11, self.checked)
 
 
@@ -730,21 +755,12 @@ class LifetimeTests(ServerTestCase):
         self.small = os.path.join(self.work, "small.png")
         with open(self.small, "wb") as f:
             f.write(image_bytes("PNG", (300, 200), (230, 120, 40)))
-        self.axe = axe_source()
-        self.problems: list[str] = []
-        self.notes: list[str] = []
+        self.start_audits()
 
     def login(self, javascript: bool) -> Pages:
         profile = "js" if javascript else "nojs"
-        driver = start_chromium(os.path.join(self.work, f"profile-{profile}"),
-                                os.path.join(self.work, f"downloads-{profile}"), javascript=javascript)
-        self.addCleanup(driver.quit)
-        driver.set_script_timeout(120)
-        site = Pages(driver, self.base, SCREENSHOTS, f"lifetime-{profile}-")
-        site.open("/login")
-        site.fill(name="kitten", password=PASSWORD)
-        site.find("form.stack button[type=submit]").click()
-        site.wait_path("/images")
+        site = self.open_browser(profile, javascript, prefix=f"lifetime-{profile}-")
+        self.log_in(site)
         return site
 
     async def test_with_javascript(self):
@@ -768,7 +784,7 @@ class LifetimeTests(ServerTestCase):
         self.assertEqual(rows[0].find_element(site.By.CSS_SELECTOR, ".note").text, "Will be kept 90 days. " + why)
         self.assertEqual(rows[1].find_element(site.By.CSS_SELECTOR, ".note").text, "Will be kept forever.")
         self.assertEqual(rows[0].find_element(site.By.CSS_SELECTOR, ".state").text, "Ready to upload (2.2 MiB).")
-        axe_audit(site, self.axe, "chosen", self.problems, self.notes)
+        self.audit(site, "chosen")
         choice.select_by_value("7d")
         site.wait(lambda: site.find(".progress-list li .note").text == "Will be kept 7 days.", "the plan for 7 days")
         choice.select_by_value("never")
@@ -781,13 +797,13 @@ class LifetimeTests(ServerTestCase):
         self.assertRegex(done[1].text, r"Stored as 2\d{7}_[a-z0-9]+\.png\. Kept forever\.")
         secret = done[1].find_element(site.By.CSS_SELECTOR, ".delete-link a").get_attribute("href")
         self.assertRegex(secret, r"/delete/kitten/2\d{7}_[a-z0-9]+\.png/[0-9a-f]{32}$")
-        axe_audit(site, self.axe, "uploaded", self.problems, self.notes)
+        self.audit(site, "uploaded")
         site.open("/images")
         site.wait(lambda: len(site.find_all(".card.item")) == 2, "two cards")
         notes = [e.text for e in site.find_all(".card.item .facts.note")]
         self.assertEqual(notes, [why], "only the shortened one says so")
-        axe_audit(site, self.axe, "gallery", self.problems, self.notes)
-        self.assertEqual(self.problems, [], "\n".join(self.problems + self.notes))
+        self.audit(site, "gallery")
+        self.assert_accessible(["chosen", "uploaded", "gallery"])
 
     async def test_without_javascript(self):
         await deferToThread(self._without_javascript)
@@ -840,14 +856,8 @@ class GalleryItemTests(ServerTestCase):
         self.token = admin(self.data, "token", "create", "kitten").strip()
 
     def login(self, name: str, javascript: bool = True) -> Pages:
-        driver = start_chromium(os.path.join(self.work, f"profile-{name}"),
-                                os.path.join(self.work, f"downloads-{name}"), javascript=javascript)
-        self.addCleanup(driver.quit)
-        site = Pages(driver, self.base, SCREENSHOTS, f"{name}-")
-        site.open("/login")
-        site.fill(name="kitten", password=PASSWORD)
-        site.find("form.stack button[type=submit]").click()
-        site.wait_path("/images")
+        site = self.open_browser(name, javascript)
+        self.log_in(site)
         return site
 
     async def test_count_pages_and_past_the_end(self):

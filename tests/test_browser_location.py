@@ -12,17 +12,13 @@ from twisted.internet.threads import deferToThread
 
 from imgshare.domain import location
 from imgshare.testing import image_bytes
-from tests import test_browser
 from tests.phonefiles import phone_jpeg
 from tests.serverprocess import admin
 from tests.test_browser import (
     PASSWORD,
-    SCREENSHOTS,
     Pages,
     ServerTestCase,
     api_upload,
-    axe_source,
-    start_chromium,
 )
 
 
@@ -33,30 +29,16 @@ class LocationBrowserTests(ServerTestCase):
 
     async def setUp(self):
         await self.start_server()
-        self.axe = axe_source()
-        self.problems: list[str] = []
-        self.notes: list[str] = []
-        self.checked: list[str] = []
+        self.start_audits()
         admin(self.data, "user", "add", "kitten", stdin=PASSWORD + "\n")
         self.token = admin(self.data, "token", "create", "kitten").strip()
         self.phone = os.path.join(self.work, "phone.jpg")
         with open(self.phone, "wb") as f:
             f.write(phone_jpeg())
 
-    # axe-core over the page shown, in both themes (its test class is not imported here,
-    # or trial would run its tests a second time).
-    audit = test_browser.AccessibilityTests.audit
-
     def browser(self, name: str, javascript: bool) -> Pages:
-        driver = start_chromium(os.path.join(self.work, f"profile-{name}"),
-                                os.path.join(self.work, f"downloads-{name}"), javascript)
-        self.addCleanup(driver.quit)
-        driver.set_script_timeout(120)
-        site = Pages(driver, self.base, SCREENSHOTS, f"location-{name}-")
-        site.open("/login")
-        site.fill(name="kitten", password=PASSWORD)
-        site.find("form.stack button[type=submit]").click()
-        site.wait_path("/images")
+        site = self.open_browser(name, javascript, prefix=f"location-{name}-")
+        self.log_in(site)
         return site
 
     def stored(self, url: str) -> bytes:
@@ -121,7 +103,7 @@ class LocationBrowserTests(ServerTestCase):
         site.open("/images")
         self.assertTrue(site.find("input[name=strip_location]").is_selected(), "checked by the setting")
         self.audit(site, "form-checked")
-        self.assertEqual(self.problems, [], "\n".join(self.problems))
+        self.assert_accessible()
 
     async def test_without_javascript(self):
         """JS off: the setting's form, the checked box and the form post strip; an unchecked box

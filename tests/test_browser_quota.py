@@ -11,16 +11,12 @@ import os
 from twisted.internet.threads import deferToThread
 
 from imgshare.testing import image_bytes
-from tests import test_browser
 from tests.serverprocess import admin
 from tests.test_browser import (
     PASSWORD,
-    SCREENSHOTS,
     Pages,
     ServerTestCase,
     api_upload,
-    axe_source,
-    start_chromium,
 )
 
 PHOTO = image_bytes("JPEG", (900, 600), (40, 110, 190))
@@ -33,10 +29,7 @@ class QuotaBrowserTests(ServerTestCase):
 
     async def setUp(self):
         await self.start_server()
-        self.axe = axe_source()
-        self.problems: list[str] = []
-        self.notes: list[str] = []
-        self.checked: list[str] = []
+        self.start_audits()
         await deferToThread(self._accounts)
 
     def _accounts(self) -> None:
@@ -50,9 +43,6 @@ class QuotaBrowserTests(ServerTestCase):
         # Two photos of a quota of 2.15: 93% used, and a third does not fit.
         admin(self.data, "user", "quota", "kitten", f"{2 * len(PHOTO) + len(PHOTO) * 15 // 100}B")
 
-    #: axe-core in both themes (the class itself is not imported: trial would run its test here).
-    audit = test_browser.AccessibilityTests.audit
-
     def audit_without_scripts(self, site: Pages, name: str) -> None:
         """Audit a page loaded without JavaScript: scripts are allowed for axe-core only, then
         disabled again for what follows."""
@@ -63,25 +53,13 @@ class QuotaBrowserTests(ServerTestCase):
     def browser(self, name: str, javascript: bool = True) -> Pages:
         """A Chromium; without ``javascript`` the pages' scripts never run (disabled through
         DevTools, so that axe-core can still be run between pages)."""
-        driver = start_chromium(os.path.join(self.work, f"profile-{name}"),
-                                os.path.join(self.work, f"downloads-{name}"))
-        self.addCleanup(driver.quit)
+        site = self.open_browser(name, prefix=f"quota-{name}-")
         if not javascript:
-            driver.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": True})
-        driver.set_script_timeout(120)
-        return Pages(driver, self.base, SCREENSHOTS, f"quota-{name}-")
-
-    def login(self, site: Pages, name: str) -> None:
-        site.open("/login")
-        site.fill(name=name, password=PASSWORD)
-        site.find("form.stack button[type=submit]").click()
-        site.wait_path("/images")
+            site.driver.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": True})
+        return site
 
     def finish(self, count: int) -> None:
-        message = "\n".join(self.problems)
-        if self.notes:
-            message += "\nminor and moderate:\n" + "\n".join(self.notes)
-        self.assertEqual(self.problems, [], message)
+        self.assert_accessible()
         self.assertEqual(len(self.checked), count, self.checked)
 
     async def test_account_usage_and_admin_with_javascript(self):
@@ -93,7 +71,7 @@ class QuotaBrowserTests(ServerTestCase):
 
     def _with_javascript(self) -> None:
         site = self.browser("js")
-        self.login(site, "plain")
+        self.log_in(site, "plain")
         site.open("/account")
         usage = site.wait_for("section.usage")
         self.assertIn("You have 2 images, using", usage.text)
@@ -103,7 +81,7 @@ class QuotaBrowserTests(ServerTestCase):
         site.find(".logout button").click()
         site.wait_path("/login")
 
-        self.login(site, "kitten")
+        self.log_in(site, "kitten")
         site.open("/account")
         meter = site.wait_for("#usage-meter-0")
         self.assertEqual(site.find("label[for=usage-meter-0]").text, "Storage used")
@@ -121,7 +99,7 @@ class QuotaBrowserTests(ServerTestCase):
         site.find(".logout button").click()
         site.wait_path("/login")
 
-        self.login(site, "boss")
+        self.log_in(site, "boss")
         site.open("/account")
         site.wait_for("#quota-kitten")
         self.assertIn("2 images,", site.find("table.list").text)
@@ -156,7 +134,7 @@ class QuotaBrowserTests(ServerTestCase):
 
     def _without_javascript(self) -> None:
         site = self.browser("nojs", javascript=False)
-        self.login(site, "boss")
+        self.log_in(site, "boss")
         site.open("/account")
         field = site.wait_for("#quota-kitten")
         field.clear()
@@ -175,7 +153,7 @@ class QuotaBrowserTests(ServerTestCase):
         site.find(".logout button").click()
         site.wait_path("/login")
 
-        self.login(site, "kitten")
+        self.log_in(site, "kitten")
         site.open("/account")
         self.assertIn("Your quota is full", site.wait_for(".usage-hint").text)
         self.audit_without_scripts(site, "account-full")

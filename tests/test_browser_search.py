@@ -4,7 +4,6 @@ and axe-core over the search form, an empty result and the confirmation page."""
 
 from __future__ import annotations
 
-import os
 import urllib.error
 import urllib.request
 from typing import Any
@@ -15,12 +14,9 @@ import tests.test_browser as browser_tests
 from imgshare.testing import image_bytes
 from tests.serverprocess import admin
 from tests.test_browser import (
-    SCREENSHOTS,
     Pages,
     ServerTestCase,
     api_upload,
-    axe_source,
-    start_chromium,
 )
 
 PASSWORD = browser_tests.PASSWORD
@@ -41,12 +37,7 @@ class SearchAndSelectTests(ServerTestCase):
 
     async def setUp(self):
         await self.start_server()
-        self.axe = axe_source()
-        self.problems: list[str] = []
-        self.notes: list[str] = []
-        self.checked: list[str] = []
-
-    audit = browser_tests.AccessibilityTests.audit
+        self.start_audits()
 
     def _fill_account(self) -> dict[str, dict]:
         admin(self.data, "user", "add", "kitten", stdin=PASSWORD + "\n")
@@ -59,16 +50,9 @@ class SearchAndSelectTests(ServerTestCase):
         return records
 
     def _browser(self, name: str, javascript: bool) -> tuple[Any, Pages]:
-        driver = start_chromium(os.path.join(self.work, f"profile-{name}"),
-                                os.path.join(self.work, f"downloads-{name}"), javascript)
-        self.addCleanup(driver.quit)
-        driver.set_script_timeout(120)
-        site = Pages(driver, self.base, SCREENSHOTS, f"search-{name}-")
-        site.open("/login")
-        site.fill(name="kitten", password=PASSWORD)
-        site.find("form.stack button[type=submit]").click()
-        site.wait_path("/images")
-        return driver, site
+        site = self.open_browser(name, javascript, prefix=f"search-{name}-")
+        self.log_in(site)
+        return site.driver, site
 
     def _names(self, site: Pages) -> list[str]:
         return [e.text for e in site.find_all(".card.item .name")]
@@ -182,8 +166,4 @@ class SearchAndSelectTests(ServerTestCase):
         site.shoot("after-delete")
 
     def _report(self) -> None:
-        message = "\n".join(self.problems)
-        if self.notes:
-            message += "\nminor and moderate:\n" + "\n".join(self.notes)
-        self.assertEqual(self.problems, [], message)
-        self.assertEqual(self.checked, ["search", "confirm", "empty"])
+        self.assert_accessible(["search", "confirm", "empty"])
