@@ -29,7 +29,17 @@ import time
 import urllib.parse
 from typing import Any
 
-from list_images import ACCOUNT, CPUS, PostgresSide, SqliteSide, pin, summary, timed, usage_backfill
+from list_images import (
+    ACCOUNT,
+    CPUS,
+    SqliteSide,
+    arguments,
+    on_each_backend,
+    pin,
+    summary,
+    timed,
+    usage_backfill,
+)
 
 from imgshare import db
 from imgshare.domain.records import DELETED, LIVE, UPLOADING
@@ -133,14 +143,7 @@ def run(side_class: Any, args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=100_000)
-    parser.add_argument("--requests", type=int, default=200)
-    parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
-    args = parser.parse_args()
-    sides = {"sqlite": [SqliteSide], "postgresql": [PostgresSide], "both": [SqliteSide, PostgresSide]}
-    for side_class in sides[args.backend]:
-        run(side_class, args)
+    on_each_backend(arguments(__doc__, 200).parse_args(), run)
 
 
 if __name__ == "__main__":

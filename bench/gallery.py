@@ -37,6 +37,8 @@ from list_images import (  # noqa: E402  (the folder of this script first)
     CPUS,
     PostgresSide,
     SqliteSide,
+    arguments,
+    on_each_backend,
     pin,
     psycopg_sql,
     summary,
@@ -153,17 +155,12 @@ def run(side_class: Any, args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=100_000)
-    parser.add_argument("--requests", type=int, default=100)
-    parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
+    parser = arguments(__doc__, 100)
     parser.add_argument("--plans", action="store_true", help="print the query plans too")
     args = parser.parse_args()
     if args.images < 2084 * PAGE_SIZE:
         parser.error(f"--images must be at least {2084 * PAGE_SIZE} for the deep pages to be full")
-    sides = {"sqlite": [SqliteSide], "postgresql": [PostgresSide], "both": [SqliteSide, PostgresSide]}
-    for side_class in sides[args.backend]:
-        run(side_class, args)
+    on_each_backend(args, run)
 
 
 if __name__ == "__main__":

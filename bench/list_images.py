@@ -279,17 +279,28 @@ def run(side_class: Any, args: argparse.Namespace) -> None:
         side.stop()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def arguments(doc: str, requests: int) -> argparse.ArgumentParser:
+    """The options of a bench at N images on one or both databases (this one's and its siblings')."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=100_000)
-    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--requests", type=int, default=requests)
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
-    args = parser.parse_args()
-    if args.images < PAGES[-1] * LIMIT:
-        parser.error(f"--images must be at least {PAGES[-1] * LIMIT} for page {PAGES[-1]} to be full")
+    return parser
+
+
+def on_each_backend(args: argparse.Namespace, run: Any) -> None:
+    """``run(side_class, args)`` for each database ``--backend`` names."""
     sides = {"sqlite": [SqliteSide], "postgresql": [PostgresSide], "both": [SqliteSide, PostgresSide]}
     for side_class in sides[args.backend]:
         run(side_class, args)
+
+
+def main() -> None:
+    parser = arguments(__doc__, 200)
+    args = parser.parse_args()
+    if args.images < PAGES[-1] * LIMIT:
+        parser.error(f"--images must be at least {PAGES[-1] * LIMIT} for page {PAGES[-1]} to be full")
+    on_each_backend(args, run)
 
 
 if __name__ == "__main__":
