@@ -928,6 +928,21 @@ async def claim_purge(tx: Tx, image_id: int, now: float, stale_before: float, le
     return bool(rows)
 
 
+async def claim_purges(
+    tx: Tx, image_ids: Sequence[int], now: float, stale_before: float, lease: float,
+) -> list[int]:
+    """``claim_purge`` for several images in one statement: the ids claimed."""
+    if not image_ids:
+        return []
+    purgeable, args = _purgeable(now, stale_before)
+    marks = ", ".join("?" * len(image_ids))
+    rows = await tx.execute(
+        f"UPDATE images SET retry_at = ? WHERE id IN ({marks}) AND {purgeable} RETURNING id",
+        (now + lease, *image_ids, *args),
+    )
+    return [r[0] for r in rows]
+
+
 async def postpone_purge(tx: Tx, image_id: int, retry_at: float) -> None:
     """Record that removing an image's objects failed; try again at ``retry_at``."""
     await tx.execute(
@@ -944,6 +959,14 @@ async def remove_image(tx: Tx, image_id: int) -> None:
     await tx.execute("DELETE FROM variants WHERE image_id = ?", (image_id,))
     rows = await tx.execute("DELETE FROM images WHERE id = ? RETURNING state, size", (image_id,))
     await _give_back(tx, account, [size for state, size in rows if state != DELETED])
+
+
+async def remove_images(tx: Tx, images: Sequence[tuple[str, int]]) -> None:
+    """``remove_image`` for several images ``(account, id)`` in one transaction (one
+    commit for a whole batch of purges), their accounts locked in name order so two
+    such transactions never wait on each other in a cycle."""
+    for _, image_id in sorted(images):
+        await remove_image(tx, image_id)
 
 
 # ------------------------------------------------------------- derived files

@@ -51,9 +51,7 @@ async def expire_once(
         batch = await database.run(
             db.purgeable_images, now, now - STALE_UPLOAD_SECONDS, BATCH
         )
-        for image, attempts in batch:
-            if await library.purge(image, attempts, now):
-                purged += 1
+        purged += await library.purge_many(batch, now)
         if len(batch) < BATCH:
             break
     if presigned is not None:

@@ -12,11 +12,11 @@ import hmac
 import os
 import secrets
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
 from twisted.logger import Logger
 
 from imgshare import auth, db
@@ -34,6 +34,8 @@ STALE_UPLOAD_SECONDS = 3600.0
 PURGE_BACKOFF = (10.0, 30.0, 60.0, 300.0, 900.0)
 #: How long one purge may hold an image before another may try (a crashed purger).
 PURGE_LEASE = 600.0
+#: Images whose objects a batch of purges removes at once.
+PURGE_CONCURRENCY = 8
 #: Spooled temporary files older than this were left by a crash and are removed.
 SPOOL_STALE_SECONDS = 3600.0
 #: How long the derived-file worker's copy of an original lingers once its job is gone.
@@ -570,6 +572,37 @@ class ImageLibrary:
         log.info("purged {account}/{name} ({why})", account=image.account, name=image.name,
                  why=self._purge_reason(image, now))
         return True
+
+    async def purge_many(self, batch: Sequence[tuple[Image, int]], now: float) -> int:
+        """``purge`` for a batch of ``(image, failed attempts)``: one transaction claims
+        them all, their objects are removed ``PURGE_CONCURRENCY`` images at a time, and
+        one transaction drops the rows of those whose objects are gone (a storage failure
+        postpones only its own image).  How many were purged."""
+        claimed = set(await self._db(db.claim_purges, [image.id for image, _ in batch], now,
+                                     now - STALE_UPLOAD_SECONDS, PURGE_LEASE))
+        gate = DeferredSemaphore(PURGE_CONCURRENCY)
+
+        async def remove(image: Image, attempts: int) -> Image | None:
+            try:
+                await gate.run(lambda: Deferred.fromCoroutine(self.remove_objects(image)))
+            except StorageUnavailable as e:
+                delay = PURGE_BACKOFF[min(attempts, len(PURGE_BACKOFF) - 1)]
+                log.debug("removing {name} failed ({error}); retrying in {delay:.0f} s",
+                          name=image.name, error=e, delay=delay)
+                await self._db(db.postpone_purge, image.id, now + delay)
+                return None
+            return image
+
+        done = await gatherResults([Deferred.fromCoroutine(remove(image, attempts))
+                                    for image, attempts in batch if image.id in claimed], consumeErrors=True)
+        gone = [image for image in done if image is not None]
+        if gone:
+            await self._db(db.remove_images, [(image.account, image.id) for image in gone])
+        for image in gone:
+            await self.io.run(remove_if_present, self.spool_path(image.id))
+            log.info("purged {account}/{name} ({why})", account=image.account, name=image.name,
+                     why=self._purge_reason(image, now))
+        return len(gone)
 
     def _purge_reason(self, image: Image, now: float) -> str:
         """Why a purged image went: expired, deleted by its owner or through its delete

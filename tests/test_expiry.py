@@ -75,6 +75,46 @@ class ExpiryTests(unittest.TestCase):
         self.assertEqual(await expire_once(self.f.database, self.f.library, T0 + 3611 + 31), (0, 1))
         self.assertEqual(self.f.storage.objects, {})
 
+    async def test_purges_go_by_batches(self):
+        """Many expired images go in batches: each batch is claimed in one transaction and
+        its rows dropped in another (not two per image), the objects of several removed at
+        once; one image whose removal fails waits for its retry alone, and every quota
+        share comes back."""
+        from imgshare.expiry import BATCH
+
+        records = [await self.upload(expire="1h") for _ in range(BATCH + 30)]
+        keep = await self.upload()
+        failing = f"kitten/{records[7]['file']}"
+        delete = self.f.storage.delete
+
+        def delete_but_one(key):
+            if key == failing:
+                from imgshare.storage import StorageUnavailable
+
+                raise StorageUnavailable("this one object cannot be removed now")
+            return delete(key)
+
+        self.f.storage.delete = delete_but_one
+        database = self.f.database
+        runs = []
+        run = database.run
+
+        def counting(operation, *args):
+            runs.append(operation.__name__)
+            return run(operation, *args)
+
+        self.patch(database, "run", counting)
+        self.assertEqual(await expire_once(database, self.f.library, T0 + 3600), (0, BATCH + 29))
+        self.assertEqual(runs.count("claim_purges"), 2)
+        self.assertEqual(runs.count("remove_images"), 2)
+        self.assertEqual((runs.count("claim_purge"), runs.count("remove_image")), (0, 0))
+        self.assertEqual(sorted(self.f.storage.objects), sorted([failing, f"kitten/{keep['file']}"]))
+        usage = await run(db.account_usage, "kitten")
+        self.assertEqual(usage.images, 2, "the waiting one still counts until it is purged")
+        self.f.storage.delete = delete
+        self.assertEqual(await expire_once(database, self.f.library, T0 + 3611), (0, 1))
+        self.assertEqual((await run(db.account_usage, "kitten")).images, 1)
+
     async def test_abandoned_upload_cleaned(self):
         """An upload left half-done by a crash (row reserved, object stored) is removed after an hour."""
         image = await self.f.database.run(
