@@ -1,0 +1,115 @@
+"""The expiry service's purge at scale: N images of one account, a share of them
+expired, on SQLite and local files (objects on disk, as the server stores them).
+
+    python bench/purge.py [--images 100000] [--expired 10000]
+
+The rows are written straight into the database (one bulk INSERT, as
+``bench/list_images.py`` does) and an original per expired image is written to the
+storage folder.  Then ``expire_once`` passes run on the reactor with the server's
+own thread pools (``compose.build``, as ``twistd imgshare`` builds them) until every
+expired image is gone, while a 5 ms ``LoopingCall`` measures how late the reactor
+answers: the longest stall is what a request arriving meanwhile would have waited.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from twisted.internet import defer, reactor, task  # noqa: E402
+
+from imgshare import compose, db  # noqa: E402
+from imgshare.expiry import expire_once  # noqa: E402
+from imgshare.plugins.localfiles import LocalStorage  # noqa: E402
+from imgshare.plugins.sqlite import SqliteDatabase  # noqa: E402
+from imgshare.testing import test_config  # noqa: E402
+from imgshare.threads import ThreadPoolService  # noqa: E402
+
+ACCOUNT = "bench"
+
+
+def fill(path: str, images: int, expired: int, now: float) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN")
+    conn.execute(
+        "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?) "
+        "INSERT INTO images (account, name, stem, mime, size, width, height, sha256, uploaded, expires, state) "
+        "SELECT ?, '20260214_p' || i || '.jpg', '20260214_p' || i, 'image/jpeg', 1000, 40, 30, "
+        "'ab', ? - ? + i, CASE WHEN i < ? THEN ? - 1 ELSE NULL END, 'live' FROM n",
+        (images, ACCOUNT, now, images, expired, now),
+    )
+    conn.execute("UPDATE accounts SET image_count = ?, image_bytes = ? WHERE name = ?",
+                 (images, images * 1000, ACCOUNT))
+    conn.execute("COMMIT")
+    conn.execute("ANALYZE")
+    conn.close()
+
+
+async def run(args: argparse.Namespace) -> None:
+    folder = tempfile.mkdtemp(prefix="imgshare-purge-")
+    try:
+        config = test_config(folder)
+        io = ThreadPoolService(reactor, "io", 4)
+        images = ThreadPoolService(reactor, "images", 1)
+        io.startService()
+        images.startService()
+        database = SqliteDatabase(f"sqlite://{os.path.join(folder, 'imgshare.sqlite3')}", reactor)
+        await database.start()
+        await database.run(db.create_account, ACCOUNT, "h", False, 0.0)
+        await database.stop()
+        now = time.time()
+        fill(os.path.join(folder, "imgshare.sqlite3"), args.images, args.expired, now)
+        store = os.path.join(folder, "files", ACCOUNT)
+        os.makedirs(store)
+        for i in range(args.expired):
+            with open(os.path.join(store, f"20260214_p{i}.jpg"), "wb") as f:
+                f.write(b"x" * 1000)
+        database = SqliteDatabase(f"sqlite://{os.path.join(folder, 'imgshare.sqlite3')}", reactor)
+        await database.start()
+        storage = LocalStorage(f"file://{folder}/files", os.path.join(folder, "files"), io.runner)
+        parts = compose.build(config, reactor, database, storage, io.runner, images.runner)
+        worst, last = [0.0], [time.perf_counter()]
+
+        def tick() -> None:
+            at = time.perf_counter()
+            worst[0] = max(worst[0], at - last[0] - 0.005)
+            last[0] = at
+
+        ticker = task.LoopingCall(tick)
+        ticker.start(0.005)
+        start = time.perf_counter()
+        purged = passes = 0
+        while purged < args.expired:
+            purged += (await expire_once(parts.database, parts.library, time.time()))[1]
+            passes += 1
+        seconds = time.perf_counter() - start
+        ticker.stop()
+        left = os.listdir(store)
+        print(f"{args.expired} expired of {args.images} images (SQLite, local files): purged in {seconds:.2f} s "
+              f"({seconds / args.expired * 1000:.2f} ms an image, {passes} passes); longest reactor stall "
+              f"{worst[0] * 1000:.1f} ms; objects left {len(left)}")
+        await database.stop()
+        io.stopService()
+        images.stopService()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=100_000)
+    parser.add_argument("--expired", type=int, default=10_000)
+    args = parser.parse_args()
+    task.react(lambda _: defer.ensureDeferred(run(args)))
+
+
+if __name__ == "__main__":
+    main()
