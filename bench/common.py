@@ -151,8 +151,9 @@ class S3Bucket:
 
 
 class Baseline:
-    """A bare twisted.web server: POST /store stores the body, POST /parse lets twisted.web parse
-    the form (on the reactor, as its stock Request does), GET /files/ serves a folder with static.File."""
+    """A bare twisted.web server: POST /store stores the body, POST /durable stores it durably
+    (fsync of the file and its folder, rename), POST /parse lets twisted.web parse the form (on
+    the reactor, as its stock Request does), GET /files/ serves a folder with static.File."""
 
     SCRIPT = r'''
 import os, sys, tempfile
@@ -168,6 +169,32 @@ class Store(resource.Resource):
             while chunk := request.content.read(1 << 20):
                 out.write(chunk)
         return b"stored"
+class Durable(resource.Resource):
+    """Store the body as a durable store must: write it under a temporary name, fsync the
+    file, rename it into place, fsync the folder (in a thread, as a server would)."""
+    isLeaf = True
+    def render_POST(self, request):
+        from twisted.internet import threads
+        from twisted.web.server import NOT_DONE_YET
+        def store():
+            request.content.seek(0)
+            fd, path = tempfile.mkstemp(dir=folder, prefix=".body-")
+            with os.fdopen(fd, "wb") as out:
+                while chunk := request.content.read(1 << 20):
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.rename(path, path.replace("/.body-", "/body-"))
+            dirfd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(dirfd)
+            finally:
+                os.close(dirfd)
+        def done(_):
+            request.write(b"stored durably")
+            request.finish()
+        threads.deferToThread(store).addCallback(done)
+        return NOT_DONE_YET
 class Parse(resource.Resource):
     isLeaf = True
     def render_POST(self, request):
@@ -175,6 +202,7 @@ class Parse(resource.Resource):
 root = resource.Resource()
 root.putChild(b"store", Store())
 root.putChild(b"parse", Parse())
+root.putChild(b"durable", Durable())
 root.putChild(b"files", static.File(folder))
 reactor.listenTCP(int(sys.argv[1]), server.Site(root), interface="127.0.0.1")
 class NoParse(server.Request):
