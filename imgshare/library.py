@@ -146,10 +146,12 @@ class ImageLibrary:
         ``_forget_upload``).
         """
         started = self.now()
-        has_location = await self._settle_location(account, path, strip_location)
         info = await self.io.run(sniff.inspect_file, path, self.config.max_pixels)
         if info.size > self.config.max_size:
             raise errors.TooLarge(f"file too large: the limit is {self.config.max_size} bytes")
+        has_location, stripped = await self._settle_location(account, path, strip_location)
+        if stripped:  # the stored bytes, size and SHA-256 are the stripped file's
+            info = await self.io.run(sniff.inspect_file, path, self.config.max_pixels)
         decision = lifetime.decide(info.size, lifetime.parse_expire(expire), self.config.tiers)
         chosen = name if name else (client_filename if keep_name else None)
         base = naming.sanitize_base(chosen) if chosen else None
@@ -199,23 +201,24 @@ class ImageLibrary:
         self.on_committed(image)
         return image
 
-    async def _settle_location(self, account: str, path: str, strip: bool | None) -> bool:
-        """Remove the location metadata of the upload at ``path`` when asked (or when
-        the account's setting says so); whether the file kept coordinates.  The
-        account's setting is read only for a file that has location metadata (or
-        metadata that could not be checked)."""
+    async def _settle_location(self, account: str, path: str, strip: bool | None) -> tuple[bool, bool]:
+        """Remove the location metadata of the upload at ``path`` (an image already
+        checked) when asked (or when the account's setting says so); whether the file
+        kept coordinates, and whether it was changed.  The account's setting is read
+        only for a file that has location metadata (or metadata that could not be
+        checked)."""
         findings = await self.io.run(location.examine, path)
         if not findings.edits and not findings.problems:
-            return findings.has_location
+            return findings.has_location, False
         if strip is None:
             strip = await self._db(db.get_strip_location, account)
         if not strip:
-            return findings.has_location
+            return findings.has_location, False
         try:
             await self.io.run(location.strip_location, path, findings)
         except errors.BadImage as e:
             raise errors.BadImage(f"{e.message} (strip_location=0 stores the file as it is)") from None
-        return False
+        return False, True
 
     async def strip_location_default(self, account: str) -> bool:
         """The account's setting: remove location metadata at upload unless told otherwise."""

@@ -429,6 +429,15 @@ class UploadPathTests(unittest.TestCase):
         response, body = await self.v1(strip_location="1", format="text")
         self.assertIn(b"has_location=false\n", body)
 
+    async def test_the_file_is_checked_before_its_metadata(self):
+        """A file that is no image is refused as such (415), with or without strip_location;
+        the metadata of an image is examined only once it is known to be one."""
+        for fields in ({"strip_location": "1"}, {}):
+            body, headers = multipart({"token": self.token, **fields}, {"file": ("notes.jpg", b"\xff\xd8 not a jpeg")})
+            response, out = await self.client.request("POST", API + "img_upload.php", data=body, headers=headers)
+            self.assertEqual(response.code, 415, out)
+        self.assertEqual(self.originals(), {})
+
     async def test_bad_values_are_refused(self):
         """strip_location=yes or 2 is 400 on every endpoint, and nothing is stored."""
         for value in ("yes", "2", "true"):
