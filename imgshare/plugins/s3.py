@@ -45,11 +45,12 @@ from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
+from twisted.web._newclient import HTTP11ClientProtocol
 from twisted.web.client import Agent
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
-from imgshare.httpclient import quiet_pool
+from imgshare.httpclient import QuietClientFactory, quiet_pool
 from imgshare.producers import BodyRelay
 from imgshare.sigv4 import CredentialKeeper, RangeSigner, encode_path
 from imgshare.storage import IStorage, IStorageFactory, ObjectMissing, StorageUnavailable, check_key
@@ -61,6 +62,10 @@ log = Logger()
 DEFAULT_THREADS = 10
 #: An unwanted (error) body longer than this closes its connection instead of being read.
 HIGH_WATER = 64 * 1024
+#: Bytes taken from an S3 socket per read (Twisted's default is 64 KiB): fewer, larger
+#: writes into the client's connection for big objects.  The relay writes at most one
+#: such read past the point where the client asked it to pause.
+READ_CHUNK = 256 * 1024
 #: Seconds to wait for S3's response headers, and for body bytes while reading
 #: (both ``read_timeout`` when the URL gives one).
 HEADERS_TIMEOUT = 30.0
@@ -164,6 +169,7 @@ class S3Storage:
         self.runner = PoolRunner(reactor, self.pool)
         self.client: Any = None
         self._http_pool = quiet_pool(reactor, persistent=True)  # no log lines per S3 connection
+        self._http_pool._factory = _S3ClientFactory
         self._http_pool.maxPersistentPerHost = 32
         self._http_pool.cachedConnectionTimeout = 20
         self._agent: Any = None
@@ -474,6 +480,20 @@ def _plan_body(response: Any, key: str, offset: int, length: int) -> int | Excep
     if code == 416:
         return StorageUnavailable("the object in S3 is shorter than recorded (416)")
     return StorageUnavailable(f"S3 answered {code} reading {key}")
+
+
+class _LargeReads(HTTP11ClientProtocol):
+    """An HTTP client connection whose socket is read ``READ_CHUNK`` bytes at a time."""
+
+    def makeConnection(self, transport: Any) -> None:
+        if hasattr(transport, "bufferSize"):
+            transport.bufferSize = READ_CHUNK
+        super().makeConnection(transport)
+
+
+class _S3ClientFactory(QuietClientFactory):
+    def buildProtocol(self, addr: Any) -> _LargeReads:
+        return _LargeReads(self._quiescentCallback)
 
 
 class _Captured(Exception):
