@@ -39,7 +39,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import attrs
+from twisted.internet.abstract import isIPAddress
 from twisted.internet.defer import CancelledError, Deferred, fail
+from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
@@ -48,6 +50,7 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web._newclient import HTTP11ClientProtocol
 from twisted.web.client import Agent
 from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
 from imgshare.httpclient import QuietClientFactory, quiet_pool
@@ -201,7 +204,9 @@ class S3Storage:
 
     async def _start(self) -> None:
         connect = min(CONNECT_TIMEOUT, self.location.first_byte_timeout)
-        self._agent = Agent(self._reactor, pool=self._http_pool, connectTimeout=connect)
+        standard = Agent(self._reactor, pool=self._http_pool, connectTimeout=connect)._endpointFactory
+        self._agent = Agent.usingEndpointFactory(
+            self._reactor, _Endpoints(self._reactor, standard, connect), pool=self._http_pool)
         self.client = await self.runner.run(self._make_client)
         self.credentials = CredentialKeeper(self._credential_source, self.runner)
         try:
@@ -480,6 +485,25 @@ def _plan_body(response: Any, key: str, offset: int, length: int) -> int | Excep
     if code == 416:
         return StorageUnavailable("the object in S3 is shorter than recorded (416)")
     return StorageUnavailable(f"S3 answered {code} reading {key}")
+
+
+@implementer(IAgentEndpointFactory)
+class _Endpoints:
+    """Plain TCP endpoints for ``http://`` endpoints given by IPv4 address (an S3 gateway
+    on the local network): a ``HostnameEndpoint`` would resolve the address in a thread
+    for every new connection.  Anything else is Twisted's standard endpoint (names,
+    TLS)."""
+
+    def __init__(self, reactor: Any, standard: Any, timeout: float):
+        self._reactor = reactor
+        self._standard = standard
+        self._timeout = timeout
+
+    def endpointForURI(self, uri: Any) -> Any:
+        host = uri.host.decode("ascii", "replace")
+        if uri.scheme == b"http" and isIPAddress(host):
+            return TCP4ClientEndpoint(self._reactor, host, uri.port, timeout=self._timeout)
+        return self._standard.endpointForURI(uri)
 
 
 class _LargeReads(HTTP11ClientProtocol):
