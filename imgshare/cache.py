@@ -38,8 +38,10 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from imgshare.producers import RangeSender
+from imgshare.storage import IStorage
 
 log = Logger()
 
@@ -54,6 +56,7 @@ def entry_name(key: str, version: str) -> str:
     return f"{hashlib.sha256(key.encode()).hexdigest()}.{version}"
 
 
+@implementer(IStorage)
 class CachedStorage:
     """An IStorage: ``backend`` with a cache of at most ``size`` bytes in ``folder``."""
 
@@ -82,7 +85,11 @@ class CachedStorage:
 
     # lifecycle
 
-    async def start(self) -> None:
+    def start(self) -> Deferred[None]:
+        """Start the wrapped storage, then rebuild the index from the folder (in the runner)."""
+        return Deferred.fromCoroutine(self._start())
+
+    async def _start(self) -> None:
         await self._backend.start()
         found = await self._runner.run(self._scan)
         for name, size in found:
