@@ -262,3 +262,31 @@ class CachedContractTests(StorageContract, unittest.TestCase):
         return storage
 
 
+
+
+class CachedS3Tests(unittest.TestCase):
+    timeout = 120
+
+    async def test_hit_after_fill_from_moto(self):
+        """In front of S3 (moto_server), with real threads: a miss streams from the bucket and
+        fills the entry in the background; the next read of that version is a hit."""
+        from twisted.internet import reactor
+
+        from imgshare.threads import PoolRunner
+        from tests.test_backends_production import open_s3, put_file
+
+        s3 = await open_s3(self)
+        data = os.urandom(300_000)
+        await s3.put("kitten/20260214_a.jpg", put_file(self, data), "image/jpeg")
+        storage = CachedStorage(s3, self.mktemp(), 10_000_000, PoolRunner(reactor, s3.pool))
+        await storage.start()
+        version = digest(data)
+        consumer = CollectingConsumer()
+        await storage.stream("kitten/20260214_a.jpg", consumer, 0, len(data), version=version)
+        self.assertEqual(bytes(consumer.data), data)
+        for d in list(storage.fills):
+            await d
+        consumer = CollectingConsumer()
+        await storage.stream("kitten/20260214_a.jpg", consumer, 1000, 2000, version=version)
+        self.assertEqual(bytes(consumer.data), data[1000:3000])
+        self.assertEqual((storage.misses, storage.hits), (1, 1))
