@@ -16,14 +16,14 @@ virtual addressing and keys that need URI-encoding): the header form
 (``Authorization``), because it is the cheaper of the two and keeps the URL
 short; a presigned query would add six encoded query parameters to every URL.
 
-Measured on this machine (2 shared cores, best of 5 runs of 20 000 signatures,
-``python -m imgshare.sigv4``):
+Measured on this machine (2 cores shared with other work, best of 5 repeats,
+``python -m imgshare.sigv4``; a run under heavier load gave 23 / 260 / 494 / 457 µs):
 
 =====================================================  ============
-``RangeSigner.headers`` (this module)                       ~6 µs
-``botocore.auth.S3SigV4Auth.add_auth`` on an AWSRequest    ~75 µs
-``botocore.auth.S3SigV4QueryAuth`` (presigned URL)          ~80 µs
-``client.generate_presigned_url`` (what was used before)   ~420 µs
+``RangeSigner.headers`` (this module)                        5.3 µs
+``botocore.auth.S3SigV4Auth.add_auth`` on an AWSRequest     87.5 µs
+``botocore.auth.S3SigV4QueryAuth`` (presigned URL)          84.3 µs
+``client.generate_presigned_url`` (what was used before)   152.9 µs
 =====================================================  ============
 
 (plus, before, a thread hop per read).  botocore's pieces that are cheap are

@@ -34,23 +34,25 @@ transport is paused and resumed by the client's flow control
 the upstream response reaches the client but body bytes: the web layer sets
 every header from the database row.
 
-Measured with ``bench/serve.py --storage s3`` (moto_server on loopback, which
-closes every connection, so each read also pays a TCP connect; 2 cores shared with
-other work, best of the runs):
+Measured with ``bench/serve.py --storage s3 --requests 1000 --big-requests 60``
+(moto_server on loopback, which answers ``Connection: close``, so every read also
+pays a new TCP connection; 2 cores shared with other work: best of 3 runs each):
 
-=====================================  ==================  ==================
-                                        before (presign)    now
-=====================================  ==================  ==================
-60 KB, IMGSHARE CPU per request          4.66 ms             3.45 ms
-60 KB, cache hit (``--cache-dir``)        -                   0.68 ms (local files 0.70 ms)
-5 MB, /img/ on S3 vs the endpoint        0.48x               0.41x (noisy; moto-bound)
-5 MB, cache hit vs the endpoint           -                   1.37x
-=====================================  ==================  ==================
+==========================================  ================  ====================
+                                             before (presign)  now
+==========================================  ================  ====================
+60 KB, IMGSHARE CPU per request              4.66 ms           2.61 ms
+60 KB, cache hit (``--cache-dir``)           -                 0.71 ms (local 0.68)
+5 MB, /img/ on S3 vs the endpoint directly   0.54x             0.46x (moto-bound)
+5 MB, cache hit vs the endpoint directly     -                 1.08-1.37x
+==========================================  ================  ====================
 
-What is left per uncached read with moto is mostly the kernel's work of a new
-loopback connection per request (connect, send, shutdown: the profile's top
-entries); against a store that keeps connections alive (AWS S3) the pool reuses
-them (``tests/test_s3_reads.py`` counts connections).
+What is left per uncached read with moto is mostly kernel time of a new loopback
+connection per request (connect, send, shutdown top the profile; Python's own work
+fell by a third in function calls).  For 5 MB the two cores are the limit: moto
+(6-7 ms CPU per 5 MB), the load generator and IMGSHARE (11-13 ms) share them, where
+the direct column has no IMGSHARE at all.  Against a store that keeps connections
+alive (AWS S3) the pool reuses them (``tests/test_s3_reads.py`` counts connections).
 """
 
 from __future__ import annotations
