@@ -10,7 +10,8 @@
     python bench/serve.py --storage s3 [--requests 2000] [--big-requests 100] [--clients 4]
         req/s and MB/s for a 60 KB and a 5 MB original through /img/ on S3 storage
         (moto_server on loopback), against fetching the same objects straight from
-        the S3 endpoint, and against /img/ on the local-files backend.
+        the S3 endpoint, /img/ on S3 storage with a local cache (--cache-dir: every
+        measured request a cache hit), and /img/ on the local-files backend.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import argparse
 import http.client
 import shutil
 import sys
+import tempfile
 import time
 
 from common import (
@@ -51,6 +53,16 @@ def rate(port: int, path: str, expected: bytes, clients: int, total: int, pids: 
     elapsed = time.perf_counter() - start
     rate.cpu = (sum(cpu_seconds(p) for p in pids) - cpu) / len(done)
     return len(done) / elapsed
+
+
+def warm(port: int, path: str, expected: bytes) -> None:
+    """Read ``path`` until the cache has filled (the first read fills it in the background)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    for _ in range(20):
+        status, body = request(conn, "GET", path)
+        assert status == 200 and body == expected, status
+        time.sleep(0.1)
+    conn.close()
 
 
 def check(port: int, path: str, expected: bytes) -> None:
@@ -111,9 +123,11 @@ def compare_static(args: argparse.Namespace) -> None:
 
 def compare_s3(args: argparse.Namespace) -> None:
     bucket = S3Bucket()
-    on_s3 = on_files = None
+    on_s3 = on_files = cached = None
     try:
         on_s3 = Imgshare("--storage", bucket.url, env=bucket.env)
+        cache_dir = tempfile.mkdtemp(prefix="imgshare-bench-cache-")
+        cached = Imgshare("--storage", bucket.url, "--cache-dir", cache_dir, env=bucket.env)
         on_files = Imgshare()
         objects = [("60 KB", noise_jpeg(60_000), args.requests), ("5 MB", noise_jpeg(5_000_000), args.big_requests)]
         print(f"{args.clients} keep-alive clients; sqlite database on both IMGSHARE servers; "
@@ -124,9 +138,12 @@ def compare_s3(args: argparse.Namespace) -> None:
         for label, data, count in objects:
             s3_name = on_s3.upload("photo.jpg", data)
             files_name = on_files.upload("photo.jpg", data)
+            cached_name = cached.upload("photo.jpg", data)
+            warm(cached.port, f"/img/bench/{cached_name}", data)
             rows = [
                 ("/img/ on S3 storage", on_s3.port, f"/img/bench/{s3_name}", on_s3.proc.pid),
                 ("S3 endpoint directly", bucket.port, bucket.path(f"bench/{s3_name}"), None),
+                ("/img/ on S3, cache hit", cached.port, f"/img/bench/{cached_name}", cached.proc.pid),
                 ("/img/ on local files", on_files.port, f"/img/bench/{files_name}", on_files.proc.pid),
             ]
             results = []
@@ -146,7 +163,7 @@ def compare_s3(args: argparse.Namespace) -> None:
                 print(f"{label:>8}  {what:<24} {r:8.1f} {r * len(data) / 1e6:8.1f} {r / direct:9.2f}x "
                       f"{ours_text:>17} {s3_text:>11}")
     finally:
-        for server in (on_s3, on_files):
+        for server in (on_s3, cached, on_files):
             if server is not None:
                 server.stop()
         bucket.stop()

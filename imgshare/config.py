@@ -14,6 +14,8 @@ from imgshare.domain.lifetime import DEFAULT_TIERS, Tier
 MiB = 1024 * 1024
 DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
 DEFAULT_DATA_DIR = "./imgshare-data"
+#: The size of the storage cache when --cache-dir is given without --cache-size.
+DEFAULT_CACHE_SIZE = 1024 * MiB
 
 #: Connection limits (see imgshare.web.request): seconds for a whole request head, the
 #: slowest body (at least COUNT bytes in every PERIOD seconds), connections per address.
@@ -170,6 +172,9 @@ class Config:
     public_url_warning: str | None = None
     #: "on" (/metrics on the main listeners), "off", or an endpoint description of its own listener.
     metrics: str = attrs.field(default="on", converter=str.strip)
+    #: A local cache of hot objects of remote storage ("": none) and its size in bytes.
+    cache_dir: str = ""
+    cache_size: int = DEFAULT_CACHE_SIZE
 
     def __attrs_post_init__(self) -> None:
         """Checks only: the defaults that depend on other settings come from the converters."""
@@ -182,6 +187,8 @@ class Config:
         if self.metrics not in ("on", "off") and ":" not in self.metrics:
             raise ValueError(f"--metrics must be on, off or an endpoint such as tcp:9100:interface=127.0.0.1, "
                              f"not {self.metrics!r}")
+        if self.cache_size < 1:
+            raise ValueError("--cache-size must be positive")
         if self.max_size > self.tiers[-1].max_size:
             raise ValueError(
                 f"--max-size ({self.max_size} bytes) is above the largest lifetime tier "

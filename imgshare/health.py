@@ -98,8 +98,10 @@ class WatchedStorage(_Watched):
     def delete(self, key: str) -> Deferred[None]:
         return self._watch(self._backend.delete(key))
 
-    def stream(self, key: str, consumer: Any, offset: int, length: int) -> Deferred[None]:
-        return self._watch(self._backend.stream(key, consumer, offset, length))
+    def stream(self, key: str, consumer: Any, offset: int, length: int, version: str | None = None) -> Deferred[None]:
+        if version is None:
+            return self._watch(self._backend.stream(key, consumer, offset, length))
+        return self._watch(self._backend.stream(key, consumer, offset, length, version=version))
 
     def probe(self) -> Deferred[None]:
         return self._watch(self._backend.probe())

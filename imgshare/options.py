@@ -44,6 +44,8 @@ SERVER_OPTIONS = [
                       "0 for no limit [default: 16384/30]"),
     ("max-connections-per-address", "Concurrent connections per client address (an IPv6 /64), 0 for no cap; "
                                     "raise it behind a proxy that does not send the PROXY protocol [default: 64]"),
+    ("cache-dir", "Folder for a local cache of hot objects of S3 storage (ignored with local files) [default: none]"),
+    ("cache-size", "Largest total size of the cache (suffixes KiB, MiB, GiB) [default: 1GiB]"),
     ("metrics", "Prometheus metrics: on (GET /metrics on every --listen), off, or an endpoint "
                 "description such as tcp:9100:interface=127.0.0.1 (served there only) [default: on]"),
 ]
@@ -120,6 +122,7 @@ _PARSERS: dict[str, tuple[str, Any]] = {
     "head_timeout": ("head_timeout", _float),
     "min_body_rate": ("min_body_rate", _min_body_rate),
     "max_connections_per_address": ("max_connections_per_address", _int),
+    "cache_size": ("cache_size", parse_size),
 }
 
 
@@ -128,10 +131,12 @@ def build_config(values: Mapping[str, Any], where: Mapping[str, str] | None = No
     names the option (and, by ``where`` from ``origins``, the variable it came from)."""
     where = where or {}
     kwargs: dict[str, Any] = {}
-    for key in ("data_dir", "db", "storage", "public_url", "contact", "registration", "metrics"):
+    for key in ("data_dir", "db", "storage", "public_url", "contact", "registration", "metrics", "cache_dir"):
         if key in values:
             kwargs[key] = values[key]
     kwargs["listen"] = tuple(values["listen"]) if "listen" in values else (DEFAULT_LISTEN,)
+    if "cache_size" in values and "cache_dir" not in values:
+        raise ValueError(_named("cache_size", where, "needs --cache-dir (the cache is off without a folder)"))
     if "public_url" not in values:
         kwargs["public_url_warning"] = guess_public_url(kwargs["listen"][0])[1]
     for key, (field, parse) in _PARSERS.items():

@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from imgshare import backends, compose, memory
+from imgshare.cache import with_cache
 from imgshare.config import Config
 from imgshare.threads import ThreadPoolService
 from imgshare.web.request import ImgshareSite, quiet_endpoint
@@ -59,7 +60,8 @@ class ImgshareService(MultiService):
         self.image_pool.setServiceParent(self)
         io = self.io_pool.runner
         self.database = backends.open_database(config.db, reactor, io)
-        self.storage = backends.open_storage(config.storage, reactor, io)
+        self.storage = with_cache(backends.open_storage(config.storage, reactor, io), config.cache_dir,
+                                  config.cache_size, io)
         self.components = compose.build(config, reactor, self.database, self.storage, io, self.image_pool.runner)
         self.library = self.components.library
         self.site = self.components.site

@@ -56,9 +56,13 @@ class IStorage(Interface):
     def delete(key):
         """Remove ``key``; removing a missing key succeeds. Fails with StorageUnavailable."""
 
-    def stream(key, consumer, offset, length):
+    def stream(key, consumer, offset, length, version=None):
         """Write ``length`` bytes of the object from ``offset`` to ``consumer``,
         honouring its flow control; fires when they are all written.
+
+        ``version``, when given, is the SHA-256 (hex) the database records for the
+        object: a cache in front of storage (``imgshare.cache``) keys its entries by
+        it; backends ignore it.
 
         Fails with ObjectMissing (before writing anything) or StorageUnavailable."""
 

@@ -93,7 +93,7 @@ class MemoryStorage:
         self.types.pop(key, None)
         return succeed(None)
 
-    def stream(self, key: str, consumer: Any, offset: int, length: int) -> Deferred[None]:
+    def stream(self, key: str, consumer: Any, offset: int, length: int, version: str | None = None) -> Deferred[None]:
         try:
             self._check("stream", key)
             if key not in self.objects:

@@ -109,7 +109,7 @@ class LocalStorage:
         except OSError as e:
             raise StorageUnavailable(str(e)) from e
 
-    def stream(self, key: str, consumer: Any, offset: int, length: int) -> Deferred[None]:
+    def stream(self, key: str, consumer: Any, offset: int, length: int, version: str | None = None) -> Deferred[None]:
         # Opening and reading a local file is what twisted.web.static does on
         # the reactor too: each read is one bounded chunk.
         try:

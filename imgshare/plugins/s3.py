@@ -21,12 +21,38 @@ server's other file work).  Uploads carry a SHA-256 checksum that S3 verifies
 before it stores the object; standard retry mode retries throttling and
 transient errors.
 
-Reads for ``/img/`` are streamed with treq (``unbuffered=True``) from a
-presigned GET URL asking for exactly the byte range the response needs; the
-upstream body's transport is paused and resumed by the client's flow control
+Reads for ``/img/`` are one header-signed SigV4 ``GET`` with a ``Range`` header for
+exactly the bytes the response needs, signed on the reactor by
+``imgshare.sigv4.RangeSigner`` (no boto3 call, no thread hop; credentials frozen
+and refreshed in this backend's pool by ``CredentialKeeper``), sent by a Twisted
+``Agent`` over a persistent connection pool (plain TCP endpoints for an endpoint
+given by IP address, 256 KiB socket reads).  The URL layout (virtual or path
+addressing, regional endpoints, a custom ``endpoint_url`` with its port) is the one
+botocore builds for ``GetObject``, taken once at start-up.  The upstream body's
+transport is paused and resumed by the client's flow control
 (``imgshare.producers.BodyRelay``, the request's push producer).  Nothing from
 the upstream response reaches the client but body bytes: the web layer sets
 every header from the database row.
+
+Measured with ``bench/serve.py --storage s3 --requests 1000 --big-requests 60``
+(moto_server on loopback, which answers ``Connection: close``, so every read also
+pays a new TCP connection; 2 cores shared with other work: best of 3 runs each):
+
+==========================================  ================  ====================
+                                             before (presign)  now
+==========================================  ================  ====================
+60 KB, IMGSHARE CPU per request              4.66 ms           2.61 ms
+60 KB, cache hit (``--cache-dir``)           -                 0.71 ms (local 0.68)
+5 MB, /img/ on S3 vs the endpoint directly   0.54x             0.46x (moto-bound)
+5 MB, cache hit vs the endpoint directly     -                 1.08-1.37x
+==========================================  ================  ====================
+
+What is left per uncached read with moto is mostly kernel time of a new loopback
+connection per request (connect, send, shutdown top the profile; Python's own work
+fell by a third in function calls).  For 5 MB the two cores are the limit: moto
+(6-7 ms CPU per 5 MB), the load generator and IMGSHARE (11-13 ms) share them, where
+the direct column has no IMGSHARE at all.  Against a store that keeps connections
+alive (AWS S3) the pool reuses them (``tests/test_s3_reads.py`` counts connections).
 """
 
 from __future__ import annotations
@@ -39,17 +65,23 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import attrs
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.abstract import isIPAddress
+from twisted.internet.defer import CancelledError, Deferred, fail
+from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
+from twisted.web._newclient import HTTP11ClientProtocol
 from twisted.web.client import Agent
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
-from imgshare.httpclient import quiet_pool
+from imgshare.httpclient import QuietClientFactory, quiet_pool
 from imgshare.producers import BodyRelay
+from imgshare.sigv4 import CredentialKeeper, RangeSigner, encode_path
 from imgshare.storage import IStorage, IStorageFactory, ObjectMissing, StorageUnavailable, check_key
 from imgshare.threads import PoolRunner
 
@@ -57,10 +89,12 @@ log = Logger()
 
 #: Threads (and pooled HTTP connections of the boto3 client) for boto3 calls.
 DEFAULT_THREADS = 10
-#: How long a presigned URL is valid; it is used at once, so a short life suffices.
-PRESIGN_SECONDS = 300
 #: An unwanted (error) body longer than this closes its connection instead of being read.
 HIGH_WATER = 64 * 1024
+#: Bytes taken from an S3 socket per read (Twisted's default is 64 KiB): fewer, larger
+#: writes into the client's connection for big objects.  The relay writes at most one
+#: such read past the point where the client asked it to pause.
+READ_CHUNK = 256 * 1024
 #: Seconds to wait for S3's response headers, and for body bytes while reading
 #: (both ``read_timeout`` when the URL gives one).
 HEADERS_TIMEOUT = 30.0
@@ -164,9 +198,16 @@ class S3Storage:
         self.runner = PoolRunner(reactor, self.pool)
         self.client: Any = None
         self._http_pool = quiet_pool(reactor, persistent=True)  # no log lines per S3 connection
+        self._http_pool._factory = _S3ClientFactory
         self._http_pool.maxPersistentPerHost = 32
         self._http_pool.cachedConnectionTimeout = 20
-        self._http: Any = None
+        self._agent: Any = None
+        #: Set at start: the signer of reads, where objects are, and the credentials.
+        self._signer: RangeSigner | None = None
+        self._origin = b""
+        self._base_path = "/"
+        self.credentials: CredentialKeeper | None = None
+        self._credential_source: Any = None
         #: The reads in progress (each a ``BodyRelay``).
         self.streams: set[BodyRelay] = set()
         #: Keys with a put or delete still running in a thread (maybe given up on).
@@ -180,12 +221,20 @@ class S3Storage:
         A missing bucket or refused credentials stop the start-up; an
         unreachable endpoint is only logged (requests get 503 until it is back).
         """
-        from treq.client import HTTPClient
-
         self.pool.start()
+        try:
+            await self._start()
+        except BaseException:
+            self.pool.stop()  # its threads would keep the process alive
+            raise
+
+    async def _start(self) -> None:
         connect = min(CONNECT_TIMEOUT, self.location.first_byte_timeout)
-        self._http = HTTPClient(Agent(self._reactor, pool=self._http_pool, connectTimeout=connect))
+        standard = Agent(self._reactor, pool=self._http_pool, connectTimeout=connect)._endpointFactory
+        self._agent = Agent.usingEndpointFactory(
+            self._reactor, _Endpoints(self._reactor, standard, connect), pool=self._http_pool)
         self.client = await self.runner.run(self._make_client)
+        self.credentials = CredentialKeeper(self._credential_source, self.runner)
         try:
             await self._call(self.location.first_byte_timeout, "looking up the bucket",
                              self.client.head_bucket, Bucket=self.location.bucket)
@@ -196,6 +245,16 @@ class S3Storage:
                 raise StorageUnavailable(f"bucket {self.location.bucket!r}: {_describe(e)}") from e
             log.warn("S3 bucket {bucket} does not answer yet ({error}); serving 503 until it does",
                      bucket=self.location.bucket, error=_describe(e))
+        try:
+            await self.credentials.start()
+        except Exception as e:  # e.g. an instance role's endpoint that is slow: reads ask again
+            log.warn("S3 credentials are not available yet ({error})", error=_describe(e))
+        try:
+            origin, host, self._base_path, region = await self.runner.run(self._layout)
+        except Exception as e:
+            raise StorageUnavailable(f"cannot sign reads of bucket {self.location.bucket!r}: {_describe(e)}") from e
+        self._origin = origin
+        self._signer = RangeSigner(host, region)
         log.info("S3 storage ready: bucket {bucket}", bucket=self.location.bucket)
 
     def _make_client(self) -> Any:
@@ -211,9 +270,13 @@ class S3Storage:
             max_pool_connections=self._threads, connect_timeout=min(CONNECT_TIMEOUT, silence),
             read_timeout=silence,
         )
-        return boto3.session.Session().client(
+        session = boto3.session.Session()
+        client = session.client(
             "s3", endpoint_url=self.location.endpoint_url, region_name=self.location.region, config=config,
         )
+        # The very object the client signs with (botocore caches it in the session).
+        self._credential_source = session.get_credentials()
+        return client
 
     def stop(self) -> Deferred[None]:
         """Abort reads in progress, stop the thread pool, close pooled connections."""
@@ -337,42 +400,64 @@ class S3Storage:
         except Exception as e:
             raise StorageUnavailable(f"cannot delete {key}: {_describe(e)}") from e
 
-    def presign(self, key: str) -> str:
-        """A SigV4-presigned GET URL for ``key`` (blocking: call it in the pool).
-
-        Signing is local computation, but reading the credentials may not be:
-        botocore refreshes temporary credentials (instance roles, SSO, assumed
-        roles) inside this call, with HTTP requests of its own.  So it runs in
-        the thread pool like every other boto3 call, which costs one thread
-        hop per read, well under a millisecond.
-        """
-        return self.client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.location.bucket, "Key": key}, ExpiresIn=PRESIGN_SECONDS,
-        )
-
     # ------------------------------------------------------- streamed reads
 
-    def stream(self, key: str, consumer: Any, offset: int, length: int) -> Deferred[None]:
+    def _layout(self) -> tuple[bytes, str, str, str]:
+        """Where a key's object is, exactly as botocore addresses a GetObject (blocking:
+        one request built and signed locally at start-up, never sent): the origin
+        (``http://host:port``), the ``Host`` header, the path before the key, and
+        the signing region."""
+        placeholder = "k"
+        seen: dict[str, Any] = {}
+
+        def captured(request: Any, **kwargs: Any) -> None:
+            seen["url"], seen["authorization"] = request.url, request.headers["Authorization"]
+            raise _Captured()
+
+        events = self.client.meta.events
+        events.register_first("before-send.s3.GetObject", captured, unique_id="imgshare-layout")
+        try:
+            self.client.get_object(Bucket=self.location.bucket, Key=placeholder)
+        except _Captured:
+            pass
+        finally:
+            events.unregister("before-send.s3.GetObject", unique_id="imgshare-layout")
+        parts = urlsplit(seen["url"])
+        authorization = seen["authorization"]
+        authorization = authorization.decode() if isinstance(authorization, bytes) else authorization
+        region = authorization.split("Credential=", 1)[1].split("/")[2]
+        if not parts.path.endswith("/" + placeholder):
+            raise StorageUnavailable(f"unexpected object URL layout for bucket {self.location.bucket!r}")
+        origin = f"{parts.scheme}://{parts.netloc}".encode()
+        return origin, parts.netloc, parts.path[:-len(placeholder)], region
+
+    def stream(self, key: str, consumer: Any, offset: int, length: int, version: str | None = None) -> Deferred[None]:
         return Deferred.fromCoroutine(self._stream(self._key(key), consumer, offset, length))
 
     async def _stream(self, key: str, consumer: Any, offset: int, length: int) -> None:
         if length <= 0:
             return
-        # Signing (maybe refreshing credentials) and S3's answer share one deadline.
+        if self._signer is None:
+            raise StorageUnavailable("S3 storage is not started")
+        # Waiting for credentials (rarely: a mandatory refresh) and S3's answer share one deadline.
         deadline = time.monotonic() + self.location.first_byte_timeout
+        credentials = self.credentials.current()
+        if isinstance(credentials, Deferred):
+            try:
+                credentials = await _within(credentials, self.location.first_byte_timeout, self._reactor)
+            except Exception as e:
+                raise StorageUnavailable(f"cannot sign a read of {key}: {_describe(e)}") from e
+        path = self._base_path + encode_path(key)
+        range_value = f"bytes={offset}-{offset + length - 1}"
+        headers = Headers()
+        for name, value in self._signer.headers(credentials, path, range_value):
+            headers.addRawHeader(name, value)
         try:
-            url = await self._call(self.location.first_byte_timeout, f"signing a read of {key}",
-                                   self.presign, key)
-        except Exception as e:
-            raise StorageUnavailable(f"cannot sign a read of {key}: {_describe(e)}") from e
-        from hyperlink import EncodedURL
-
-        range_header = f"bytes={offset}-{offset + length - 1}".encode()
-        try:
-            response = await self._http.get(
-                EncodedURL.from_text(url), headers={b"Range": [range_header]}, unbuffered=True,
-                allow_redirects=False, timeout=max(deadline - time.monotonic(), 0.001),
-            )
+            response = await _within(self._agent.request(b"GET", self._origin + path.encode(), headers),
+                                     max(deadline - time.monotonic(), 0.001), self._reactor)
+        except CancelledError as e:
+            raise StorageUnavailable(
+                f"S3 did not answer reading {key} within {self.location.first_byte_timeout:g} s") from e
         except Exception as e:
             # Twisted's messages may name the endpoint; the type is enough here.
             raise StorageUnavailable(f"cannot reach S3 to read {key}: {type(e).__name__}") from e
@@ -381,6 +466,8 @@ class S3Storage:
             discard = _Discard()
             response.deliverBody(discard)
             await discard.done
+            if isinstance(skip, ObjectMissing) and b"<Code>NoSuchBucket</Code>" in discard.head:
+                raise StorageUnavailable(f"bucket {self.location.bucket!r} does not exist (S3 answered 404)")
             raise skip
         total = response.length if isinstance(response.length, int) else None
         relay = BodyRelay(consumer, length, skip, self._reactor, self.location.read_timeout or IDLE_TIMEOUT,
@@ -392,6 +479,11 @@ class S3Storage:
             await relay.done
         finally:
             self.streams.discard(relay)
+
+
+def _within(d: Deferred[Any], seconds: float, reactor: Any) -> Deferred[Any]:
+    """``d``, cancelled (CancelledError) unless it has fired within ``seconds``."""
+    return d.addTimeout(seconds, reactor)
 
 
 def _plan_body(response: Any, key: str, offset: int, length: int) -> int | Exception:
@@ -421,6 +513,43 @@ def _plan_body(response: Any, key: str, offset: int, length: int) -> int | Excep
     return StorageUnavailable(f"S3 answered {code} reading {key}")
 
 
+@implementer(IAgentEndpointFactory)
+class _Endpoints:
+    """Plain TCP endpoints for ``http://`` endpoints given by IPv4 address (an S3 gateway
+    on the local network): a ``HostnameEndpoint`` would resolve the address in a thread
+    for every new connection.  Anything else is Twisted's standard endpoint (names,
+    TLS)."""
+
+    def __init__(self, reactor: Any, standard: Any, timeout: float):
+        self._reactor = reactor
+        self._standard = standard
+        self._timeout = timeout
+
+    def endpointForURI(self, uri: Any) -> Any:
+        host = uri.host.decode("ascii", "replace")
+        if uri.scheme == b"http" and isIPAddress(host):
+            return TCP4ClientEndpoint(self._reactor, host, uri.port, timeout=self._timeout)
+        return self._standard.endpointForURI(uri)
+
+
+class _LargeReads(HTTP11ClientProtocol):
+    """An HTTP client connection whose socket is read ``READ_CHUNK`` bytes at a time."""
+
+    def makeConnection(self, transport: Any) -> None:
+        if hasattr(transport, "bufferSize"):
+            transport.bufferSize = READ_CHUNK
+        super().makeConnection(transport)
+
+
+class _S3ClientFactory(QuietClientFactory):
+    def buildProtocol(self, addr: Any) -> _LargeReads:
+        return _LargeReads(self._quiescentCallback)
+
+
+class _Captured(Exception):
+    """Stops botocore before it sends the request whose layout ``_layout`` wanted."""
+
+
 class _Discard(Protocol):
     """Read and drop an unwanted (error) body, so its connection can serve the next read;
     a long one closes the connection instead."""
@@ -428,8 +557,12 @@ class _Discard(Protocol):
     def __init__(self) -> None:
         self.done: Deferred[None] = Deferred()
         self._seen = 0
+        #: The body's first bytes (S3's error document names its code).
+        self.head = b""
 
     def dataReceived(self, data: bytes) -> None:
+        if len(self.head) < 4096:
+            self.head += data[:4096 - len(self.head)]
         self._seen += len(data)
         if self._seen > HIGH_WATER:
             self.transport.stopProducing()

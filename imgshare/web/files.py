@@ -47,12 +47,14 @@ class Representation:
     etag: str
     modified: float
     expires: float | None
+    #: The recorded SHA-256 (hex): the version a storage cache keys the bytes by.
+    digest: str = ""
 
 
 def original(image: Image) -> Representation:
     return Representation(
         key=naming.storage_key(image.account, image.name), mime=image.mime, size=image.size,
-        etag=f'"{image.sha256[:32]}"', modified=image.uploaded, expires=image.expires,
+        etag=f'"{image.sha256[:32]}"', modified=image.uploaded, expires=image.expires, digest=image.sha256,
     )
 
 
@@ -60,7 +62,7 @@ def derived(image: Image, variant: Variant) -> Representation:
     return Representation(
         key=naming.storage_key(image.account, image.name, variant.variant), mime="image/jpeg",
         size=variant.size, etag=f'"{variant.sha256[:32]}"', modified=variant.created,
-        expires=image.expires,
+        expires=image.expires, digest=variant.sha256,
     )
 
 
@@ -209,7 +211,7 @@ class Files:
         if request.method == b"HEAD" or length == 0:
             return b""
         try:
-            await self.storage.stream(rep.key, request, first, length)
+            await self.storage.stream(rep.key, request, first, length, version=rep.digest or None)
         except ObjectMissing as e:
             if not request.startedWriting:
                 log.error("{key} is recorded but missing from storage", key=rep.key)
