@@ -20,7 +20,6 @@ from twisted.protocols import portforward
 from twisted.trial import unittest
 
 from imgshare import sigv4
-from imgshare.plugins import s3
 from imgshare.plugins.s3 import S3Storage
 from imgshare.sigv4 import CredentialKeeper, RangeSigner, encode_path
 from imgshare.storage import ObjectMissing, StorageUnavailable
@@ -348,8 +347,6 @@ class ConnectionReuseTests(unittest.TestCase):
             self.assertEqual(bytes(consumer.data), body[:1000])
         self.assertEqual(len(fake.connections) - before, 1)
         self.assertEqual(sum(r.startswith(b"GET ") for r in fake.requests), 5)
-        [[connection]] = storage._http_pool._connections.values()
-        self.assertEqual(connection.transport.bufferSize, s3.READ_CHUNK, "large socket reads")
 
     async def test_idle_connection_closed_by_server_is_replaced(self):
         """A pooled connection the server closed while idle is not used again: the next read

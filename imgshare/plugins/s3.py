@@ -67,19 +67,18 @@ from urllib.parse import parse_qs, urlsplit
 import attrs
 from twisted.internet.abstract import isIPAddress
 from twisted.internet.defer import CancelledError, Deferred, fail
-from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, wrapClientTLS
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
-from twisted.web._newclient import HTTP11ClientProtocol
-from twisted.web.client import Agent
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
-from imgshare.httpclient import QuietClientFactory, quiet_pool
+from imgshare.httpclient import quiet_pool
 from imgshare.producers import BodyRelay
 from imgshare.sigv4 import CredentialKeeper, RangeSigner, encode_path
 from imgshare.storage import IStorage, IStorageFactory, ObjectMissing, StorageUnavailable, check_key
@@ -91,10 +90,6 @@ log = Logger()
 DEFAULT_THREADS = 10
 #: An unwanted (error) body longer than this closes its connection instead of being read.
 HIGH_WATER = 64 * 1024
-#: Bytes taken from an S3 socket per read (Twisted's default is 64 KiB): fewer, larger
-#: writes into the client's connection for big objects.  The relay writes at most one
-#: such read past the point where the client asked it to pause.
-READ_CHUNK = 256 * 1024
 #: Seconds to wait for S3's response headers, and for body bytes while reading
 #: (both ``read_timeout`` when the URL gives one).
 HEADERS_TIMEOUT = 30.0
@@ -198,7 +193,6 @@ class S3Storage:
         self.runner = PoolRunner(reactor, self.pool)
         self.client: Any = None
         self._http_pool = quiet_pool(reactor, persistent=True)  # no log lines per S3 connection
-        self._http_pool._factory = _S3ClientFactory
         self._http_pool.maxPersistentPerHost = 32
         self._http_pool.cachedConnectionTimeout = 20
         self._agent: Any = None
@@ -230,9 +224,8 @@ class S3Storage:
 
     async def _start(self) -> None:
         connect = min(CONNECT_TIMEOUT, self.location.first_byte_timeout)
-        standard = Agent(self._reactor, pool=self._http_pool, connectTimeout=connect)._endpointFactory
         self._agent = Agent.usingEndpointFactory(
-            self._reactor, _Endpoints(self._reactor, standard, connect), pool=self._http_pool)
+            self._reactor, _Endpoints(self._reactor, connect), pool=self._http_pool)
         self.client = await self.runner.run(self._make_client)
         self.credentials = CredentialKeeper(self._credential_source, self.runner)
         try:
@@ -515,35 +508,25 @@ def _plan_body(response: Any, key: str, offset: int, length: int) -> int | Excep
 
 @implementer(IAgentEndpointFactory)
 class _Endpoints:
-    """Plain TCP endpoints for ``http://`` endpoints given by IPv4 address (an S3 gateway
-    on the local network): a ``HostnameEndpoint`` would resolve the address in a thread
-    for every new connection.  Anything else is Twisted's standard endpoint (names,
-    TLS)."""
+    """The endpoints of S3 connections: plain TCP for an ``http://`` endpoint given by
+    IPv4 address (an S3 gateway on the local network: a ``HostnameEndpoint`` would
+    resolve the address in a thread for every new connection), else a
+    ``HostnameEndpoint``, wrapped in TLS for ``https://`` (a browser-like policy: the
+    certificate must match the host)."""
 
-    def __init__(self, reactor: Any, standard: Any, timeout: float):
+    def __init__(self, reactor: Any, timeout: float):
         self._reactor = reactor
-        self._standard = standard
         self._timeout = timeout
+        self._tls = BrowserLikePolicyForHTTPS()
 
     def endpointForURI(self, uri: Any) -> Any:
         host = uri.host.decode("ascii", "replace")
         if uri.scheme == b"http" and isIPAddress(host):
             return TCP4ClientEndpoint(self._reactor, host, uri.port, timeout=self._timeout)
-        return self._standard.endpointForURI(uri)
-
-
-class _LargeReads(HTTP11ClientProtocol):
-    """An HTTP client connection whose socket is read ``READ_CHUNK`` bytes at a time."""
-
-    def makeConnection(self, transport: Any) -> None:
-        if hasattr(transport, "bufferSize"):
-            transport.bufferSize = READ_CHUNK
-        super().makeConnection(transport)
-
-
-class _S3ClientFactory(QuietClientFactory):
-    def buildProtocol(self, addr: Any) -> _LargeReads:
-        return _LargeReads(self._quiescentCallback)
+        endpoint = HostnameEndpoint(self._reactor, uri.host, uri.port, timeout=self._timeout)
+        if uri.scheme == b"https":
+            endpoint = wrapClientTLS(self._tls.creatorForNetloc(uri.host, uri.port), endpoint)
+        return endpoint
 
 
 class _Captured(Exception):
