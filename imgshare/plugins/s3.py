@@ -26,7 +26,7 @@ exactly the bytes the response needs, signed on the reactor by
 ``imgshare.sigv4.RangeSigner`` (no boto3 call, no thread hop; credentials frozen
 and refreshed in this backend's pool by ``CredentialKeeper``), sent by a Twisted
 ``Agent`` over a persistent connection pool (plain TCP endpoints for an endpoint
-given by IP address, 256 KiB socket reads).  The URL layout (virtual or path
+given by IP address; reads of 256 KiB per socket read measured no faster).  The URL layout (virtual or path
 addressing, regional endpoints, a custom ``endpoint_url`` with its port) is the one
 botocore builds for ``GetObject``, taken once at start-up.  The upstream body's
 transport is paused and resumed by the client's flow control
