@@ -920,12 +920,7 @@ async def claim_purge(tx: Tx, image_id: int, now: float, stale_before: float, le
     worker is still at it: two purges never overlap, so a purge can never delete
     the objects of a newer image that reused the name after the first one ended.
     """
-    purgeable, args = _purgeable(now, stale_before)
-    rows = await tx.execute(
-        f"UPDATE images SET retry_at = ? WHERE id = ? AND {purgeable} RETURNING id",
-        (now + lease, image_id, *args),
-    )
-    return bool(rows)
+    return bool(await claim_purges(tx, [image_id], now, stale_before, lease))
 
 
 async def claim_purges(

@@ -559,22 +559,7 @@ class ImageLibrary:
         stays and is retried later (backoff).
         """
         now = self.now() if now is None else now
-        if not await self._db(db.claim_purge, image.id, now, now - STALE_UPLOAD_SECONDS, PURGE_LEASE):
-            return False
-        try:
-            await self.remove_objects(image)
-        except StorageUnavailable as e:
-            delay = PURGE_BACKOFF[min(attempts, len(PURGE_BACKOFF) - 1)]
-            # The storage outage itself is logged once (imgshare.outage).
-            log.debug("removing {name} failed ({error}); retrying in {delay:.0f} s",
-                      name=image.name, error=e, delay=delay)
-            await self._db(db.postpone_purge, image.id, now + delay)
-            return False
-        await self._db(db.remove_image, image.id)
-        await self.io.run(remove_if_present, self.spool_path(image.id))
-        log.info("purged {account}/{name} ({why})", account=image.account, name=image.name,
-                 why=self._purge_reason(image, now))
-        return True
+        return await self.purge_many([(image, attempts)], now) == 1
 
     async def purge_many(self, batch: Sequence[tuple[Image, int]], now: float) -> int:
         """``purge`` for a batch of ``(image, failed attempts)``: one transaction claims
@@ -590,6 +575,7 @@ class ImageLibrary:
                 await gate.run(lambda: Deferred.fromCoroutine(self.remove_objects(image)))
             except StorageUnavailable as e:
                 delay = PURGE_BACKOFF[min(attempts, len(PURGE_BACKOFF) - 1)]
+                # The storage outage itself is logged once (imgshare.outage).
                 log.debug("removing {name} failed ({error}); retrying in {delay:.0f} s",
                           name=image.name, error=e, delay=delay)
                 await self._db(db.postpone_purge, image.id, now + delay)

@@ -13,10 +13,9 @@ from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
 from imgshare.config import RateLimit
-from imgshare.gather import Gatherer
-from imgshare.testing import MemoryNetwork, image_bytes, make_fixture
+from imgshare.testing import image_bytes, make_fixture
 from imgshare.web.forms import decode_base64_text
-from tests.test_gather import FakeResolver, Source, only_port
+from tests.test_gather import fixture_with_source
 
 B = "http://img.example"
 UPLOAD = B + "/api/1/upload"
@@ -391,18 +390,7 @@ class UrlSourceTests(unittest.TestCase):
     """A URL source goes through img_gather.php's vetted fetch (loopback only, a widened policy)."""
 
     async def setUp(self):
-        # The source listens on the fixture's in-memory network, where the gatherer connects.
-        network = MemoryNetwork()
-        self.source = Source(self, network=network)
-
-        def make_gatherer(config, clock):
-            return Gatherer(network, config, resolver=FakeResolver(), clock=clock,
-                            allow=only_port(self.source.number))
-
-        self.f = await make_fixture(self, make_gatherer=make_gatherer, network=network)
-        await self.f.account("kitten")
-        self.token = await self.f.token("kitten")
-        self.client = self.f.client()
+        await fixture_with_source(self)
 
     async def test_get_with_a_url_source(self):
         """Seed 001's GET ?key=…&source=<url> uploads the fetched image."""

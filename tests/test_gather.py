@@ -11,6 +11,7 @@ import datetime
 import ipaddress
 import json
 import os
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -742,24 +743,30 @@ class TlsTests(unittest.TestCase):
         self.assertEqual(self.source.requests, [])
 
 
+async def fixture_with_source(testcase: Any, **config: Any) -> None:
+    """Give ``testcase`` a fixture whose img_gather.php fetches from a ``Source`` on the
+    fixture's in-memory network (``source``; a request's flush carries the whole fetch,
+    on the fake clock only), an account kitten, its ``token``, a ``client`` and the
+    gatherer's ``config``."""
+    network = MemoryNetwork()
+    testcase.source = Source(testcase, network=network)
+
+    def make_gatherer(settings, clock):
+        testcase.config = settings
+        return Gatherer(network, settings, resolver=FakeResolver(), clock=clock,
+                        allow=only_port(testcase.source.number))
+
+    testcase.f = await make_fixture(testcase, make_gatherer=make_gatherer, network=network, **config)
+    await testcase.f.account("kitten")
+    testcase.token = await testcase.f.token("kitten")
+    testcase.client = testcase.f.client()
+
+
 class GatherRouteTests(unittest.TestCase):
     """img_gather.php through StubTreq: the same checks and answer as an upload."""
 
     async def setUp(self):
-        # The source listens on the fixture's in-memory network, where the gatherer
-        # connects: a request's flush carries the whole fetch, on the fake clock only.
-        network = MemoryNetwork()
-        self.source = Source(self, network=network)
-
-        def make_gatherer(config, clock):
-            self.config = config
-            return Gatherer(network, config, resolver=FakeResolver(), clock=clock,
-                            allow=only_port(self.source.number))
-
-        self.f = await make_fixture(self, make_gatherer=make_gatherer, network=network)
-        await self.f.account("kitten")
-        self.token = await self.f.token("kitten")
-        self.client = self.f.client()
+        await fixture_with_source(self)
 
     async def post(self, **fields):
         response, body = await self.client.request("POST", API + "img_gather.php", data=fields)

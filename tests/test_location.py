@@ -22,8 +22,7 @@ from twisted.trial import unittest
 
 from imgshare import db
 from imgshare.domain import errors, location
-from imgshare.gather import Gatherer
-from imgshare.testing import MemoryNetwork, image_bytes, make_fixture, multipart
+from imgshare.testing import image_bytes, make_fixture, multipart
 from tests import phonefiles
 from tests.phonefiles import (
     LENS_SERIAL,
@@ -35,7 +34,7 @@ from tests.phonefiles import (
     phone_png,
     phone_webp,
 )
-from tests.test_gather import FakeResolver, Source, only_port
+from tests.test_gather import fixture_with_source
 from tests.test_pages import Browser, csrf_of
 
 B = "http://img.example"
@@ -370,18 +369,8 @@ class UploadPathTests(unittest.TestCase):
     are the stripped file's; 0 keeps the file as sent; a bad value is 400 and stores nothing."""
 
     async def setUp(self):
-        network = MemoryNetwork()
-        self.source = Source(self, network=network)
+        await fixture_with_source(self)
         self.source.image = phone_jpeg()  # the same bytes as self.photo
-
-        def make_gatherer(config, clock):
-            return Gatherer(network, config, resolver=FakeResolver(), clock=clock,
-                            allow=only_port(self.source.number))
-
-        self.f = await make_fixture(self, make_gatherer=make_gatherer, network=network)
-        await self.f.account("kitten")
-        self.token = await self.f.token("kitten")
-        self.client = self.f.client()
         self.photo = phone_jpeg()
         path = self.mktemp()
         with open(path, "wb") as f:

@@ -21,10 +21,8 @@ from imgshare.cli import Console, build_parser, run_command
 from imgshare.domain import quota
 from imgshare.domain.records import DELETED, Usage
 from imgshare.expiry import expire_once
-from imgshare.gather import Gatherer
 from imgshare.testing import (
     T0,
-    MemoryNetwork,
     image_bytes,
     make_fixture,
     multipart,
@@ -33,7 +31,7 @@ from imgshare.testing import (
 )
 from tests.db_contract import T
 from tests.serverprocess import ServerProcess, admin
-from tests.test_gather import FakeResolver, Source, only_port
+from tests.test_gather import fixture_with_source
 from tests.test_pages import PASSWORD, Browser, csrf_of, location
 
 B = "http://img.example"
@@ -332,17 +330,7 @@ class QuotaUploadTestCase(unittest.TestCase):
     """A fixture whose account kitten may hold one PHOTO and a half: the second is refused."""
 
     async def setUp(self):
-        network = MemoryNetwork()
-        self.source = Source(self, network=network)
-
-        def make_gatherer(config, clock):
-            return Gatherer(network, config, resolver=FakeResolver(), clock=clock,
-                            allow=only_port(self.source.number))
-
-        self.f = await make_fixture(self, make_gatherer=make_gatherer, network=network)
-        await self.f.account("kitten")
-        self.token = await self.f.token("kitten")
-        self.client = self.f.client()
+        await fixture_with_source(self)
         await self.f.database.run(db.set_quota, "kitten", SIZE + SIZE // 2, None)
         self.first = await self.api_upload()
 
