@@ -6,7 +6,8 @@ expired, on SQLite and local files (objects on disk, as the server stores them).
 The rows are written straight into the database (one bulk INSERT, as
 ``bench/list_images.py`` does) and an original per expired image is written to the
 storage folder.  Then ``expire_once`` passes run on the reactor with the server's
-own thread pools (``compose.build``, as ``twistd imgshare`` builds them) until every
+own thread pools (``compose.build``, as ``twistd imgshare`` builds them, its start-up
+objects frozen as the service freezes them) until every
 expired image is gone, while a 5 ms ``LoopingCall`` measures how late the reactor
 answers: the longest stall is what a request arriving meanwhile would have waited.
 """
@@ -24,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from twisted.internet import defer, reactor, task  # noqa: E402
 
-from imgshare import compose, db  # noqa: E402
+from imgshare import compose, db, memory  # noqa: E402
 from imgshare.expiry import expire_once  # noqa: E402
 from imgshare.plugins.localfiles import LocalStorage  # noqa: E402
 from imgshare.plugins.sqlite import SqliteDatabase  # noqa: E402
@@ -76,6 +77,7 @@ async def run(args: argparse.Namespace) -> None:
         await database.start()
         storage = LocalStorage(f"file://{folder}/files", os.path.join(folder, "files"), io.runner)
         parts = compose.build(config, reactor, database, storage, io.runner, images.runner)
+        memory.freeze_startup_objects()  # as the service does once it listens
         worst, last = [0.0], [time.perf_counter()]
 
         def tick() -> None:

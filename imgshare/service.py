@@ -152,6 +152,8 @@ class ImgshareService(MultiService):
                                     f"({_message(e.socketError)}): stop what uses it or choose another --metrics") from e
             self.ports.append(port)
             log.info("IMGSHARE metrics on {address} (GET /metrics)", address=port.getHost())
+        # What start-up made lives as long as the process: no full collection scans it again.
+        memory.freeze_startup_objects()
 
     async def _announce_setup(self) -> None:
         """With no accounts yet, log a one-time link that creates the first (admin) account."""

@@ -48,3 +48,31 @@ class MemoryTests(unittest.TestCase):
         data = self.mktemp()
         ImgshareService(test_config(data), reactor)
         self.assertEqual(calls, [1])
+
+    def test_freeze_startup_objects(self):
+        """The objects alive at the freeze are out of the collector's reach."""
+        import gc
+
+        self.addCleanup(gc.unfreeze)
+        self.assertGreater(memory.freeze_startup_objects(), 1000)
+        self.assertEqual(gc.get_count()[2], 0)
+
+    async def test_service_freezes_once_it_listens(self):
+        """The started service freezes what its start-up made, once it listens."""
+        import gc
+
+        from twisted.internet import reactor
+
+        from imgshare.service import ImgshareService
+        from imgshare.testing import test_config
+
+        frozen = []
+        self.patch(memory, "freeze_startup_objects", lambda: frozen.append(1) or 0)
+        self.addCleanup(gc.unfreeze)
+        service = ImgshareService(test_config(os.path.abspath(self.mktemp()),
+                                              listen=("tcp:0:interface=127.0.0.1",)), reactor)
+        service.startService()
+        await service.ready
+        self.assertEqual(len(service.ports), 1)
+        self.assertEqual(frozen, [1])
+        await service.stopService()
