@@ -99,8 +99,6 @@ class WatchedStorage(_Watched):
         return self._watch(self._backend.delete(key))
 
     def stream(self, key: str, consumer: Any, offset: int, length: int, version: str | None = None) -> Deferred[None]:
-        if version is None:
-            return self._watch(self._backend.stream(key, consumer, offset, length))
         return self._watch(self._backend.stream(key, consumer, offset, length, version=version))
 
     def probe(self) -> Deferred[None]:

@@ -57,9 +57,8 @@ MAX_SELECTED = 50
 
 log = Logger()
 
-#: The gallery's orders (newest first by default), and how many matches a search counts.
+#: The gallery's orders (newest first by default).
 SORTS = db.SORTS
-SEARCH_COUNT_CAP = db.SEARCH_COUNT_CAP
 
 
 def new_delete_secret() -> str:
@@ -360,21 +359,23 @@ class ImageLibrary:
         return await self._db(db.list_images, account, self.now(), offset, limit)
 
     async def image_page(self, account: str, page: int, limit: int, *, sort: str = "newest",
-                         search: str = "") -> tuple[list[Image], int]:
+                         search: str = "") -> tuple[list[Image], int, bool]:
         """Page ``page`` (from 1) of ``limit`` of the account's served images, in the
-        order ``sort`` (``SORTS``; newest first by default), and how many it has in
-        all (expiry is checked in the query).  With ``search`` (see ``search_text``)
-        only the images whose file name or original name contains it, any case, and
-        how many match, up to ``SEARCH_COUNT_CAP`` (more: ``SEARCH_COUNT_CAP + 1``, and
-        only the matches within the cap are paged through).  BadRequest for an
+        order ``sort`` (``SORTS``; newest first by default), how many it has in all
+        (expiry is checked in the query), and False.  With ``search`` (see
+        ``search_text``) only the images whose file name or original name contains it,
+        any case, and how many match, up to ``SEARCH_COUNT_CAP``; True when more do
+        (only the first ``SEARCH_COUNT_CAP`` are paged through).  BadRequest for an
         unknown ``sort`` or a search refused."""
         if sort not in db.ORDERS:
             raise errors.BadRequest(f"sort: one of {', '.join(db.SORTS)}")
         search = search_text(search)
         offset = (page - 1) * limit
         if sort == "newest" and not search:
-            return await self._db(db.list_images_page, account, self.now(), offset, limit)
-        return await self._db(db.find_images_page, account, self.now(), offset, limit, sort, search)
+            return (*await self._db(db.list_images_page, account, self.now(), offset, limit), False)
+        found, total = await self._db(db.find_images_page, account, self.now(), offset, limit, sort, search)
+        capped = bool(search) and total > db.SEARCH_COUNT_CAP
+        return found, min(total, db.SEARCH_COUNT_CAP) if capped else total, capped
 
     async def pending_derivations(self, image_ids: list[int]) -> set[int]:
         """Which of these images still wait for their derived files."""

@@ -135,6 +135,6 @@ def success_body(image: records.Image, public_url: str, original_filename: str =
     if not imgbb:
         return {"status_code": 200, "success": {"message": "image uploaded", "code": 200},
                 "image": obj, "status_txt": "OK"}
-    lifetime = 0 if image.expires is None else max(round(image.expires - image.uploaded), 0)
+    lifetime = 0 if image.lifetime is None else max(round(image.lifetime), 0)
     data = {"id": obj["id_encoded"], **obj, "time": str(math.floor(image.uploaded)), "expiration": str(lifetime)}
     return {"data": data, "success": True, "status": 200, "status_code": 200}

@@ -110,6 +110,11 @@ class Image:
         """The name without its extension: the base of every derived file."""
         return self.name.rsplit(".", 1)[0]
 
+    @property
+    def lifetime(self) -> float | None:
+        """The seconds from upload to expiry it was given; None: permanent."""
+        return None if self.expires is None else self.expires - self.uploaded
+
     def is_served(self, now: float) -> bool:
         """True while the image is live and not past its expiry."""
         return self.state == LIVE and (self.expires is None or now < self.expires)

@@ -9,7 +9,7 @@ import datetime
 import math
 from collections.abc import Sequence
 
-from imgshare.domain import lifetime
+from imgshare.domain import errors, lifetime
 from imgshare.domain.lifetime import DAY, HOUR, MINUTE, YEAR, Tier
 
 # No weeks or months: "90 days" reads better than "12 weeks".
@@ -153,7 +153,7 @@ def stored_change_in_words(size: int, asked: str | None, kept: float | None, tie
         return ""
     try:
         decision = lifetime.decide(size, asked, tiers)
-    except Exception:  # larger than today's largest tier
+    except errors.TooLarge:  # larger than today's largest tier
         decision = None
     if decision is not None and _same_lifetime(decision.lifetime, kept):
         return change_in_words(decision, tiers)

@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 
 from imgshare.domain import errors, ids, jsonapi, output, presign
 from imgshare.domain.records import Token
-from imgshare.library import SEARCH_COUNT_CAP, ImageLibrary
+from imgshare.library import ImageLibrary
 from imgshare.ratelimit import RateLimiter
 from imgshare.spool import remove_if_present
 from imgshare.web.credentials import authenticated, credential, header_credential
@@ -244,13 +244,10 @@ class JsonApi:
         await self._start(request, b"GET", b"HEAD")
         token = await self._token(request)
         page, limit = jsonapi.paging(query(request, "page"), query(request, "limit"))
-        search = query(request, "q") or ""
-        found, total = await self.library.image_page(token.account, page, limit, sort=query(request, "sort") or "newest",
-                                                     search=search)
-        capped = bool(search) and total > SEARCH_COUNT_CAP
+        found, total, capped = await self.library.image_page(
+            token.account, page, limit, sort=query(request, "sort") or "newest", search=query(request, "q") or "")
         objects = [jsonapi.image_object(image, self.config.public_url) for image in found]
-        return respond(request, 200, jsonapi.list_body(objects, page, limit, min(total, SEARCH_COUNT_CAP) if capped
-                                                       else total, capped))
+        return respond(request, 200, jsonapi.list_body(objects, page, limit, total, capped))
 
     @app.route("/image/<image_id>", endpoint="image")
     @app.route("/images/<image_id>", endpoint="images_one")

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Sequence
 from typing import Any, ClassVar
 from urllib.parse import urlencode
 
@@ -13,7 +15,7 @@ from twisted.python.failure import Failure
 
 from imgshare.domain import embed, errors, lifetime, output, words
 from imgshare.domain.records import Image
-from imgshare.library import MAX_SELECTED, SEARCH_COUNT_CAP, SORTS, search_text, selected_names
+from imgshare.library import MAX_SELECTED, SORTS, search_text, selected_names
 from imgshare.web.http import query
 from imgshare.web.pages.base import NOTICES, PageArea, json_response, redirect, sentence, wants_json
 from imgshare.web.views import (
@@ -41,6 +43,40 @@ VERSION_LABELS = (("original", "Original"), ("xga", "XGA"), ("vga", "VGA"), ("qv
 SHARED_CODES = ("direct", "bbcode", "markdown")
 
 
+@functools.cache
+def upload_lifetimes(tiers: Sequence[lifetime.Tier]) -> tuple[Choice, ...]:
+    """The form's lifetime choices under ``tiers``, each saying which sizes may have it
+    (a choice no size may have is left out); made once per set of tiers."""
+    choices = []
+    for value, label in (*UPLOAD_LIFETIMES, ("never", "Forever")):
+        granted = [lifetime.decide(t.max_size, value, tiers).change is None for t in tiers]
+        if not any(granted):
+            continue
+        if not all(granted):
+            prefix = granted.index(False)
+            if any(granted[prefix:]):
+                label += " (for some sizes)"
+            else:
+                label += f" (files up to {words.size_in_words(tiers[prefix - 1].max_size)})"
+        choices.append(Choice(value, label))
+    return tuple(choices)
+
+
+@functools.cache
+def lifetime_table(tiers: Sequence[lifetime.Tier]) -> str:
+    """For the script of the form: what each choice gives each size, as the server
+    decides it (``sizes``: the tiers' largest sizes; ``choices``: per choice, per tier,
+    the lifetime in words and why it differs from the choice, if it does); made once
+    per set of tiers."""
+    table: dict[str, list[list[str]]] = {}
+    for value, _ in (*UPLOAD_LIFETIMES, ("never", "")):
+        table[value] = []
+        for tier in tiers:
+            decision = lifetime.decide(tier.max_size, value, tiers)
+            table[value].append([words.lifetime_in_words(decision.lifetime), words.change_in_words(decision, tiers)])
+    return json.dumps({"sizes": [t.max_size for t in tiers], "choices": table}, separators=(",", ":"))
+
+
 @attrs.define
 class ImagePages(PageArea):
     """Routes of /images, /images/upload and /images/delete."""
@@ -54,9 +90,8 @@ class ImagePages(PageArea):
         sort = _sort_key(query(request, "sort"))
         search = search_text(query(request, "q"))
         now = self.library.now()
-        shown, total = await self.library.image_page(visitor.account, page, PAGE_SIZE, sort=sort, search=search)
-        capped = bool(search) and total > SEARCH_COUNT_CAP
-        total = min(total, SEARCH_COUNT_CAP) if capped else total
+        shown, total, capped = await self.library.image_page(visitor.account, page, PAGE_SIZE, sort=sort,
+                                                             search=search)
         pages = max(1, -(-total // PAGE_SIZE))
         pending = await self.library.pending_derivations([i.id for i in shown])
         strip_default = await self.library.strip_location_default(visitor.account)
@@ -70,8 +105,9 @@ class ImagePages(PageArea):
         )
         body = ImagesBody(
             visitor.csrf, [self._image_view(i, i.id in pending, now) for i in shown],
-            self._upload_lifetimes(), words.tiers_in_words(self.config.offered_tiers),
-            self.config.max_size, page, total=total, pages=pages, lifetime_table=self._lifetime_table(),
+            list(upload_lifetimes(self.config.offered_tiers)), words.tiers_in_words(self.config.offered_tiers),
+            self.config.max_size, page, total=total, pages=pages,
+            lifetime_table=lifetime_table(self.config.offered_tiers),
             newer=gallery_link(newer, search, sort) if page > 1 else None,
             older=gallery_link(page + 1, search, sort) if page < pages else None,
             listing=listing, strip_location=strip_default,
@@ -79,42 +115,10 @@ class ImagePages(PageArea):
         notice = NOTICES.get(query(request, "done")) or _deleted_notice(query(request, "deleted"))
         return await self.page(request, "Images", body, visitor, current="/images", notice=notice)
 
-    def _upload_lifetimes(self) -> list[Choice]:
-        """The form's lifetime choices, each saying which sizes may have it (a choice no
-        size may have is left out)."""
-        tiers = self.config.offered_tiers
-        choices = []
-        for value, label in (*UPLOAD_LIFETIMES, ("never", "Forever")):
-            granted = [lifetime.decide(t.max_size, value, tiers).change is None for t in tiers]
-            if not any(granted):
-                continue
-            if not all(granted):
-                prefix = granted.index(False)
-                if any(granted[prefix:]):
-                    label += " (for some sizes)"
-                else:
-                    label += f" (files up to {words.size_in_words(tiers[prefix - 1].max_size)})"
-            choices.append(Choice(value, label))
-        return choices
-
-    def _lifetime_table(self) -> str:
-        """For the script of the form: what each choice gives each size, as the server
-        decides it (``sizes``: the tiers' largest sizes; ``choices``: per choice, per
-        tier, the lifetime in words and why it differs from the choice, if it does)."""
-        tiers = self.config.offered_tiers
-        table: dict[str, list[list[str]]] = {}
-        for value, _ in (*UPLOAD_LIFETIMES, ("never", "")):
-            table[value] = []
-            for tier in tiers:
-                decision = lifetime.decide(tier.max_size, value, tiers)
-                table[value].append([words.lifetime_in_words(decision.lifetime),
-                                     words.change_in_words(decision, tiers)])
-        return json.dumps({"sizes": [t.max_size for t in tiers], "choices": table}, separators=(",", ":"))
-
     def _lifetime_note(self, image: Image) -> str:
         """Why the image got another lifetime than its upload asked for ("" if it did not)."""
-        kept = None if image.expires is None else image.expires - image.uploaded
-        return words.stored_change_in_words(image.size, image.asked_expire, kept, self.config.offered_tiers)
+        return words.stored_change_in_words(image.size, image.asked_expire, image.lifetime,
+                                            self.config.offered_tiers)
 
     def _image_view(self, image: Image, pending: bool, now: float) -> ImageView:
         urls = output.image_urls(self.config.public_url, image.account, image.name)
@@ -159,10 +163,9 @@ class ImagePages(PageArea):
                     results.append(UploadResult(uploaded.filename, False, sentence(e.message)))
                     continue
                 url = output.image_urls(self.config.public_url, image.account, image.name)["original"]
-                kept = None if image.expires is None else image.expires - image.uploaded
                 results.append(UploadResult(
                     uploaded.filename, True, "Stored as", image.name, url, expires=image.expires,
-                    kept=words.kept_in_words(image.expires, kept), note=self._lifetime_note(image),
+                    kept=words.kept_in_words(image.expires, image.lifetime), note=self._lifetime_note(image),
                     delete_url=output.delete_url(self.config.public_url, image.account, image.name,
                                                  image.delete_secret) if image.delete_secret else ""))
         finally:
