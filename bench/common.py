@@ -62,10 +62,14 @@ class Imgshare:
     """``twistd -n imgshare`` in a subprocess with its own data folder, an account and a token.
 
     ``env`` adds environment variables (backend URLs, AWS credentials) for the
-    server and its admin commands; ``cpu`` pins the server to one core."""
+    server and its admin commands; ``cpu`` pins the server to one core; with ``access_log``
+    the access lines go to ``access.log`` in its data folder (``--access-log``)."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None, cpu: int | None = None):
+    def __init__(self, *args: str, env: dict[str, str] | None = None, cpu: int | None = None,
+                 access_log: bool = False):
         self.data = tempfile.mkdtemp(prefix="imgshare-bench-")
+        if access_log:
+            args = (*args, "--access-log", os.path.join(self.data, "access.log"))
         self.port = free_port()
         self.env = dict(os.environ, PYTHONPATH=REPO, IMGSHARE_DATA_DIR=self.data,
                         IMGSHARE_RATE_LIMIT_IP="1000000/1", IMGSHARE_RATE_LIMIT_TOKEN="1000000/1",

@@ -84,6 +84,7 @@ def compare_static(args: argparse.Namespace) -> None:
         print("warning: wrk is missing (apt-get install -y wrk): falling back to the Python client, "
               "which saturates before the servers do", file=sys.stderr)
     ours, base = Imgshare(cpu=SERVER_CPU), Baseline(cpu=SERVER_CPU)
+    logged = Imgshare(cpu=SERVER_CPU, access_log=True)
     web = None
     try:
         web = Nginx(base.folder, cpu=SERVER_CPU)
@@ -91,9 +92,11 @@ def compare_static(args: argparse.Namespace) -> None:
                                          ("5.4 MB", 5_400_000, args.big_connections)):
             photo = noise_jpeg(size)
             name = ours.upload("photo.jpg", photo)
+            logged_name = logged.upload("photo.jpg", photo)
             with open(f"{base.folder}/photo.jpg", "wb") as f:
                 f.write(photo)
-            rows = {"/img/ (sqlite + local files)": (ours.port, f"/img/bench/{name}"),
+            rows = {"/img/, --access-log FILE": (logged.port, f"/img/bench/{logged_name}"),
+                    "/img/, lines in twistd log": (ours.port, f"/img/bench/{name}"),
                     "twisted.web static.File": (base.port, "/files/photo.jpg"),
                     "nginx": (web.port, "/files/photo.jpg")}
             for port, path in rows.values():
@@ -108,13 +111,18 @@ def compare_static(args: argparse.Namespace) -> None:
             print(f"{label} original ({len(photo)} bytes), {connections} keep-alive connections, "
                   f"{'wrk -t1' if use_wrk else 'Python client'} on core {CLIENT_CPU}, servers on core "
                   f"{SERVER_CPU}, {args.rounds} interleaved rounds of {args.seconds:g} s")
-            mine = results["/img/ (sqlite + local files)"]
+            mine = results["/img/, --access-log FILE"]
+            twistd_log = results["/img/, lines in twistd log"]
+            print(f"  {'':<30} {'req/s':^19}   {'ratios of /img/ to it':>22}")
+            print(f"  {'':<30} {'':^19}   {'--access-log':>12} {'twistd log':>11}")
             for what, rates in results.items():
                 ratios = [m / r for m, r in zip(mine, rates, strict=True)]
-                print(f"  {what:<30} {min(rates):9.0f}-{max(rates):<9.0f} req/s   "
-                      f"/img/ ratio {min(ratios):.2f}-{max(ratios):.2f}")
+                plain = [m / r for m, r in zip(twistd_log, rates, strict=True)]
+                print(f"  {what:<30} {min(rates):9.0f}-{max(rates):<9.0f}   "
+                      f"{min(ratios):5.2f}-{max(ratios):<5.2f} {min(plain):5.2f}-{max(plain):<5.2f}")
     finally:
         ours.stop()
+        logged.stop()
         base.stop()
         if web is not None:
             web.stop()

@@ -38,6 +38,7 @@ from imgshare.sharedlimits import (
     FallbackErrorCache,
     FallbackLimits,
 )
+from imgshare.web.accesslog import AccessLog
 from imgshare.web.api import Api
 from imgshare.web.chevereto import PREFIXES as CHEVERETO_PREFIXES
 from imgshare.web.chevereto import Chevereto
@@ -151,6 +152,7 @@ def build(
         head_timeout=config.head_timeout, min_body_rate=config.min_body_rate,
         max_connections_per_address=config.max_connections_per_address,
         body_limits=body_limits(config, presigned), metrics=metrics,
+        access_log=AccessLog(config.access_log, reactor) if config.access_log else None,
     )
     derivations = Derivations(library, database, image_runner, config.resize_threads, metrics=metrics)
     library.on_committed = derivations.wake

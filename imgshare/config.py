@@ -175,6 +175,8 @@ class Config:
     #: A local cache of hot objects of remote storage ("": none) and its size in bytes.
     cache_dir: str = ""
     cache_size: int = DEFAULT_CACHE_SIZE
+    #: A file of its own for the access lines ("": the twistd log).
+    access_log: str = ""
 
     def __attrs_post_init__(self) -> None:
         """Checks only: the defaults that depend on other settings come from the converters."""

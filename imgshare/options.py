@@ -46,6 +46,8 @@ SERVER_OPTIONS = [
                                     "raise it behind a proxy that does not send the PROXY protocol [default: 64]"),
     ("cache-dir", "Folder for a local cache of hot objects of S3 storage (ignored with local files) [default: none]"),
     ("cache-size", "Largest total size of the cache (suffixes KiB, MiB, GiB) [default: 1GiB]"),
+    ("access-log", "File for the access lines, written in batches (at most 1 s late); reopened when "
+                   "it is rotated away [default: none, the lines go to the twistd log]"),
     ("metrics", "Prometheus metrics: on (GET /metrics on every --listen), off, or an endpoint "
                 "description such as tcp:9100:interface=127.0.0.1 (served there only) [default: on]"),
 ]
@@ -131,7 +133,7 @@ def build_config(values: Mapping[str, Any], where: Mapping[str, str] | None = No
     names the option (and, by ``where`` from ``origins``, the variable it came from)."""
     where = where or {}
     kwargs: dict[str, Any] = {}
-    for key in ("data_dir", "db", "storage", "public_url", "contact", "registration", "metrics", "cache_dir"):
+    for key in ("data_dir", "db", "storage", "public_url", "contact", "registration", "metrics", "cache_dir", "access_log"):
         if key in values:
             kwargs[key] = values[key]
     kwargs["listen"] = tuple(values["listen"]) if "listen" in values else (DEFAULT_LISTEN,)

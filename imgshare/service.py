@@ -119,6 +119,12 @@ class ImgshareService(MultiService):
         except OSError as e:
             raise StartupFailed(f"cannot create the data folder {config.data_dir} ({e.strerror}): "
                                 "give --data-dir a folder this user may write") from e
+        if self.site.access_log is not None:
+            try:
+                self.site.access_log.open()
+            except OSError as e:
+                raise StartupFailed(f"cannot open the access log {config.access_log} ({e.strerror}): "
+                                    "give --access-log a file this user may write") from e
         try:
             await self.database.start()
         except Exception as e:

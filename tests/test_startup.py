@@ -84,6 +84,13 @@ class StartupFailureTests(unittest.TestCase):
                                    "--listen", "tcp:0:interface=127.0.0.1", data_dir=os.path.join(blocker, "data"))
         self.failed(done, "cannot create the data folder", "--data-dir")
 
+    async def test_access_log_that_cannot_be_opened(self):
+        done = await deferToThread(twistd, "-n", "--pidfile=", "--logfile", self.log, "imgshare",
+                                   "--listen", "tcp:0:interface=127.0.0.1",
+                                   "--access-log", os.path.join(self.base, "no-such-folder", "access.log"),
+                                   data_dir=self.data)
+        self.failed(done, "cannot open the access log", "--access-log")
+
     async def test_postgresql_unreachable(self):
         done = await deferToThread(twistd, "-n", "--pidfile=", "--logfile", self.log, "imgshare",
                                    "--listen", "tcp:0:interface=127.0.0.1",

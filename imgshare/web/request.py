@@ -547,9 +547,12 @@ class ImgshareSite(server.Site):
         send_timeout: float | None = SEND_TIMEOUT,
         body_limits: dict[bytes, Any] | None = None,
         metrics: Any = None,
+        access_log: Any = None,
         **kwargs: Any,
     ):
         kwargs.setdefault("logFormatter", access_log_formatter)
+        if access_log is not None:
+            kwargs["logPath"] = access_log.path
         super().__init__(resource, **kwargs)
         self.max_body = max_body
         #: Longest prefix first, so the most specific limit wins.
@@ -561,8 +564,15 @@ class ImgshareSite(server.Site):
         self.limit_log = LimitLog(self.reactor)
         #: ``imgshare.metrics.Metrics`` counting every answered request, or None.
         self.metrics = metrics
+        #: ``imgshare.web.accesslog.AccessLog`` for the access lines, or None: the twistd log.
+        self.access_log = access_log
         self.connections: dict[str, set[Any]] = {}  # open channels by address_key
         self.refused: dict[str, int] = {}  # refused connections still lingering, by address_key
+
+    def _openLogFile(self, path: str | bytes) -> Any:  # noqa: N802
+        """The access log (twisted.web's hook for a log file of another kind): opened at
+        ``startFactory``, closed by ``stopFactory``, which writes what it holds."""
+        return self.access_log
 
     def log(self, request: Any) -> None:
         """Count the answered request (route family, status, bytes), then write its access line."""
