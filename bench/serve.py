@@ -95,31 +95,37 @@ def compare_static(args: argparse.Namespace) -> None:
             logged_name = logged.upload("photo.jpg", photo)
             with open(f"{base.folder}/photo.jpg", "wb") as f:
                 f.write(photo)
-            rows = {"/img/, --access-log FILE": (logged.port, f"/img/bench/{logged_name}"),
-                    "/img/, lines in twistd log": (ours.port, f"/img/bench/{name}"),
-                    "twisted.web static.File": (base.port, "/files/photo.jpg"),
-                    "nginx": (web.port, "/files/photo.jpg")}
-            for port, path in rows.values():
+            rows = {"/img/, --access-log FILE": (logged.port, f"/img/bench/{logged_name}", logged.proc.pid),
+                    "/img/, lines in twistd log": (ours.port, f"/img/bench/{name}", ours.proc.pid),
+                    "twisted.web static.File": (base.port, "/files/photo.jpg", base.proc.pid),
+                    "nginx": (web.port, "/files/photo.jpg", web.proc.pid)}
+            for port, path, _ in rows.values():
                 check(port, path, photo)
             results: dict[str, list[float]] = {what: [] for what in rows}
+            #: The server's CPU time per request in each round: steadier than req/s on a busy machine.
+            costs: dict[str, list[float]] = {what: [] for what in rows}
             for _ in range(args.rounds):
-                for what, (port, path) in rows.items():
+                for what, (port, path, pid) in rows.items():
+                    before = cpu_seconds(pid)
                     if use_wrk:
                         results[what].append(wrk(port, path, connections, args.seconds))
+                        costs[what].append((cpu_seconds(pid) - before) / (results[what][-1] * args.seconds))
                     else:
                         results[what].append(rate(port, path, photo, connections, args.requests))
+                        costs[what].append((cpu_seconds(pid) - before) / args.requests)
             print(f"{label} original ({len(photo)} bytes), {connections} keep-alive connections, "
                   f"{'wrk -t1' if use_wrk else 'Python client'} on core {CLIENT_CPU}, servers on core "
                   f"{SERVER_CPU}, {args.rounds} interleaved rounds of {args.seconds:g} s")
             mine = results["/img/, --access-log FILE"]
             twistd_log = results["/img/, lines in twistd log"]
-            print(f"  {'':<30} {'req/s':^19}   {'ratios of /img/ to it':>22}")
-            print(f"  {'':<30} {'':^19}   {'--access-log':>12} {'twistd log':>11}")
+            print(f"  {'':<30} {'req/s':^19}   {'ratios of /img/ to it':>22}   {'CPU per request':>15}")
+            print(f"  {'':<30} {'':^19}   {'--access-log':>12} {'twistd log':>11}   {'(best round)':>15}")
             for what, rates in results.items():
                 ratios = [m / r for m, r in zip(mine, rates, strict=True)]
                 plain = [m / r for m, r in zip(twistd_log, rates, strict=True)]
                 print(f"  {what:<30} {min(rates):9.0f}-{max(rates):<9.0f}   "
-                      f"{min(ratios):5.2f}-{max(ratios):<5.2f} {min(plain):5.2f}-{max(plain):<5.2f}")
+                      f"{min(ratios):5.2f}-{max(ratios):<5.2f} {min(plain):5.2f}-{max(plain):<5.2f}   "
+                      f"{min(costs[what]) * 1e6:12.0f} µs")
     finally:
         ours.stop()
         logged.stop()

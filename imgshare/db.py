@@ -173,6 +173,18 @@ def one_statement(operation: Any) -> Any:
     return operation
 
 
+def recoverable(operation: Any) -> Any:
+    """Mark a write that the service redoes by itself if a power failure loses it: the
+    derived-file jobs' bookkeeping (a lost claim, lease or retry leaves the job to be
+    claimed again; a lost result, the job to be derived again, from the original,
+    which is durable).  Backends may commit it without waiting for the disk (SQLite:
+    ``synchronous = NORMAL`` for it; PostgreSQL: ``synchronous_commit`` off).  Both
+    write their log in order, so the next durable commit makes it durable too, and a
+    crash of the process alone never loses it."""
+    operation.recoverable = True
+    return operation
+
+
 # ------------------------------------------------------------- rows -> records
 
 
@@ -969,6 +981,7 @@ async def remove_images(tx: Tx, images: Sequence[tuple[str, int]]) -> None:
 _VARIANT = Columns(Variant, ("image_id", "variant", "size", "width", "height", "sha256", "created"))
 
 
+@recoverable
 async def claim_job(tx: Tx, claimant: str, now: float, lease_until: float) -> Job | None:
     """Take the most urgent job that is due, or one whose lease ran out (its worker
     died, or hung without renewing), and hold it until ``lease_until``; None when
@@ -1008,6 +1021,7 @@ def _held(job: Job) -> tuple:
     return (job.image.id, RUNNING, job.claimant, job.attempts)
 
 
+@recoverable
 async def renew_lease(tx: Tx, job: Job, lease_until: float) -> bool:
     """Extend a claim's lease to ``lease_until``; False, and the row left as it is,
     when the claim is no longer held (its lease ran out and another worker claimed
@@ -1018,6 +1032,7 @@ async def renew_lease(tx: Tx, job: Job, lease_until: float) -> bool:
     return bool(rows)
 
 
+@recoverable
 async def finish_job(tx: Tx, job: Job, variants: list[Variant]) -> bool:
     """Record an image's derived files and drop its job; False if the image went meanwhile.
 
@@ -1037,6 +1052,7 @@ async def finish_job(tx: Tx, job: Job, variants: list[Variant]) -> bool:
     return True
 
 
+@recoverable
 async def retry_job(tx: Tx, job: Job, available_at: float, outage: bool = False) -> None:
     """Give a job back after a failure; it is due again at ``available_at``.
 

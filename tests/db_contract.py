@@ -26,6 +26,10 @@ class DatabaseContract(LimitsContract):
     async def make_database(self):
         raise NotImplementedError
 
+    async def make_durable_database(self):
+        """A database whose commits wait for the disk unless told otherwise."""
+        return await self.make_database()
+
     async def make_limits(self, clock):
         return DatabaseLimits(await self._db(), clock)
 
@@ -52,6 +56,25 @@ class DatabaseContract(LimitsContract):
         self.assertEqual(await self.q(db.prune_shared_limits, clock.seconds(), T + 1), 1)
         self.assertFalse(await limits.knows("kitten", "192.0.2.1"))
         self.assertEqual(len(url_digest("https://example.com/a.png?secret=x")), 64)
+
+    async def test_only_recoverable_writes_commit_without_waiting_for_the_disk(self):
+        """The jobs' bookkeeping (db.recoverable) commits without waiting for the disk; every
+        other write, before and after it on the same connection, waits."""
+        database = await self.make_durable_database()
+
+        async def setting(tx):
+            if database.dialect == "sqlite":
+                return {1: "relaxed", 2: "durable"}[(await tx.execute("PRAGMA synchronous"))[0][0]]
+            return {"off": "relaxed", "on": "durable"}[(await tx.execute("SHOW synchronous_commit"))[0][0]]
+
+        relaxed = db.recoverable(lambda tx: setting(tx))
+        for operation, expected in ((setting, "durable"), (relaxed, "relaxed"), (relaxed, "relaxed"),
+                                    (setting, "durable")):
+            self.assertEqual(await database.run(operation), expected)
+        for operation in (db.claim_job, db.renew_lease, db.finish_job, db.retry_job):
+            self.assertTrue(getattr(operation, "recoverable", False), operation.__name__)
+        for operation in (db.reserve_image, db.commit_image, db.mark_deleted, db.delete_served_named):
+            self.assertFalse(getattr(operation, "recoverable", False), operation.__name__)
 
     async def _db(self):
         self.database = await self.make_database()

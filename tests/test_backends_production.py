@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import socket
+from urllib.parse import urlsplit
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
@@ -87,6 +88,13 @@ def put_file(testcase, data: bytes) -> str:
 class PostgresContractTests(DatabaseContract, unittest.TestCase):
     async def make_database(self):
         return await open_postgres(self)
+
+    async def make_durable_database(self):
+        """The test server does not wait for the disk (``synchronous_commit=off``); this
+        database's connections do, as a production server's."""
+        dsn = await backends.create_database(self)
+        await backends.database_admin(f"ALTER DATABASE {urlsplit(dsn).path.lstrip('/')} SET synchronous_commit = on")
+        return await open_postgres(self, dsn)
 
 
 class PostgresUnitTests(unittest.TestCase):

@@ -424,7 +424,17 @@ class PostgresDatabase:
 
 
 def _interaction(cursor: Any, operation: Any, args: tuple) -> Deferred[Any]:
+    if getattr(operation, "recoverable", False):
+        return Deferred.fromCoroutine(_without_waiting_for_disk(_PgTx(cursor), operation, args))
     return Deferred.fromCoroutine(operation(_PgTx(cursor), *args))
+
+
+async def _without_waiting_for_disk(tx: _PgTx, operation: Any, args: tuple) -> Any:
+    """A ``db.recoverable`` operation, committed without waiting for its WAL to reach
+    the disk: the next durable commit (or the WAL writer, within 3 × wal_writer_delay)
+    flushes it."""
+    await tx.execute("SET LOCAL synchronous_commit TO OFF")
+    return await operation(tx, *args)
 
 
 def _unavailable(failure: Failure) -> Failure:

@@ -141,6 +141,12 @@ def _begin(operation: Any) -> str | None:
     return "BEGIN" if getattr(operation, "readonly", False) else "BEGIN IMMEDIATE"
 
 
+#: The write connection's ``synchronous`` setting for a durable commit (False) and for a
+#: ``db.recoverable`` one (True): in WAL mode, NORMAL leaves the WAL's fsync to the next
+#: FULL commit (or checkpoint), which makes every earlier commit durable with it.
+_SYNCHRONOUS = {False: "PRAGMA synchronous = FULL", True: "PRAGMA synchronous = NORMAL"}
+
+
 def path_from_url(url: str) -> str:
     """``sqlite:///abs/path.sqlite3`` -> ``/abs/path.sqlite3``; ``sqlite:rel.db`` -> ``rel.db``."""
     parts = urlsplit(url)
@@ -177,6 +183,8 @@ class SqliteDatabase:
         self._read_pool: adbapi.ConnectionPool | None = None
         #: The reactor thread's connection for single reads (None: they use the pools).
         self._inline: sqlite3.Connection | None = None
+        #: Whether the write connection commits without waiting for the disk (_SYNCHRONOUS).
+        self._relaxed = False
 
     def _make_pool(self, connections: int, reader: bool) -> adbapi.ConnectionPool:
         return adbapi.ConnectionPool(
@@ -244,8 +252,12 @@ class SqliteDatabase:
                 return succeed(result)
         readonly = getattr(operation, "readonly", False)
         pool = self._read_pool if readonly and self._read_pool is not None else self._pool
+        relaxed = getattr(operation, "recoverable", False)
 
         def interaction(cursor: Any) -> Any:
+            if not readonly and relaxed != self._relaxed:  # the write pool's one thread
+                cursor.execute(_SYNCHRONOUS[relaxed])
+                self._relaxed = relaxed
             if begin:
                 cursor.execute(begin)
             return drive(operation(_SqliteTx(cursor), *args))
@@ -271,6 +283,7 @@ class SyncSqliteDatabase:
         self.path = path_from_url(url)
         self.busy_timeout = busy_timeout
         self._connection: sqlite3.Connection | None = None
+        self._relaxed = False
 
     def start(self, create: bool = True) -> Deferred[None]:
         if self.path != ":memory:" and create:
@@ -302,6 +315,10 @@ class SyncSqliteDatabase:
         begin = _begin(operation)
         cursor = connection.cursor()
         try:
+            relaxed = getattr(operation, "recoverable", False)
+            if relaxed != self._relaxed:
+                cursor.execute(_SYNCHRONOUS[relaxed])
+                self._relaxed = relaxed
             if begin:
                 cursor.execute(begin)
             result = drive(operation(_SqliteTx(cursor), *args))
