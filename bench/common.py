@@ -63,22 +63,26 @@ class Imgshare:
 
     ``env`` adds environment variables (backend URLs, AWS credentials) for the
     server and its admin commands; ``cpu`` pins the server to one core; with ``access_log``
-    the access lines go to ``access.log`` in its data folder (``--access-log``)."""
+    the access lines go to ``access.log`` in its data folder (``--access-log``); with
+    ``share``, it is a second server on the data folder (and account) of that one."""
 
     def __init__(self, *args: str, env: dict[str, str] | None = None, cpu: int | None = None,
-                 access_log: bool = False):
-        self.data = tempfile.mkdtemp(prefix="imgshare-bench-")
-        if access_log:
-            args = (*args, "--access-log", os.path.join(self.data, "access.log"))
+                 access_log: bool = False, share: Imgshare | None = None):
+        self.data = share.data if share is not None else tempfile.mkdtemp(prefix="imgshare-bench-")
         self.port = free_port()
+        if access_log:
+            args = (*args, "--access-log", os.path.join(self.data, f"access-{self.port}.log"))
         self.env = dict(os.environ, PYTHONPATH=REPO, IMGSHARE_DATA_DIR=self.data,
                         IMGSHARE_RATE_LIMIT_IP="1000000/1", IMGSHARE_RATE_LIMIT_TOKEN="1000000/1",
                         **(env or {}))
-        self._admin("user", "add", "bench", stdin="bench password\n")
-        self.token = self._admin("token", "create", "bench").strip()
+        if share is not None:
+            self.token = share.token
+        else:
+            self._admin("user", "add", "bench", stdin="bench password\n")
+            self.token = self._admin("token", "create", "bench").strip()
         self.proc = subprocess.Popen(pinned(
             [sys.executable, "-c", "import sys; from twisted.scripts.twistd import run; sys.exit(run())",
-             "-n", "--pidfile=", "--logfile", os.path.join(self.data, "twistd.log"), "imgshare",
+             "-n", "--pidfile=", "--logfile", os.path.join(self.data, f"twistd-{self.port}.log"), "imgshare",
              "--listen", f"tcp:{self.port}:interface=127.0.0.1", *args], cpu),
             env=self.env, cwd=REPO,
         )
@@ -260,7 +264,10 @@ http {{
 }}
 """
 
-    def __init__(self, folder: str, cpu: int | None = None) -> None:
+    def __init__(self, folder: str, cpu: int | None = None, bucket: str | None = None) -> None:
+        """With ``bucket``, ``folder`` is served at / instead, as an S3 endpoint with that bucket
+        would serve its objects (``folder/<bucket>/<key>``, path-style GETs, the signatures not
+        checked), on keep-alive connections, which moto_server does not keep."""
         binary = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
         if binary is None:
             raise RuntimeError("nginx is missing: apt-get install -y nginx-light")
@@ -268,7 +275,11 @@ http {{
         self.port = free_port()
         config = os.path.join(self.dir, "nginx.conf")
         with open(config, "w") as f:
-            f.write(self.CONFIG.format(dir=self.dir, port=self.port, folder=folder))
+            text = self.CONFIG.format(dir=self.dir, port=self.port, folder=folder)
+            if bucket is not None:  # HEAD /<bucket> (the bucket exists) and GET /<bucket>/<key>
+                text = text.replace(f"location /files/ {{ alias {folder}/; etag on; }}",
+                                    f"location = /{bucket} {{ return 200; }} location / {{ root {folder}; }}")
+            f.write(text)
         self.proc = subprocess.Popen(pinned([binary, "-c", config, "-p", self.dir], cpu),
                                      stderr=subprocess.DEVNULL)
         wait_port(self.port)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import os
 import shutil
 import sys
 import tempfile
@@ -37,6 +38,8 @@ from common import (
     wrk,
     wrk_available,
 )
+
+from tests.backends import storage_url  # noqa: E402 - common put the repository on the path
 
 
 def rate(port: int, path: str, expected: bytes, clients: int, total: int, pids: tuple[int, ...] = ()) -> float:
@@ -137,47 +140,60 @@ def compare_static(args: argparse.Namespace) -> None:
 
 def compare_s3(args: argparse.Namespace) -> None:
     bucket = S3Bucket()
-    on_s3 = on_files = cached = None
+    on_s3 = on_files = cached = kept = endpoint = None
     try:
-        on_s3 = Imgshare("--storage", bucket.url, env=bucket.env)
+        on_s3 = Imgshare("--storage", bucket.url, env=bucket.env, access_log=True)
         cache_dir = tempfile.mkdtemp(prefix="imgshare-bench-cache-")
-        cached = Imgshare("--storage", bucket.url, "--cache-dir", cache_dir, env=bucket.env)
-        on_files = Imgshare()
+        cached = Imgshare("--storage", bucket.url, "--cache-dir", cache_dir, env=bucket.env, access_log=True)
+        on_files = Imgshare(access_log=True)
+        # The same objects behind an endpoint that keeps its connections (nginx), read by a
+        # second server on on_s3's database: what /img/ on S3 costs without moto's reconnects.
+        objects_dir = tempfile.mkdtemp(prefix="imgshare-bench-objects-")
+        endpoint = Nginx(objects_dir, bucket=bucket.bucket)
+        kept = Imgshare("--storage", storage_url(f"http://127.0.0.1:{endpoint.port}", bucket.bucket),
+                        env=bucket.env, access_log=True, share=on_s3)
         objects = [("60 KB", noise_jpeg(60_000), args.requests), ("5 MB", noise_jpeg(5_000_000), args.big_requests)]
-        print(f"{args.clients} keep-alive clients; sqlite database on both IMGSHARE servers; "
-              "S3 is moto_server on loopback (it closes every connection); 2 cores shared by all")
-        print(f"{'object':>8}  {'path':<24} {'req/s':>8} {'MB/s':>8} {'vs direct':>10} "
-              f"{'IMGSHARE CPU/req':>17} {'S3 CPU/req':>11}")
+        print(f"{args.clients} keep-alive clients; sqlite database on every IMGSHARE server; "
+              "S3 is moto_server on loopback (it closes every connection); the keep-alive endpoint is "
+              "nginx serving the same objects; 2 cores shared by all")
+        print(f"{'object':>8}  {'path':<30} {'req/s':>8} {'MB/s':>8} {'vs direct':>10} "
+              f"{'IMGSHARE CPU/req':>17} {'endpoint CPU/req':>17}")
         moto = bucket.server.process.pid
         for label, data, count in objects:
             s3_name = on_s3.upload("photo.jpg", data)
             files_name = on_files.upload("photo.jpg", data)
             cached_name = cached.upload("photo.jpg", data)
             warm(cached.port, f"/img/bench/{cached_name}", data)
+            os.makedirs(os.path.join(objects_dir, bucket.bucket, "bench"), exist_ok=True)
+            with open(os.path.join(objects_dir, bucket.bucket, "bench", s3_name), "wb") as f:
+                f.write(data)
+            # (what, port, path, the server's pid, its endpoint's pid, the row it is compared with)
             rows = [
-                ("/img/ on S3 storage", on_s3.port, f"/img/bench/{s3_name}", on_s3.proc.pid),
-                ("S3 endpoint directly", bucket.port, bucket.path(f"bench/{s3_name}"), None),
-                ("/img/ on S3, cache hit", cached.port, f"/img/bench/{cached_name}", cached.proc.pid),
-                ("/img/ on local files", on_files.port, f"/img/bench/{files_name}", on_files.proc.pid),
+                ("S3 endpoint directly", bucket.port, bucket.path(f"bench/{s3_name}"), None, moto, 0),
+                ("/img/ on S3 storage", on_s3.port, f"/img/bench/{s3_name}", on_s3.proc.pid, moto, 0),
+                ("keep-alive endpoint directly", endpoint.port, f"/{bucket.bucket}/bench/{s3_name}", None,
+                 endpoint.proc.pid, 2),
+                ("/img/ on it", kept.port, f"/img/bench/{s3_name}", kept.proc.pid, endpoint.proc.pid, 2),
+                ("/img/ on S3, cache hit", cached.port, f"/img/bench/{cached_name}", cached.proc.pid, moto, 0),
+                ("/img/ on local files", on_files.port, f"/img/bench/{files_name}", on_files.proc.pid, moto, 0),
             ]
             results = []
-            for what, port, path, server_pid in rows:
-                r = rate(port, path, data, args.clients, count, (moto,))
-                s3_cpu = rate.cpu
+            for _what, port, path, server_pid, upstream, _ in rows:
+                r = rate(port, path, data, args.clients, count, (upstream,))
+                upstream_cpu = rate.cpu
                 ours_cpu = None
                 if server_pid is not None:
-                    # a second run for the server's own CPU (the first measured moto's)
+                    # a second run for the server's own CPU (the first measured its endpoint's)
                     r2 = rate(port, path, data, args.clients, count, (server_pid,))
                     r, ours_cpu = (r + r2) / 2, rate.cpu
-                results.append((what, r, ours_cpu, s3_cpu))
-            direct = results[1][1]
-            for what, r, ours_cpu, s3_cpu in results:
+                results.append((r, ours_cpu, upstream_cpu))
+            for (what, *_, versus), (r, ours_cpu, upstream_cpu) in zip(rows, results, strict=True):
                 ours_text = "-" if ours_cpu is None else f"{ours_cpu * 1e3:.2f} ms"
-                s3_text = f"{s3_cpu * 1e3:.2f} ms" if s3_cpu > 0.00001 else "-"
-                print(f"{label:>8}  {what:<24} {r:8.1f} {r * len(data) / 1e6:8.1f} {r / direct:9.2f}x "
-                      f"{ours_text:>17} {s3_text:>11}")
+                upstream_text = f"{upstream_cpu * 1e3:.2f} ms" if upstream_cpu > 0.00001 else "-"
+                print(f"{label:>8}  {what:<30} {r:8.1f} {r * len(data) / 1e6:8.1f} {r / results[versus][0]:9.2f}x "
+                      f"{ours_text:>17} {upstream_text:>17}")
     finally:
-        for server in (on_s3, cached, on_files):
+        for server in (on_s3, cached, on_files, kept, endpoint):
             if server is not None:
                 server.stop()
         bucket.stop()

@@ -94,6 +94,11 @@ class BodyRelay(Protocol):
     away) closes the upstream connection.  At most one socket read (64 KiB) is
     ever written past the point where the consumer asked us to pause.
 
+    A body of at most ``CHUNK`` bytes is held until it is whole and written at once, as
+    ``RangeSender`` writes a small file: one write to the client instead of one per
+    socket read, and an upstream failure midway leaves nothing written (the client
+    then gets a clean 503, not a cut connection).
+
     ``done`` fires once every byte was written and the upstream response has ended
     (its connection then serves the next read); it fails with ``ConnectionError``
     when the consumer stopped, and with ``StorageUnavailable`` when the upstream
@@ -121,6 +126,8 @@ class BodyRelay(Protocol):
         self._registered = False
         self._upstream_ended = False
         self._idle: Any = None
+        #: The pieces of a small body until it is whole (None: written as they arrive).
+        self._held: list[bytes] | None = [] if length <= CHUNK else None
         notify = getattr(consumer, "notifyFinish", None)
         if notify is not None:  # a twisted.web request: hear of a client leaving at once
             notify().addErrback(lambda _: self.abort(ConnectionError("the client went away")))
@@ -145,7 +152,13 @@ class BodyRelay(Protocol):
         self.received += len(data)
         if data:
             self.remaining -= len(data)
-            self.consumer.write(data)  # may pause us at once
+            if self._held is None:
+                self.consumer.write(data)  # may pause us at once
+            else:
+                self._held.append(data)
+                if self.remaining == 0:
+                    self.consumer.write(b"".join(self._held))
+                    self._held = None
         if self.remaining == 0:
             self._complete()
         elif not self.upstream_paused:

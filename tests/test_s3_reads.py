@@ -13,14 +13,19 @@ from botocore.config import Config
 from botocore.credentials import Credentials, RefreshableCredentials
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionLost
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
 from twisted.protocols import portforward
+from twisted.python.failure import Failure
 from twisted.trial import unittest
+from twisted.web.client import ResponseDone
 
 from imgshare import sigv4
 from imgshare.plugins.s3 import S3Storage
+from imgshare.producers import CHUNK, BodyRelay
 from imgshare.sigv4 import CredentialKeeper, RangeSigner, encode_path
 from imgshare.storage import ObjectMissing, StorageUnavailable
 from imgshare.threads import InlineRunner
@@ -383,3 +388,56 @@ class ConnectionReuseTests(unittest.TestCase):
             await storage.stream("kitten/a.jpg", consumer, 0, 1000)
             self.assertEqual(bytes(consumer.data), body)
         self.assertEqual(len(answered), 3)
+
+
+class _Consumer:
+    """What BodyRelay writes to: the writes, and the producer it registered."""
+
+    def __init__(self):
+        self.writes: list[bytes] = []
+        self.producer = None
+
+    def registerProducer(self, producer, streaming):  # noqa: N802
+        self.producer = producer
+
+    def unregisterProducer(self):  # noqa: N802
+        self.producer = None
+
+    def write(self, data):
+        self.writes.append(data)
+
+
+class BodyRelayTests(unittest.TestCase):
+    """How the relay hands an upstream body on: a small one whole, a large one as it comes."""
+
+    def relay(self, length: int) -> tuple[BodyRelay, _Consumer]:
+        consumer = _Consumer()
+        relay = BodyRelay(consumer, length, 0, Clock(), 5.0, upstream_length=length, source="S3")
+        relay.makeConnection(StringTransport())
+        return relay, consumer
+
+    def test_a_small_body_is_written_once_whole(self):
+        relay, consumer = self.relay(60_000)
+        for piece in (b"a" * 20_000, b"b" * 30_000, b"c" * 10_000):
+            relay.dataReceived(piece)
+        self.assertEqual(consumer.writes, [b"a" * 20_000 + b"b" * 30_000 + b"c" * 10_000])
+        relay.connectionLost(Failure(ResponseDone()))
+        self.assertIsNone(self.successResultOf(relay.done))
+
+    def test_a_small_body_cut_midway_writes_nothing(self):
+        """Nothing was written, so the client can still be told 503 (not a cut connection)."""
+        relay, consumer = self.relay(60_000)
+        relay.dataReceived(b"a" * 20_000)
+        relay.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(consumer.writes, [])
+        self.failureResultOf(relay.done, StorageUnavailable)
+
+    def test_a_large_body_is_written_as_it_comes(self):
+        size = CHUNK + 1
+        relay, consumer = self.relay(size)
+        relay.dataReceived(b"a" * 65_536)
+        self.assertEqual(consumer.writes, [b"a" * 65_536])
+        relay.dataReceived(b"b" * (size - 65_536))
+        self.assertEqual(len(consumer.writes), 2)
+        relay.connectionLost(Failure(ResponseDone()))
+        self.assertIsNone(self.successResultOf(relay.done))
