@@ -3,7 +3,7 @@
 ``CachedStorage`` wraps an IStorage.  A read that names the object's version
 (``stream(..., version=DIGEST)``: ``/img/`` passes the row's SHA-256) is served
 from ``cache-dir`` when an entry for that key *and* that digest is there, with
-the producer local-files storage uses (``RangeSender``, the file opened on the
+the producers local-files storage uses (``producers.send_range``, the file opened on the
 reactor): a hit costs what ``/img/`` on local files costs.  An entry's name is
 ``sha256(key)`` and the digest, so a deleted image, or a name used again for
 other bytes, can never meet a stale entry: its row has another digest, or none
@@ -40,7 +40,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from imgshare.producers import RangeSender
+from imgshare.producers import send_range
 from imgshare.storage import IStorage
 
 log = Logger()
@@ -149,14 +149,14 @@ class CachedStorage:
         name = entry_name(key, version)
         if name in self.entries:
             try:
-                f = open(os.path.join(self.folder, name), "rb")  # noqa: SIM115 - closed by RangeSender
+                f = open(os.path.join(self.folder, name), "rb")  # noqa: SIM115 - closed by the sender
             except OSError:
                 self._forget(name)  # vanished under us: read from storage
             else:
                 self.hits += 1
                 self.entries.move_to_end(name)
                 f.seek(offset)
-                return RangeSender(f, length).begin(consumer)
+                return send_range(f, length, consumer)
         self.misses += 1
         if name not in self.filling and len(self.filling) < FILLS:
             self.filling[name] = True

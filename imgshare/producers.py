@@ -1,13 +1,17 @@
 """Producers that copy a byte range into a consumer (a twisted.web request):
-``RangeSender`` pulls it from an open file, ``BodyRelay`` pushes it on from an
-upstream HTTP response body."""
+``RangeSender`` pulls it from an open file, ``SocketFileSender`` has the kernel
+send it from the file (``send_range`` picks one of the two), ``BodyRelay`` pushes
+it on from an upstream HTTP response body."""
 
 from __future__ import annotations
 
+import errno
+import os
+from socket import socket as socket_type
 from typing import IO, Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPullProducer, IPushProducer
+from twisted.internet.interfaces import IPullProducer, IPushProducer, ISSLTransport
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
@@ -64,6 +68,141 @@ class RangeSender:
 
     def stopProducing(self) -> None:
         self._finish(ConnectionError("the client went away"))
+
+    def _finish(self, error: Exception | None) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is None and self.done.called:
+            return
+        self._file.close()
+        if consumer is not None and getattr(consumer, "producer", None) is self:
+            consumer.unregisterProducer()
+        if not self.done.called:
+            if error is None:
+                self.done.callback(None)
+            else:
+                self.done.errback(error)
+
+
+def send_range(file: IO[bytes], length: int, consumer: Any) -> Deferred[None]:
+    """Send ``length`` bytes of ``file`` from its current position to ``consumer``: by
+    ``sendfile(2)`` when the consumer is a twisted.web request on a plain TCP connection
+    and the range is larger than one chunk (``SocketFileSender``), else by reading it
+    into the consumer (``RangeSender``)."""
+    socket = _plain_socket(consumer) if length > CHUNK else None
+    if socket is not None:
+        return SocketFileSender(file, length, socket).begin(consumer)
+    return RangeSender(file, length).begin(consumer)
+
+
+def _plain_socket(request: Any) -> Any:
+    """The socket under ``request``'s connection when bytes written to it reach the client
+    as they are (TCP, not TLS); None otherwise (tests' fake transports among them)."""
+    if not hasattr(os, "sendfile") or getattr(request, "isSecure", lambda: True)():
+        return None
+    transport = getattr(getattr(request, "channel", None), "transport", None)
+    if transport is None or ISSLTransport.providedBy(transport):
+        return None
+    get_handle = getattr(transport, "getHandle", None)  # through a PROXY-protocol wrapper too
+    handle = get_handle() if get_handle is not None else None
+    return handle if isinstance(handle, socket_type) else None
+
+
+@implementer(IPushProducer)
+class SocketFileSender:
+    """Send ``length`` bytes of ``file`` from its current position to a twisted.web
+    request's client with ``sendfile(2)``: the kernel copies from the page cache to the
+    socket, and the bytes never pass through Python.
+
+    Registered as the request's streaming producer.  It writes one chunk through the
+    request (the response head goes with it), which fills the transport's buffer past
+    its limit, so the transport pauses it; the transport resumes its producer only
+    once it has sent everything it held, so from ``resumeProducing`` on, the socket is
+    the stream's end, and ``sendfile`` goes on from there until the socket is full.
+    Then one more chunk through the request waits for the client, as any write does:
+    a slow client is paused, and the send timeout of ``ImgshareChannel`` sees it.  A
+    socket that refuses ``sendfile`` falls back to writing chunks.  ``done`` as
+    ``RangeSender``'s; the bytes count in the request's ``sentLength``.
+    """
+
+    #: At least this much per write through the request: more than the transport's
+    #: buffer limit (64 KiB), so every such write pauses us until it has been sent.
+    WRITE = CHUNK
+
+    def __init__(self, file: IO[bytes], length: int, socket: Any):
+        self._file = file
+        self._socket = socket
+        self._offset = file.tell()
+        self._remaining = length
+        self._consumer: Any = None
+        self._paused = False
+        self._copy_only = False
+        self.done: Deferred[None] = Deferred()
+
+    def begin(self, consumer: Any) -> Deferred[None]:
+        self._consumer = consumer
+        consumer.registerProducer(self, True)
+        self._write_chunk()
+        return self.done
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        if self._consumer is None:
+            return
+        if not self._copy_only:
+            self._send_from_kernel()
+        while self._consumer is not None and not self._paused:
+            self._write_chunk()
+
+    def stopProducing(self) -> None:
+        self._finish(ConnectionError("the client went away"))
+
+    def _send_from_kernel(self) -> None:
+        fd = self._socket.fileno()
+        while self._remaining > 0:
+            try:
+                sent = os.sendfile(fd, self._file.fileno(), self._offset, self._remaining)
+            except BlockingIOError:
+                return  # the socket is full: the next chunk waits for the client
+            except InterruptedError:
+                continue
+            except OSError as e:
+                if e.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                    self._copy_only = True  # this socket or file cannot: copy instead
+                    return
+                self._finish(ConnectionError(f"sendfile failed: {e.strerror or e}"))
+                return
+            if sent == 0:
+                self._finish(OSError("the file ended early"))
+                return
+            self._offset += sent
+            self._remaining -= sent
+            self._consumer.sentLength += sent
+        self._finish(None)
+
+    def _write_chunk(self) -> None:
+        """One chunk through the request (the transport pauses us if it cannot send it at once)."""
+        if self._consumer is None:
+            return
+        if self._remaining <= 0:
+            self._finish(None)
+            return
+        try:
+            self._file.seek(self._offset)
+            chunk = self._file.read(min(self.WRITE, self._remaining))
+        except OSError as e:
+            self._finish(e)
+            return
+        if not chunk:
+            self._finish(OSError("the file ended early"))
+            return
+        self._offset += len(chunk)
+        self._remaining -= len(chunk)
+        self._consumer.write(chunk)  # may pause us at once
+        if self._remaining <= 0:
+            self._finish(None)
 
     def _finish(self, error: Exception | None) -> None:
         consumer, self._consumer = self._consumer, None

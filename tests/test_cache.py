@@ -12,7 +12,7 @@ from twisted.trial import unittest
 from imgshare import cache
 from imgshare.cache import CachedStorage, entry_name, with_cache
 from imgshare.options import build_config, resolve
-from imgshare.producers import RangeSender
+from imgshare.producers import send_range
 from imgshare.testing import MemoryStorage, image_bytes, make_fixture, multipart
 from imgshare.threads import InlineRunner
 from tests.storage_contract import CollectingConsumer, StorageContract
@@ -73,12 +73,12 @@ class CacheTests(unittest.TestCase):
         self.assertEqual((storage.misses, storage.hits, self.streams(storage)), (1, 0, 1))
         self.assertEqual(os.listdir(storage.folder), [entry_name("kitten/20260214_a.jpg", version)])
         senders = []
-        real = cache.RangeSender
-        self.patch(cache, "RangeSender", lambda *a: senders.append(a) or real(*a))
+        real = cache.send_range
+        self.patch(cache, "send_range", lambda *a: senders.append(a) or real(*a))
         self.assertEqual(await self.read(storage, "kitten/20260214_a.jpg", version), data)
         self.assertEqual(await self.read(storage, "kitten/20260214_a.jpg", version, 1000, 5), data[1000:1005])
         self.assertEqual((storage.hits, self.streams(storage), len(senders)), (2, 1, 2))
-        self.assertTrue(issubclass(real, RangeSender))
+        self.assertIs(real, send_range)  # the local-files backend's own
 
     async def test_reads_without_a_version_are_not_cached(self):
         """Without a version (a caller that knows no digest) reads go to storage, uncached."""

@@ -18,7 +18,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from imgshare.producers import RangeSender
+from imgshare.producers import send_range
 from imgshare.storage import IStorage, IStorageFactory, ObjectMissing, StorageUnavailable, check_key
 
 
@@ -113,13 +113,13 @@ class LocalStorage:
         # Opening and reading a local file is what twisted.web.static does on
         # the reactor too: each read is one bounded chunk.
         try:
-            f = open(self._path(key), "rb")  # noqa: SIM115 - closed by RangeSender
+            f = open(self._path(key), "rb")  # noqa: SIM115 - closed by the sender
         except FileNotFoundError:
             return fail(ObjectMissing(key))
         except OSError as e:
             return fail(StorageUnavailable(str(e)))
         f.seek(offset)
-        return RangeSender(f, length).begin(consumer)
+        return send_range(f, length, consumer)
 
 
 @implementer(IPlugin, IStorageFactory)
