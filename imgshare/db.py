@@ -204,12 +204,14 @@ class Columns:
         self.columns = tuple(columns)
         self.flags = tuple(flags)
         self._sql = ", ".join(self.columns)
+        #: The record's field of each column (``table.column`` counts as ``column``).
+        self._fields = tuple(c.rsplit(".", 1)[-1] for c in self.columns)
 
     def __str__(self) -> str:
         return self._sql
 
     def record(self, row: Sequence[Any]) -> Any:
-        values = named(self.columns, row)
+        values = dict(zip(self._fields, row, strict=True))
         for flag in self.flags:
             values[flag] = bool(values[flag])
         return self.type(**values)
