@@ -1,8 +1,8 @@
 """Keyset pagination: cursors (``domain.cursors``), ``db.find_images_at`` on every
 database backend the contract tests run on (SQLite threaded and synchronous,
 PostgreSQL), ``GET /api/v1/images?after=|before=`` and the gallery's Newer/Older
-links (no JavaScript: plain links), with images added and deleted between pages and
-hostile cursors."""
+links (plain links: through StubTreq, and in Chromium with and without JavaScript),
+with images added and deleted between pages and hostile cursors."""
 
 from __future__ import annotations
 
@@ -10,14 +10,17 @@ import base64
 import html
 import re
 
+from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 
 from imgshare import db
 from imgshare.domain import cursors, errors
 from imgshare.domain.records import DELETED
-from imgshare.testing import open_sqlite, open_sqlite_sync
+from imgshare.testing import image_bytes, open_sqlite, open_sqlite_sync
 from imgshare.web.pages.images import PAGE_SIZE
+from tests.serverprocess import admin
 from tests.test_backends_production import open_postgres
+from tests.test_browser import PASSWORD, ServerTestCase, api_upload
 from tests.test_jsonapi import B, JsonApiTestCase
 from tests.test_pages import PagesTestCase
 
@@ -386,3 +389,67 @@ class GalleryCursorTests(PagesTestCase):
         self.assertNotIn(victim, [i.name for i in images])
         self.assertEqual(len(images), 2 * PAGE_SIZE + 3)
         self.assertFalse([i for i in images if i.state == DELETED])
+
+
+def shown(site) -> list[str]:
+    """The names of the cards shown, without the upload date a kept name is stored with."""
+    return [e.text.split("_", 1)[1] for e in site.find_all(".card.item h3.name")]
+
+
+class GalleryCursorBrowserTests(ServerTestCase):
+    """Chromium against the real server, with JavaScript and without: the Older and Newer
+    links page at a cursor while images are uploaded meanwhile; axe-core over the page
+    read at a cursor and over the page refusing a bad cursor."""
+
+    timeout = 300
+
+    async def setUp(self):
+        await self.start_server()
+        admin(self.data, "user", "add", "kitten", stdin=PASSWORD + "\n")
+        self.token = admin(self.data, "token", "create", "kitten").strip()
+        self.start_audits()
+
+    def upload(self, name: str, shade: int) -> None:
+        status, _ = api_upload(self.base, self.token, image_bytes("PNG", (40, 30), (shade, 90, 160)), name)
+        self.assertEqual(status, 200)
+
+    async def test_paging_at_a_cursor_while_uploading(self):
+        await deferToThread(self._paging)
+
+    def _paging(self) -> None:
+        order = []  # newest first
+        for i in range(PAGE_SIZE + 2):
+            self.upload(f"p{i}.png", 8 * i)
+            order.insert(0, f"p{i}.png")
+        for javascript in (True, False):
+            order = self._walk("keyset-js" if javascript else "keyset-nojs", javascript, order)
+        self.assert_accessible(["keyset-js-page-2-at-a-cursor", "keyset-js-bad-cursor"])
+
+    def _walk(self, name: str, javascript: bool, order: list[str]) -> list[str]:
+        site = self.open_browser(name, javascript)
+        self.log_in(site)
+        first = shown(site)
+        self.assertEqual(first, order[:PAGE_SIZE])
+        for i in range(3):  # uploaded after page 1 was shown: an offset would repeat three
+            self.upload(f"{name}-new{i}.png", 200 + i)
+        site.find(".pager a[rel=next]").click()
+        site.wait(lambda: "Page 2 of 2" in site.find(".pager").text, "page 2")
+        self.assertIn("after=", site.path())
+        second = shown(site)
+        self.assertEqual(second, order[PAGE_SIZE:], "the page right after the last card seen")
+        self.assertEqual(site.find_all(".pager a[rel=next]"), [], "nothing older")
+        site.shoot("page-2-at-a-cursor")
+        if javascript:  # axe-core is a script: it runs where scripts do (the page is the same without)
+            self.audit(site, f"{name}-page-2-at-a-cursor")
+        site.find(".pager a[rel=prev]").click()
+        site.wait(lambda: "Page 1 of" in site.find(".pager").text, "page 1")
+        newest = [f"{name}-new{i}.png" for i in (2, 1, 0)]
+        self.assertEqual(shown(site)[:3], newest,
+                         "Newer to page 1 shows the new uploads")
+        site.open("/images?after=not-a-cursor!")
+        site.wait_for("main h1")
+        self.assertIn("Cursor: not a cursor of this listing", site.find("main").text)
+        site.shoot("bad-cursor")
+        if javascript:
+            self.audit(site, f"{name}-bad-cursor")
+        return newest + order
