@@ -807,6 +807,19 @@ def _matching(tx: Tx, search: str) -> tuple[str, tuple]:
     return f" AND (name LIKE ?{escape} OR original_name LIKE ?{escape})", (pattern, pattern)
 
 
+#: Each sort's order key, and whether its forward order is descending (the id breaks
+#: ties in the same direction: ``ORDERS``).
+ORDER_KEYS = {"newest": ("uploaded", True), "oldest": ("uploaded", False), "largest": ("size", True)}
+
+
+async def _search_total(tx: Tx, account: str, now: float, match: str, args: tuple) -> int:
+    """How many listed images match a search, counted up to ``SEARCH_COUNT_CAP`` + 1."""
+    return (await tx.execute(
+        f"SELECT COUNT(*) FROM (SELECT 1 {_LISTED}{match} LIMIT ?) AS found",
+        (account, LIVE, now, *args, SEARCH_COUNT_CAP + 1),
+    ))[0][0]
+
+
 @readonly
 async def find_images_page(
     tx: Tx, account: str, now: float, offset: int, limit: int, sort: str = "newest", search: str = "",
@@ -852,19 +865,6 @@ async def find_images_page(
     if total - end < offset:
         return await page(backward, total - end, end - offset), total
     return await page(forward, offset, limit), total
-
-
-#: Each sort's order key, and whether its forward order is descending (the id breaks
-#: ties in the same direction: ``ORDERS``).
-ORDER_KEYS = {"newest": ("uploaded", True), "oldest": ("uploaded", False), "largest": ("size", True)}
-
-
-async def _search_total(tx: Tx, account: str, now: float, match: str, args: tuple) -> int:
-    """How many listed images match a search, counted up to ``SEARCH_COUNT_CAP`` + 1."""
-    return (await tx.execute(
-        f"SELECT COUNT(*) FROM (SELECT 1 {_LISTED}{match} LIMIT ?) AS found",
-        (account, LIVE, now, *args, SEARCH_COUNT_CAP + 1),
-    ))[0][0]
 
 
 @readonly
