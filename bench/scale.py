@@ -69,12 +69,20 @@ def ms(times: list[float]) -> float:
 
 
 def get(conn: http.client.HTTPConnection, path: str, headers: dict[str, str]) -> bytes:
-    conn.request("GET", path, headers=headers)
-    response = conn.getresponse()
-    body = response.read()
-    if response.status != 200:
-        raise RuntimeError(f"GET {path}: {response.status} {body[:300]!r}")
-    return body
+    """The body of a 200 to GET ``path``; a 503 (the database out of reach for a moment,
+    seen on a loaded machine) is retried twice, with a warning."""
+    for attempt in range(3):
+        conn.request("GET", path, headers=headers)
+        response = conn.getresponse()
+        body = response.read()
+        if response.status == 503 and attempt < 2:
+            print(f"  warning: GET {path} answered 503; retrying", flush=True)
+            time.sleep(1)
+            continue
+        if response.status != 200:
+            raise RuntimeError(f"GET {path}: {response.status} {body[:300]!r}")
+        return body
+    raise AssertionError("unreachable")
 
 
 def server_time(port: int, path: str, headers: dict[str, str], repeat: int, check: Any) -> float:
@@ -242,7 +250,12 @@ def run(side_class: Any, args: argparse.Namespace) -> None:
             # The pages' totals read the counters of migration 010: they must agree with the rows.
             total = side.query(f"SELECT COUNT(*) {db._LISTED}", (ACCOUNT, LIVE, time.time()))[0][0]
             assert total == size + 1, (total, size)
-            results[size] = measure(side, cookie, image_path, total, args, base, base_path)
+            try:
+                results[size] = measure(side, cookie, image_path, total, args, base, base_path)
+            except RuntimeError:
+                with open(os.path.join(side.server.data, "twistd.log")) as log:
+                    print("the server's log ends:\n" + "".join(log.readlines()[-15:]))
+                raise
             print(f"  {size} images: filled in {filled:.1f} s, its deleted and expired rows purged by the "
                   f"server in {purged:.1f} s; " + ", ".join(
                 f"{k} {v:.1f}" for k, v in results[size].items()), flush=True)
