@@ -356,6 +356,16 @@ class GalleryCursorTests(PagesTestCase):
         response, body = await self.browser.get("/images?page=9")
         self.assertIn('href="/images?page=3">Go to the last page', body)
 
+    async def test_a_capped_search_stops_at_its_last_counted_page(self):
+        """At a cursor, as by number, the gallery pages through the matches a search counts."""
+        self.patch(db, "SEARCH_COUNT_CAP", PAGE_SIZE + 1)
+        response, body = await self.browser.get("/images?q=photo")
+        self.assertIn("Page 1 of 2", body)
+        response, body = await self.browser.get(_link(body, "next"))
+        self.assertIn("Page 2 of 2", body)
+        self.assertEqual(len(_cards(body)), PAGE_SIZE)
+        self.assertIsNone(_link(body, "next"))
+
     async def test_hostile_gallery_cursor_is_400(self):
         """A bad cursor is a 400 page saying why; another sort's too; nothing changes."""
         before = (await self.browser.get("/images"))[1]

@@ -131,6 +131,8 @@ class ImagePages(PageArea):
             if not before or more:
                 first, last = _cursors(shown, sort, cursor)
                 newer, older = (True, more) if not before else (more, True)
+                if capped and page >= -(-total // PAGE_SIZE):  # a search pages through the matches it counts
+                    older = False
                 return (shown, page, _newer_link(page, search, sort, first) if newer else None,
                         gallery_link(page + 1, search, sort, after=last) if older else None, total, capped)
             page = 1
