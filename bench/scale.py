@@ -71,18 +71,19 @@ def ms(times: list[float]) -> float:
 def get(conn: http.client.HTTPConnection, path: str, headers: dict[str, str]) -> bytes:
     """The body of a 200 to GET ``path``; a 503 (the database out of reach for a moment,
     seen on a loaded machine) is retried twice, with a warning."""
-    for attempt in range(3):
+    retries = 2
+    while True:
         conn.request("GET", path, headers=headers)
         response = conn.getresponse()
         body = response.read()
-        if response.status == 503 and attempt < 2:
-            print(f"  warning: GET {path} answered 503; retrying", flush=True)
-            time.sleep(1)
-            continue
-        if response.status != 200:
-            raise RuntimeError(f"GET {path}: {response.status} {body[:300]!r}")
-        return body
-    raise AssertionError("unreachable")
+        if response.status != 503 or not retries:
+            break
+        print(f"  warning: GET {path} answered 503; retrying", flush=True)
+        retries -= 1
+        time.sleep(1)
+    if response.status != 200:
+        raise RuntimeError(f"GET {path}: {response.status} {body[:300]!r}")
+    return body
 
 
 def server_time(port: int, path: str, headers: dict[str, str], repeat: int, check: Any) -> float:
