@@ -91,29 +91,31 @@ def baseline_statement(page: int, now: float) -> tuple[str, tuple]:
             (ACCOUNT, LIVE, now, LIMIT, (page - 1) * LIMIT))
 
 
-def fill_sql(images: int) -> list[tuple[str, tuple]]:
+def fill_sql(images: int, already: int = 0, dead: int = 50) -> list[tuple[str, tuple]]:
     """Bulk INSERTs (one statement each) of the rows: ``images`` served images of
     ``ACCOUNT`` (every fifth with a far expiry, every 50th sharing its predecessor's
-    upload time), 2 % deleted and 2 % expired ones of it, and 20 % as many of ``OTHER``.
-    ``{series}`` is the dialect's integer series 1..n over column ``i``."""
-    deleted = expired = images // 50
-    other = images // 5
+    upload time), 2 % deleted and 2 % expired ones of it (one in ``dead`` each), and 20 %
+    as many of ``OTHER``;
+    with ``already``, only the rows an account of ``already`` images lacks (so an
+    account grows from one size to the next).  ``{series}`` is the dialect's integer
+    series over column ``i``; each statement's parameters end with the series' first
+    and last values."""
     columns = ("account, name, stem, mime, size, width, height, sha256, uploaded, expires, state, "
                "original_name, delete_digest")
 
-    def rows(account: str, prefix: str, count: int, state: str, expires: str, start: float) -> tuple[str, tuple]:
+    def rows(account: str, prefix: str, share: int, state: str, expires: str, start: float) -> tuple[str, tuple]:
         uploaded = f"{start} + (i - (CASE WHEN i % 50 = 0 THEN 1 ELSE 0 END))"
         return (f"INSERT INTO images ({columns}) SELECT ?, '20260214_{prefix}' || i || '.jpg', "
                 f"'20260214_{prefix}' || i, 'image/jpeg', 100000 + i, 4000, 3000, "
                 f"'{'ab' * 32}', {uploaded}, {expires}, ?, 'photo' || i || '.jpg', NULL FROM {{series}}",
-                (account, state, count))
+                (account, state, already // share + 1, images // share))
 
     far = T0 + 10 * 365 * 86400
     return [
-        rows(ACCOUNT, "", images, LIVE, f"CASE WHEN i % 5 = 0 THEN {far} ELSE NULL END", T0),
-        rows(ACCOUNT, "d", deleted, DELETED, "NULL", T0 + 0.5),
-        rows(ACCOUNT, "x", expired, LIVE, f"{T0 - 1}", T0 - 86400 + 0.25),
-        rows(OTHER, "o", other, LIVE, "NULL", T0 + 0.75),
+        rows(ACCOUNT, "", 1, LIVE, f"CASE WHEN i % 5 = 0 THEN {far} ELSE NULL END", T0),
+        rows(ACCOUNT, "d", dead, DELETED, "NULL", T0 + 0.5),
+        rows(ACCOUNT, "x", dead, LIVE, f"{T0 - 1}", T0 - 86400 + 0.25),
+        rows(OTHER, "o", 5, LIVE, "NULL", T0 + 0.75),
     ]
 
 
@@ -137,11 +139,14 @@ class SqliteSide:
         self.path = os.path.join(self.server.data, "imgshare.sqlite3")
         self.conn = sqlite3.connect(self.path, isolation_level=None)
 
-    def fill(self, images: int) -> None:
+    def fill(self, images: int, already: int = 0, dead: int = 50) -> None:
+        """The rows of ``fill_sql`` in one transaction, the usage counters, ANALYZE."""
         self.conn.execute("BEGIN IMMEDIATE")
-        for sql, (account, state, count) in fill_sql(images):
-            series = f"(WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {count}) SELECT i FROM s)"
-            self.conn.execute(sql.format(series=series), (account, state))
+        for sql, (account, state, first, last) in fill_sql(images, already, dead):
+            series = (f"(WITH RECURSIVE s(i) AS (SELECT {first} UNION ALL SELECT i + 1 FROM s WHERE i < {last}) "
+                      "SELECT i FROM s)")
+            if first <= last:
+                self.conn.execute(sql.format(series=series), (account, state))
         self.conn.execute(usage_backfill("sqlite"))
         self.conn.execute("COMMIT")
         self.conn.execute("ANALYZE")
@@ -174,13 +179,15 @@ class PostgresSide:
         self.conn = psycopg2.connect(self.pg.dsn)
         self.conn.autocommit = True
 
-    def fill(self, images: int) -> None:
+    def fill(self, images: int, already: int = 0, dead: int = 50) -> None:
+        """The rows of ``fill_sql`` (generated on the server: nothing crosses the wire), the
+        usage counters, VACUUM ANALYZE."""
         with self.conn.cursor() as cursor:
             # The test cluster commits asynchronously; VACUUM can mark a page all-visible
             # only once its rows' commits are flushed, so these commit synchronously.
             cursor.execute("SET synchronous_commit = on")
-            for sql, (account, state, count) in fill_sql(images):
-                series = f"generate_series(1, {count}) AS s(i)"
+            for sql, (account, state, first, last) in fill_sql(images, already, dead):
+                series = f"generate_series({first}, {last}) AS s(i)"
                 cursor.execute(psycopg_sql(sql.format(series=series)), (account, state))
             cursor.execute(psycopg_sql(usage_backfill("postgresql")))
             cursor.execute("VACUUM ANALYZE images")

@@ -821,6 +821,19 @@ def _matching(tx: Tx, search: str) -> tuple[str, tuple]:
     return f" AND (name LIKE ?{escape} OR original_name LIKE ?{escape})", (pattern, pattern)
 
 
+#: Each sort's order key, and whether its forward order is descending (the id breaks
+#: ties in the same direction: ``ORDERS``).
+ORDER_KEYS = {"newest": ("uploaded", True), "oldest": ("uploaded", False), "largest": ("size", True)}
+
+
+async def _search_total(tx: Tx, account: str, now: float, match: str, args: tuple) -> int:
+    """How many listed images match a search, counted up to ``SEARCH_COUNT_CAP`` + 1."""
+    return (await tx.execute(
+        f"SELECT COUNT(*) FROM (SELECT 1 {_LISTED}{match} LIMIT ?) AS found",
+        (account, LIVE, now, *args, SEARCH_COUNT_CAP + 1),
+    ))[0][0]
+
+
 @readonly
 async def find_images_page(
     tx: Tx, account: str, now: float, offset: int, limit: int, sort: str = "newest", search: str = "",
@@ -852,10 +865,7 @@ async def find_images_page(
         if len(first) < min(limit, SEARCH_COUNT_CAP):
             return first, len(first)
     if search:
-        total = (await tx.execute(
-            f"SELECT COUNT(*) FROM (SELECT 1 {_LISTED}{match} LIMIT ?) AS found",
-            (account, LIVE, now, *args, SEARCH_COUNT_CAP + 1),
-        ))[0][0]
+        total = await _search_total(tx, account, now, match, args)
         if offset == 0:
             return first, total
     else:
@@ -869,6 +879,43 @@ async def find_images_page(
     if total - end < offset:
         return await page(backward, total - end, end - offset), total
     return await page(forward, offset, limit), total
+
+
+@readonly
+async def find_images_at(
+    tx: Tx, account: str, now: float, key: float, image_id: int, before: bool, limit: int,
+    sort: str = "newest", search: str = "",
+) -> tuple[list[Image], bool, int]:
+    """Keyset pagination: the ``limit`` listed images of the account (matching
+    ``search``, as ``find_images_page``) that follow the place ``(key, image_id)`` in
+    the order ``sort`` (preceding it when ``before``), in that order; whether more
+    follow (precede) them; and the total (as ``find_images_page`` counts it).
+
+    The place is a seek in the sort's index (``images_search`` or ``images_by_size``,
+    whose key is the equality columns, then the order key and id in the sort's
+    direction): the page costs what the first page does wherever the place is, and
+    an image added or deleted elsewhere in the order never shifts it.  The place
+    itself need not exist (its image may be deleted, or the key made up): it is only
+    compared with.  The subquery reads one entry more than the page, to tell whether
+    more follow."""
+    forward, backward = ORDERS[sort]
+    column, descending = ORDER_KEYS[sort]
+    match, args = _matching(tx, search) if search else ("", ())
+    comparison = "<" if descending != before else ">"
+    rows = await tx.execute(
+        f"SELECT {_IMAGE} FROM images WHERE id IN (SELECT id {_LISTED}{match} "
+        f"AND ({column}, id) {comparison} (?, ?) {backward if before else forward} LIMIT ?) {forward}",
+        (account, LIVE, now, *args, key, image_id, limit + 1),
+    )
+    found = [_IMAGE.record(r) for r in rows]
+    more = len(found) > limit
+    if more:
+        found = found[1:] if before else found[:limit]
+    if search:
+        total = await _search_total(tx, account, now, match, args)
+    else:
+        total = await _count_listed(tx, account, now)
+    return found, more, total
 
 
 async def delete_served_named(tx: Tx, account: str, names: Sequence[str], now: float) -> tuple[list[Image], list[str]]:

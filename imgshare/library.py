@@ -21,7 +21,7 @@ from twisted.logger import Logger
 
 from imgshare import auth, db
 from imgshare.config import Config
-from imgshare.domain import errors, lifetime, location, naming, quota, sniff
+from imgshare.domain import cursors, errors, lifetime, location, naming, quota, sniff
 from imgshare.domain.records import DELETED, LIVE, UPLOADING, Image, Token, Usage, Variant
 from imgshare.gateway import run_query
 from imgshare.metrics import Metrics
@@ -376,6 +376,23 @@ class ImageLibrary:
         found, total = await self._db(db.find_images_page, account, self.now(), offset, limit, sort, search)
         capped = bool(search) and total > db.SEARCH_COUNT_CAP
         return found, min(total, db.SEARCH_COUNT_CAP) if capped else total, capped
+
+    async def image_page_at(self, account: str, cursor: str, before: bool, limit: int, *,
+                            sort: str = "newest", search: str = "") -> tuple[list[Image], bool, int, bool]:
+        """Keyset pagination: the ``limit`` images following the place ``cursor`` names
+        in the order ``sort`` (preceding it when ``before``), as ``image_page`` filters
+        them; whether more follow (precede); the total and whether it is capped, as
+        ``image_page`` counts them.  A cursor pages through every match of a search, not
+        only the counted ones.  BadRequest for an unknown ``sort``, a search refused, or
+        a cursor that is not one of ``sort`` (``cursors.decode``)."""
+        if sort not in db.ORDERS:
+            raise errors.BadRequest(f"sort: one of {', '.join(db.SORTS)}")
+        search = search_text(search)
+        position = cursors.decode(cursor, sort)
+        found, more, total = await self._db(db.find_images_at, account, self.now(), position.key, position.id,
+                                            before, limit, sort, search)
+        capped = bool(search) and total > db.SEARCH_COUNT_CAP
+        return found, more, min(total, db.SEARCH_COUNT_CAP) if capped else total, capped
 
     async def pending_derivations(self, image_ids: list[int]) -> set[int]:
         """Which of these images still wait for their derived files."""

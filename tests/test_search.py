@@ -136,7 +136,7 @@ class SearchPageTests(PagesTestCase):
         _, body = await self.browser.get("/images?q=cat&sort=oldest")
         self.assertIn(f"({PAGE_SIZE + 2} matching “cat”)", body)
         self.assertIn("Page 1 of 2", body)
-        self.assertIn('href="/images?q=cat&amp;sort=oldest&amp;page=2"', body)
+        self.assertIn('href="/images?q=cat&amp;sort=oldest&amp;page=2&amp;after=', body)  # Older: at a cursor
         _, body = await self.browser.get("/images?q=cat&sort=oldest&page=2")
         self.assertEqual(len(_cards(body)), 2)
         self.assertIn('href="/images?q=cat&amp;sort=oldest"', body)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from imgshare.domain import embed, errors, ids, output, records
+from imgshare.domain import cursors, embed, errors, ids, output, records
 
 OK: dict[str, Any] = {"success": True, "status": "ok"}
 
@@ -105,16 +105,47 @@ def _whole_number(name: str, value: str | None, default: int) -> int:
     return number
 
 
-def list_body(images: list[dict[str, Any]], page: int, limit: int, total: int,
-              capped: bool = False) -> dict[str, Any]:
+def list_body(images: list[dict[str, Any]], page: int | None, limit: int, total: int,
+              capped: bool = False, *, next: str | None = None, previous: str | None = None,
+              has_more: bool | None = None) -> dict[str, Any]:
     """One page of the caller's images (``images`` are image objects of records read
     back, so without delete links: only the secret's hash is kept).  ``capped``: more
-    images match a search than it counts, ``total``; ``total_capped`` then says so."""
+    images match a search than it counts, ``total``; ``total_capped`` then says so.
+    ``next`` and ``previous``: the cursors of the pages after and before this one
+    (None when nothing is known to be there); ``page`` is None for a page read at a
+    cursor, whose ``has_more`` is given (a page by number computes it)."""
     body = {**OK, "images": images, "page": page, "limit": limit, "total": total,
-            "has_more": page * limit < total}
+            "has_more": bool(has_more) if page is None else page * limit < total,
+            "next": next, "previous": previous}
     if capped:
         body["total_capped"] = True
     return body
+
+
+def page_cursors(found: list[records.Image], sort: str, after: bool, before: bool,
+                 at: str | None = None) -> tuple[str | None, str | None]:
+    """``(next, previous)``: the cursor after the last image of a page (when ``after``:
+    more follow) and before its first (when ``before``).  A page that is empty gives
+    ``at`` (the cursor it was read at, if any) both ways."""
+    if not found:
+        return (at if after else None), (at if before else None)
+    last = cursors.encode(cursors.position_of(sort, found[-1])) if after else None
+    first = cursors.encode(cursors.position_of(sort, found[0])) if before else None
+    return last, first
+
+
+def cursor_choice(page: str | None, after: str | None, before: str | None) -> tuple[str, bool] | None:
+    """The cursor a listing is read at, ``(cursor, before)``, from the query's text
+    values, or None for a page by number; BadRequest for both ``after`` and
+    ``before``, or a cursor with ``page`` (a position and a page number are two
+    different ways to say where)."""
+    if after is None and before is None:
+        return None
+    if after is not None and before is not None:
+        raise errors.BadRequest("after and before: one cursor at a time")
+    if page is not None:
+        raise errors.BadRequest("page and a cursor (after or before): one or the other")
+    return (after, False) if after is not None else (before or "", True)
 
 
 def get_body(image: records.Image, public_url: str) -> dict[str, Any]:

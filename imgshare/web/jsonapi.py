@@ -244,10 +244,22 @@ class JsonApi:
         await self._start(request, b"GET", b"HEAD")
         token = await self._token(request)
         page, limit = jsonapi.paging(query(request, "page"), query(request, "limit"))
-        found, total, capped = await self.library.image_page(
-            token.account, page, limit, sort=query(request, "sort") or "newest", search=query(request, "q") or "")
+        at = jsonapi.cursor_choice(query(request, "page"), query(request, "after"), query(request, "before"))
+        sort, search = query(request, "sort") or "newest", query(request, "q") or ""
+        if at is None:
+            found, total, capped = await self.library.image_page(token.account, page, limit, sort=sort, search=search)
+            following, preceding = page * limit < total, page > 1
+            cursor = None
+        else:
+            cursor, before = at
+            found, more, total, capped = await self.library.image_page_at(
+                token.account, cursor, before, limit, sort=sort, search=search)
+            following, preceding = (True, more) if before else (more, True)
+        after, previous = jsonapi.page_cursors(found, sort, following, preceding, cursor)
         objects = [jsonapi.image_object(image, self.config.public_url) for image in found]
-        return respond(request, 200, jsonapi.list_body(objects, page, limit, total, capped))
+        return respond(request, 200, jsonapi.list_body(
+            objects, None if at else page, limit, total, capped, next=after, previous=previous,
+            has_more=after is not None))
 
     @app.route("/image/<image_id>", endpoint="image")
     @app.route("/images/<image_id>", endpoint="images_one")
@@ -343,7 +355,7 @@ ROUTES: dict[str, str] = {
     "put": "PUT /api/v1/upload/put/<opaque>",
     "complete": "POST /api/v1/upload/complete",
     "complete_batch": "POST /api/v1/upload/complete/batch",
-    "images": "GET /api/v1/images?page=&limit=&q=&sort=",
+    "images": "GET /api/v1/images?page=&limit=&q=&sort=&after=&before=",
     "image": "GET /api/v1/image/<id> (alias /api/v1/images/<id>)",
     "delete": "DELETE /api/v1/image/<id> (alias /api/v1/images/<id>)",
 }

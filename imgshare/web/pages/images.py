@@ -13,7 +13,7 @@ import attrs
 from klein import Klein
 from twisted.python.failure import Failure
 
-from imgshare.domain import embed, errors, lifetime, output, words
+from imgshare.domain import cursors, embed, errors, lifetime, output, words
 from imgshare.domain.records import Image
 from imgshare.library import MAX_SELECTED, SORTS, search_text, selected_names
 from imgshare.web.http import query
@@ -89,18 +89,19 @@ class ImagePages(PageArea):
         page = _page_number(query(request, "page"))
         sort = _sort_key(query(request, "sort"))
         search = search_text(query(request, "q"))
+        at = _cursor_choice(query(request, "after"), query(request, "before"))
         now = self.library.now()
-        shown, total, capped = await self.library.image_page(visitor.account, page, PAGE_SIZE, sort=sort,
-                                                             search=search)
+        shown, page, newer, older, total, capped = await self._listing(visitor.account, page, sort, search, at)
         pages = max(1, -(-total // PAGE_SIZE))
         pending = await self.library.pending_derivations([i.id for i in shown])
         strip_default = await self.library.strip_location_default(visitor.account)
-        newer = min(page - 1, pages)
+        kept = (("q", search), ("sort", sort), ("page", str(page)))
+        if at is not None and page > 1:
+            kept += (("before" if at[1] else "after", at[0]),)
         listing = GalleryQuery(
             search=search, sort=sort, clear=gallery_link(1, "", sort),
             sorts=tuple(Choice(key, label, key == sort) for key, label in SORT_LABELS),
-            keep=tuple((k, v) for k, v in (("q", search), ("sort", sort), ("page", str(page)))
-                       if v and (k, v) not in (("sort", "newest"), ("page", "1"))),
+            keep=tuple((k, v) for k, v in kept if v and (k, v) not in (("sort", "newest"), ("page", "1"))),
             last=gallery_link(pages, search, sort), capped=capped,
         )
         body = ImagesBody(
@@ -108,12 +109,39 @@ class ImagePages(PageArea):
             list(upload_lifetimes(self.config.offered_tiers)), words.tiers_in_words(self.config.offered_tiers),
             self.config.max_size, page, total=total, pages=pages,
             lifetime_table=lifetime_table(self.config.offered_tiers),
-            newer=gallery_link(newer, search, sort) if page > 1 else None,
-            older=gallery_link(page + 1, search, sort) if page < pages else None,
+            newer=newer, older=older,
             listing=listing, strip_location=strip_default,
         )
         notice = NOTICES.get(query(request, "done")) or _deleted_notice(query(request, "deleted"))
         return await self.page(request, "Images", body, visitor, current="/images", notice=notice)
+
+    async def _listing(self, account: str, page: int, sort: str, search: str, at: tuple[str, bool] | None,
+                       ) -> tuple[list[Image], int, str | None, str | None, int, bool]:
+        """The gallery's images on ``page`` (by number, or at the cursor ``at``), the page
+        number to show, the Newer and Older links (None: no such link), the total and
+        whether it is capped.  The Newer and Older links carry a cursor (the place of
+        the page's first or last image), so paging one page at a time never skips an
+        image when others are added or deleted meanwhile, and costs what the first page
+        does however deep it is.  Newer to page 1 (or back past the start) shows the
+        first page by number (the images added since show there)."""
+        if at is not None:
+            cursor, before = at
+            shown, more, total, capped = await self.library.image_page_at(
+                account, cursor, before, PAGE_SIZE, sort=sort, search=search)
+            if not before or more:
+                first, last = _cursors(shown, sort, cursor)
+                newer, older = (True, more) if not before else (more, True)
+                if capped and page >= -(-total // PAGE_SIZE):  # a search pages through the matches it counts
+                    older = False
+                return (shown, page, _newer_link(page, search, sort, first) if newer else None,
+                        gallery_link(page + 1, search, sort, after=last) if older else None, total, capped)
+            page = 1
+        shown, total, capped = await self.library.image_page(account, page, PAGE_SIZE, sort=sort, search=search)
+        pages = max(1, -(-total // PAGE_SIZE))
+        first, last = _cursors(shown, sort)
+        newer = _newer_link(page, search, sort, first) if page > 1 and shown else None
+        older = gallery_link(page + 1, search, sort, after=last) if page < pages and shown else None
+        return shown, page, newer, older, total, capped
 
     def _lifetime_note(self, image: Image) -> str:
         """Why the image got another lifetime than its upload asked for ("" if it did not)."""
@@ -217,8 +245,11 @@ class ImagePages(PageArea):
         (nothing deleted) with a new confirmation for the others."""
         visitor, form = await self.post(request)
         names = selected_names(form.get_all("name"))
-        back = gallery_link(_page_number(form.get("page")), _kept_search(form.get("q")), _sort_key(form.get("sort")))
-        kept = [(k, form.get(k) or "") for k in ("q", "sort", "page") if form.get(k)]
+        sort = _sort_key(form.get("sort"))
+        after = _kept_cursor(form.get("after"), sort)
+        back = gallery_link(_page_number(form.get("page")), _kept_search(form.get("q")), sort, after=after,
+                            before=None if after else _kept_cursor(form.get("before"), sort))
+        kept = [(k, form.get(k) or "") for k in ("q", "sort", "page", "after", "before") if form.get(k)]
         if form.get("confirm") != "1":
             images = [await self.library.served_image(visitor.account, name) for name in names]
             missing = [name for name, image in zip(names, images, strict=True) if image is None]
@@ -263,11 +294,38 @@ class ImagePages(PageArea):
 SORT_LABELS = (("newest", "Newest first"), ("oldest", "Oldest first"), ("largest", "Largest first"))
 
 
-def gallery_link(page: int, search: str = "", sort: str = "newest") -> str:
+def gallery_link(page: int, search: str = "", sort: str = "newest", *, after: str | None = None,
+                 before: str | None = None) -> str:
     """The gallery's address showing ``page`` of ``search`` in ``sort``'s order (the
-    defaults left out)."""
-    fields = {"q": search, "sort": "" if sort == "newest" else sort, "page": "" if page <= 1 else str(page)}
+    defaults left out), read at the cursor ``after`` or ``before`` if given."""
+    fields = {"q": search, "sort": "" if sort == "newest" else sort, "page": "" if page <= 1 else str(page),
+              "after": after or "", "before": before or ""}
     return _with_query("/images", fields)
+
+
+def _newer_link(page: int, search: str, sort: str, first: str | None) -> str:
+    """The Newer link of ``page``: the page before the place ``first`` (its first
+    image), or the first page by number when that is the one before."""
+    return gallery_link(page - 1, search, sort, before=first) if page > 2 else gallery_link(1, search, sort)
+
+
+def _cursors(shown: list[Image], sort: str, at: str | None = None) -> tuple[str | None, str | None]:
+    """The cursors of a page's first and last image (``at``, the cursor the page was
+    read at, both ways when it is empty)."""
+    if not shown:
+        return at, at
+    return (cursors.encode(cursors.position_of(sort, shown[0])),
+            cursors.encode(cursors.position_of(sort, shown[-1])))
+
+
+def _cursor_choice(after: str | None, before: str | None) -> tuple[str, bool] | None:
+    """The cursor the gallery is read at, ``(cursor, before)``, or None; BadRequest for
+    both at once (a cursor itself is checked when it is read)."""
+    if after is not None and before is not None:
+        raise errors.BadRequest("after and before: one cursor at a time")
+    if after is None and before is None:
+        return None
+    return (after, False) if after is not None else (before or "", True)
 
 
 def _with_query(path: str, fields: dict[str, str]) -> str:
@@ -298,6 +356,14 @@ def _kept_search(text: str | None) -> str:
         return search_text(text)
     except errors.BadRequest:
         return ""
+
+
+def _kept_cursor(text: str | None, sort: str) -> str | None:
+    """The cursor a form carries back to the gallery; one that would be refused is dropped."""
+    try:
+        return None if text is None else cursors.encode(cursors.decode(text, sort))
+    except errors.BadRequest:
+        return None
 
 
 def _listed(names: list[str]) -> str:
