@@ -40,12 +40,15 @@ FORMATS = ("JPEG", "PNG", "BMP", "WEBP")
 
 #: Resampling filters, chosen by measurement (bench/derive.py).  The first
 #: step (decoded image -> XGA) is the costly one: it reads the most pixels, and
-#: for JPEGs it follows a DCT-scaled decode that has already done an
-#: anti-aliased reduction to less than twice the target, so an area average
-#: (BOX: each output pixel the mean of the input pixels it covers) is enough
-#: there; it takes about 70% of HAMMING's time and half of BICUBIC's.  The
-#: cascade steps are cheap and their errors add up, so they use BICUBIC (as
-#: sharp as LANCZOS at a 2x reduction, in 3/4 of its time).
+#: after a DCT-scaled JPEG decode (which has already reduced the image to less
+#: than twice the target) an area average (BOX: each output pixel the mean of
+#: the input pixels it covers) is enough there: it takes 40% of BICUBIC's time,
+#: and on a photo BICUBIC gains 0.1 dB of PSNR against a LANCZOS reference
+#: (bench/derive.py).  Without a DCT-scaled decode (PNG, WEBP, BMP, small
+#: JPEGs) the first step uses BICUBIC as well: BOX at a ratio between 1 and 2
+#: turns fine regular patterns (stripes, dithering) into moire.  The cascade
+#: steps are cheap and their errors add up, so they use BICUBIC (as sharp as
+#: LANCZOS at a 2x reduction, in 3/4 of its time).
 RESAMPLE_FIRST = Image.Resampling.BOX
 RESAMPLE = Image.Resampling.BICUBIC
 #: ``Image.resize`` first box-reduces by an integer factor when the ratio is at
@@ -131,7 +134,9 @@ def derive_variants(
     resize and then the cascade of smaller sizes while this thread encodes
     (Pillow releases the GIL for both), which takes about a quarter off the
     time one image takes; without it everything runs in the calling thread.
-    The files written are the same either way.
+    The result is the same either way (to the bit where the split of the first
+    resize falls on an exact row of the source, as for 4000x3000 -> 1024x768;
+    elsewhere float rounding moves some pixels by one level).
     """
     if not stem or "/" in stem or os.sep in stem or stem in (".", ".."):
         raise ValueError(f"not a plain file name stem: {stem!r}")
@@ -194,15 +199,18 @@ def _resize_first(
     box: tuple[float, float, float, float] | None,
     pool: futures.ThreadPoolExecutor | None,
 ) -> Image.Image:
-    """The decoded image resized to the first (largest) size; with a helper
+    """The decoded image resized to the first (largest) size (BOX after a
+    DCT-scaled decode, BICUBIC otherwise); with a helper
     pool, the bottom half is resized in another thread while this one does the
     top half.  Pillow computes each output row from the source rows around it
-    wherever the box ends, so the halves meet without a seam (with BOX, the
-    filter used here, the result is the same to the bit).
+    wherever the box ends, so the halves meet without a seam; each half's
+    scale is the whole's up to float rounding, which can move a pixel by one
+    level.
     """
     width, height = size
+    resample = RESAMPLE_FIRST if box is not None else RESAMPLE
     if pool is None or image.mode not in _SPLIT_MODES or height < 2 * SPLIT_MIN_ROWS:
-        return _resize(image, size, box, RESAMPLE_FIRST)
+        return _resize(image, size, box, resample)
     if image.size == size and box is None:
         return image
     x0, y0, x1, y1 = box if box is not None else (0.0, 0.0, *image.size)
@@ -211,13 +219,13 @@ def _resize_first(
     bottom = pool.submit(
         image.resize,
         (width, height - rows),
-        RESAMPLE_FIRST,
+        resample,
         box=(x0, middle, x1, y1),
         reducing_gap=REDUCING_GAP,
     )
     try:
         top = image.resize(
-            (width, rows), RESAMPLE_FIRST, box=(x0, y0, x1, middle), reducing_gap=REDUCING_GAP
+            (width, rows), resample, box=(x0, y0, x1, middle), reducing_gap=REDUCING_GAP
         )
     finally:
         futures.wait([bottom])
