@@ -1,14 +1,20 @@
 """Derived files (SPEC section 6): XGA, VGA, QVGA and thumbnail JPEGs.
 
 Pure functions, run in the image thread pool by the job service; nothing here
-imports Twisted.  :func:`derive_variants` decodes an original once (JPEGs with
-DCT scaling), stands it upright from its EXIF orientation, brings it to sRGB
-RGB (ICC profile honoured, alpha flattened onto white) and resizes in a
-cascade XGA -> VGA -> QVGA -> thumb, each step from the one before, writing
-one progressive quality-85 JPEG per step.
+imports Twisted.  :func:`derive_variants` decodes an original once (JPEGs at
+the smallest DCT scale that still covers the XGA box), stands it upright from
+its EXIF orientation, brings it to sRGB RGB (ICC profile honoured, alpha
+flattened onto white) and resizes in a cascade XGA -> VGA -> QVGA -> thumb,
+each step from the one before, writing one progressive quality-85 JPEG per
+step, in that order.
 
 Pillow releases the GIL while decoding, resampling and encoding into a real
-file, so two threads deriving two images run in parallel.
+file, so two threads deriving two images run in parallel, and one derivation
+can lend work to a helper thread: the bottom half of the first resize, then
+the whole cascade of smaller sizes while the calling thread encodes the XGA.
+For a 12-megapixel JPEG the time then goes to the decode (about half), the
+XGA resize (split in two) and the four progressive encodes, one after another
+(bench/derive.py; docs/architecture.md has the figures).
 """
 
 from __future__ import annotations
