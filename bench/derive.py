@@ -29,8 +29,10 @@ Targets (issue 15): ours(all four) <= 0.9 x vips(XGA alone); 2 threads >= 1.8 x
 and with one; its XGA is a baseline JPEG, ours are progressive (SPEC section 6),
 which costs libjpeg about 5x a baseline encode, so its progressive XGA is shown
 too.  Every figure is a best-of-N on a shared machine: background load moves
-them, the two-thread figures most.  ``--quick`` (3 runs, 4 images) is for a
-check that everything runs, not for figures.
+them, the two-thread figures most.  Everything runs in this one process, so
+there is no server and load generator to pin to cores apart; the two-thread
+figures need both cores, so run it on a machine otherwise idle.  ``--quick``
+(3 runs, 4 images) is for a check that everything runs, not for figures.
 
 Baselines are optional and installed for the bench only:
 
