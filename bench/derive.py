@@ -1,6 +1,6 @@
 """Benchmark of imgshare.derive against libvips and thumbor; run by hand:
 
-    python bench/derive.py [--quick] [--runs N] [--images N] [--thumbor-path DIR]
+    python bench/derive.py [--quick] [--runs N] [--images N] [--thumbor-path DIR] [--stages]
 
 Generates a photo-like 4000x3000 JPEG (smooth gradients, blotchy mid-scale
 texture and fine grain, quality 90) in a temporary directory and derives its
@@ -23,6 +23,10 @@ as the service sets it (``memory.tune``) and trimmed after each derivation
 - quality: PSNR and SSIM of each of our four files, and of thumbor's, against
   libvips' file for the same box, and against a reference made with Pillow's
   LANCZOS from the full-size decode.
+
+With ``--stages`` it first prints where one derivation's time goes (thread CPU
+time of each step, best of N, no helper thread): the scan count, the decode,
+each resize and each encode.
 
 Targets (issue 15): ours(all four) <= 0.9 x vips(XGA alone); 2 threads >= 1.8 x
 1 thread.  libvips is timed with its default worker threads (as a user runs it)
@@ -246,6 +250,55 @@ def lanczos_references(src: str, out_dir: str) -> dict[str, str]:
     return paths
 
 
+def stages(src: str, out_dir: str, runs: int) -> None:
+    """Print the thread CPU time of each step of one derivation (best of ``runs``),
+    taken apart as ``derive_variants`` does them without the helper thread."""
+    from imgshare import derive
+    from imgshare.domain import sniff
+
+    best: dict[str, float] = {}
+
+    def step(label: str, func, *args):
+        start = time.thread_time()
+        result = func(*args)
+        best[label] = min(best.get(label, float("inf")), time.thread_time() - start)
+        return result
+
+    def decode(path: str):
+        with open(path, "rb") as fp:
+            return derive._decode(fp, path, MAX_PIXELS)
+
+    for _ in range(runs):
+        step("scan count (part of the decode; GIL held)", sniff.count_jpeg_scans, src)
+        image, upright, box, icc = step("decode (header, scan count, DCT-scaled)", decode, src)
+        targets = [fit_size(upright, variant_box) for variant_box in VARIANT_BOXES.values()]
+        first = step("resize to xga", derive._resize_first, image, targets[0], box, None)
+        made = [step("to sRGB", derive._to_srgb, first, icc)]
+        del image, first
+        for variant, target in zip(list(VARIANT_BOXES)[1:], targets[1:], strict=True):
+            made.append(
+                step(
+                    f"resize to {variant}", derive._resize, made[-1], target, None, derive.RESAMPLE
+                )
+            )
+        for variant, image in zip(VARIANT_BOXES, made, strict=True):
+            step(f"encode {variant}", derive._write_jpeg, image, out_dir, f"stage-{variant}.jpg")
+        del made, image
+        memory.trim()
+        step(
+            "all of it (derive_variants, no helper)",
+            derive_like_the_server,
+            src,
+            out_dir,
+            "s",
+            False,
+        )
+    print(f"=== where one derivation's time goes (thread CPU, best of {runs}) ===")
+    for label, seconds in best.items():
+        print(f"{label:<52}{seconds * 1e3:7.1f} ms")
+    print()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=11, help="best of this many runs")
@@ -271,6 +324,8 @@ def main() -> int:
         out = os.path.join(tmp, "out")
         os.mkdir(out)
 
+        if args.stages:
+            stages(src, out, args.runs)
         made = derive_like_the_server(src, out, "one")  # also a warm-up
         ours_files = {d.variant: d.path for d in made}
         print(
