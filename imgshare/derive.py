@@ -178,13 +178,15 @@ def derive_variants(
 
 
 def _helper_pool() -> futures.ThreadPoolExecutor:
-    """The threads that help derivations along: one per CPU, made on first use
-    (so after any fork), shared by every derivation of the process."""
+    """The threads that help derivations along: one per CPU this process may
+    run on, made on first use (so after any fork), shared by every derivation
+    of the process."""
     global _HELPERS
     with _HELPERS_LOCK:
         if _HELPERS is None:
+            cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
             _HELPERS = futures.ThreadPoolExecutor(
-                max_workers=os.cpu_count() or 1, thread_name_prefix="imgshare-derive"
+                max_workers=cpus or os.cpu_count() or 1, thread_name_prefix="imgshare-derive"
             )
         return _HELPERS
 
