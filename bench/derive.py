@@ -306,6 +306,7 @@ def main() -> int:
     parser.add_argument(
         "--quick", action="store_true", help="3 runs, 4 images: a check, not figures"
     )
+    parser.add_argument("--stages", action="store_true", help="first, the time of each step")
     parser.add_argument(
         "--thumbor-path",
         default=os.environ.get("THUMBOR_PATH", "/tmp/thumbor-site"),
