@@ -208,12 +208,11 @@ def _resize_first(
     pool: futures.ThreadPoolExecutor | None,
 ) -> Image.Image:
     """The decoded image resized to the first (largest) size (BOX after a
-    DCT-scaled decode, BICUBIC otherwise); with a helper
-    pool, the bottom half is resized in another thread while this one does the
-    top half.  Pillow computes each output row from the source rows around it
-    wherever the box ends, so the halves meet without a seam; each half's
-    scale is the whole's up to float rounding, which can move a pixel by one
-    level.
+    DCT-scaled decode, BICUBIC otherwise); with a helper pool, the bottom half
+    is resized in another thread while this one does the top half.  Pillow
+    computes each output row from the source rows around it wherever the box
+    ends, so the halves meet without a seam; each half's scale is the whole's
+    up to float rounding, which can move a pixel by one level.
     """
     width, height = size
     resample = RESAMPLE_FIRST if box is not None else RESAMPLE
