@@ -1,14 +1,20 @@
 """Derived files (SPEC section 6): XGA, VGA, QVGA and thumbnail JPEGs.
 
 Pure functions, run in the image thread pool by the job service; nothing here
-imports Twisted.  :func:`derive_variants` decodes an original once (JPEGs with
-DCT scaling), stands it upright from its EXIF orientation, brings it to sRGB
-RGB (ICC profile honoured, alpha flattened onto white) and resizes in a
-cascade XGA -> VGA -> QVGA -> thumb, each step from the one before, writing
-one progressive quality-85 JPEG per step.
+imports Twisted.  :func:`derive_variants` decodes an original once (JPEGs at
+the smallest DCT scale that still covers the XGA box), stands it upright from
+its EXIF orientation, brings it to sRGB RGB (ICC profile honoured, alpha
+flattened onto white) and resizes in a cascade XGA -> VGA -> QVGA -> thumb,
+each step from the one before, writing one progressive quality-85 JPEG per
+step, in that order.
 
 Pillow releases the GIL while decoding, resampling and encoding into a real
-file, so two threads deriving two images run in parallel.
+file, so two threads deriving two images run in parallel, and one derivation
+can lend work to a helper thread: the bottom half of the first resize, then
+the whole cascade of smaller sizes while the calling thread encodes the XGA.
+For a 12-megapixel JPEG the time then goes to the decode (about half), the
+XGA resize (split in two) and the four progressive encodes, one after another
+(bench/derive.py; docs/architecture.md has the figures).
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import io
 import os
 import struct
 import tempfile
+import threading
+from concurrent import futures
 
 import attrs
 from PIL import ExifTags, Image, ImageCms
@@ -38,12 +46,15 @@ FORMATS = ("JPEG", "PNG", "BMP", "WEBP")
 
 #: Resampling filters, chosen by measurement (bench/derive.py).  The first
 #: step (decoded image -> XGA) is the costly one: it reads the most pixels, and
-#: for JPEGs it follows a DCT-scaled decode that has already done an
-#: anti-aliased reduction to less than twice the target, so an area average
-#: (BOX: each output pixel the mean of the input pixels it covers) is enough
-#: there; it takes about 70% of HAMMING's time and half of BICUBIC's.  The
-#: cascade steps are cheap and their errors add up, so they use BICUBIC (as
-#: sharp as LANCZOS at a 2x reduction, in 3/4 of its time).
+#: after a DCT-scaled JPEG decode (which has already reduced the image to less
+#: than twice the target) an area average (BOX: each output pixel the mean of
+#: the input pixels it covers) is enough there: it takes 40% of BICUBIC's time,
+#: and on a photo BICUBIC gains 0.1 dB of PSNR against a LANCZOS reference
+#: (bench/derive.py).  Without a DCT-scaled decode (PNG, WEBP, BMP, small
+#: JPEGs) the first step uses BICUBIC as well: BOX at a ratio between 1 and 2
+#: turns fine regular patterns (stripes, dithering) into moire.  The cascade
+#: steps are cheap and their errors add up, so they use BICUBIC (as sharp as
+#: LANCZOS at a 2x reduction, in 3/4 of its time).
 RESAMPLE_FIRST = Image.Resampling.BOX
 RESAMPLE = Image.Resampling.BICUBIC
 #: ``Image.resize`` first box-reduces by an integer factor when the ratio is at
@@ -54,6 +65,15 @@ REDUCING_GAP = 2.0
 #: output anyway, so ``optimize`` would only add a pass; subsampling stays the
 #: library default (4:2:0).
 JPEG_OPTIONS = {"quality": 85, "progressive": True, "optimize": False}
+
+#: The first resize is split between two threads only for these modes (with
+#: alpha, Pillow premultiplies the whole image before resizing, which each half
+#: would then do again) and only when each half has this many rows.
+_SPLIT_MODES = frozenset({"RGB", "L", "CMYK"})
+SPLIT_MIN_ROWS = 64
+
+_HELPERS: futures.ThreadPoolExecutor | None = None
+_HELPERS_LOCK = threading.Lock()
 
 _WHITE = (255, 255, 255)
 _TRANSPOSE = {
@@ -99,7 +119,9 @@ class Derived:
     size: int
 
 
-def derive_variants(src_path: str, out_dir: str, stem: str, max_pixels: int) -> list[Derived]:
+def derive_variants(
+    src_path: str, out_dir: str, stem: str, max_pixels: int, *, helper: bool = True
+) -> list[Derived]:
     """Write ``out_dir/<variant>-<stem>.jpg`` for every variant of ``src_path``.
 
     Returns one :class:`Derived` per variant, in cascade order (XGA, VGA,
@@ -110,32 +132,114 @@ def derive_variants(src_path: str, out_dir: str, stem: str, max_pixels: int) -> 
     the ``OSError`` itself: that is not the image's fault.
 
     Each file is written under a temporary name in ``out_dir`` and renamed
-    into place, so a final name never holds a partial file.  If writing fails
-    midway, the variants already renamed into place stay.  ``stem`` must be a
-    plain file name part (ValueError otherwise).
+    into place, in cascade order, so a final name never holds a partial file.
+    If writing fails midway, the variants already renamed into place stay.
+    ``stem`` must be a plain file name part (ValueError otherwise).
+
+    With ``helper`` (the default) a second thread takes half of the first
+    resize and then the cascade of smaller sizes while this thread encodes
+    (Pillow releases the GIL for both), which takes about a quarter off the
+    time one image takes; without it everything runs in the calling thread.
+    The result is the same either way (to the bit where the split of the first
+    resize falls on an exact row of the source, as for 4000x3000 -> 1024x768;
+    elsewhere float rounding moves some pixels by one level).
     """
     if not stem or "/" in stem or os.sep in stem or stem in (".", ".."):
         raise ValueError(f"not a plain file name stem: {stem!r}")
     with open(src_path, "rb") as fp:
         image, upright, box, icc = _decode(fp, src_path, max_pixels)
 
+    pool = _helper_pool() if helper else None
+    targets = [
+        (variant, fit_size(upright, variant_box)) for variant, variant_box in VARIANT_BOXES.items()
+    ]
+    try:
+        first = _resize_first(image, targets[0][1], box, pool)
+        first = _to_srgb(first, icc)
+    except _DECODE_ERRORS as exc:
+        raise BrokenImage(f"{src_path}: cannot convert image: {exc}") from exc
+    del image
+
+    sizes = [target for _, target in targets[1:]]
+    smaller = pool.submit(_cascade, first, sizes) if pool is not None else None
     results: list[Derived] = []
-    previous: Image.Image | None = None
-    for variant, variant_box in VARIANT_BOXES.items():
-        target = fit_size(upright, variant_box)
-        if previous is None:
-            try:
-                resized = _resize(image, target, box, RESAMPLE_FIRST)
-                current = _to_srgb(resized, icc)
-            except _DECODE_ERRORS as exc:
-                raise BrokenImage(f"{src_path}: cannot convert image: {exc}") from exc
-            del image, resized
-        else:
-            current = _resize(previous, target, None, RESAMPLE)
-        path, size = _write_jpeg(current, out_dir, f"{variant}-{stem}.jpg")
-        results.append(Derived(variant, path, current.width, current.height, size))
-        previous = current
+    try:
+        written = [first]
+        for index, (variant, _) in enumerate(targets):
+            if index == 1:  # the XGA is written; the smaller ones are needed now
+                written += smaller.result() if smaller is not None else _cascade(first, sizes)
+            current = written[index]
+            path, size = _write_jpeg(current, out_dir, f"{variant}-{stem}.jpg")
+            results.append(Derived(variant, path, current.width, current.height, size))
+    finally:
+        if smaller is not None:
+            futures.wait([smaller])  # never leave the helper working on our images
     return results
+
+
+def _helper_pool() -> futures.ThreadPoolExecutor:
+    """The threads that help derivations along: one per CPU this process may
+    run on, made on first use (so after any fork), shared by every derivation
+    of the process."""
+    global _HELPERS
+    with _HELPERS_LOCK:
+        if _HELPERS is None:
+            cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+            _HELPERS = futures.ThreadPoolExecutor(
+                max_workers=cpus or os.cpu_count() or 1, thread_name_prefix="imgshare-derive"
+            )
+        return _HELPERS
+
+
+def _cascade(first: Image.Image, sizes: list[tuple[int, int]]) -> list[Image.Image]:
+    """Each size resized from the one before, starting from ``first``."""
+    made = []
+    previous = first
+    for size in sizes:
+        previous = _resize(previous, size, None, RESAMPLE)
+        made.append(previous)
+    return made
+
+
+def _resize_first(
+    image: Image.Image,
+    size: tuple[int, int],
+    box: tuple[float, float, float, float] | None,
+    pool: futures.ThreadPoolExecutor | None,
+) -> Image.Image:
+    """The decoded image resized to the first (largest) size (BOX after a
+    DCT-scaled decode, BICUBIC otherwise); with a helper pool, the bottom half
+    is resized in another thread while this one does the top half.  Pillow
+    computes each output row from the source rows around it wherever the box
+    ends, so the halves meet without a seam; each half's scale is the whole's
+    up to float rounding, which can move a pixel by one level.
+    """
+    width, height = size
+    resample = RESAMPLE_FIRST if box is not None else RESAMPLE
+    if pool is None or image.mode not in _SPLIT_MODES or height < 2 * SPLIT_MIN_ROWS:
+        return _resize(image, size, box, resample)
+    if image.size == size and box is None:
+        return image
+    x0, y0, x1, y1 = box if box is not None else (0.0, 0.0, *image.size)
+    rows = height // 2
+    middle = y0 + (y1 - y0) * rows / height
+    bottom = pool.submit(
+        image.resize,
+        (width, height - rows),
+        resample,
+        box=(x0, middle, x1, y1),
+        reducing_gap=REDUCING_GAP,
+    )
+    try:
+        top = image.resize(
+            (width, rows), resample, box=(x0, y0, x1, middle), reducing_gap=REDUCING_GAP
+        )
+    finally:
+        futures.wait([bottom])
+    whole = Image.new(image.mode, size)
+    whole.paste(top, (0, 0))
+    whole.paste(bottom.result(), (0, rows))
+    return whole
 
 
 def _decode(
