@@ -1,6 +1,6 @@
 """Is the reactor free while uploads, derivations and downloads are under way?
 
-    python bench/reactor_block.py [--seconds 20] [--quick] [--only single|mixed]
+    python bench/reactor_block.py [--seconds 20] [--rounds 2] [--quick] [--only single|mixed]
 
 Two parts, every server pinned to core 0 and every load generator (this process,
 its prober process, wrk) to core 1:
@@ -14,9 +14,17 @@ its prober process, wrk) to core 1:
   ``wrk -t1 -c16`` on a 60 KB original through /img/, while a prober in its
   own process GETs a small original every 10 ms and records each latency.  It
   prints the prober's p50, p99 and worst (goal: p99 < 50 ms, worst < 100 ms),
-  and the work done meanwhile.
+  and the work done meanwhile.  The mixed load runs in interleaved rounds against
+  two servers: as shipped, and with its thread pools at the reactor's own CPU
+  priority (the server before they were lowered), the comparison in one run.
+  The prober runs at nice -10 when it may (as root), so that the load generators
+  sharing its core do not delay the instrument.
 
-``--quick`` runs the mixed load for 8 s.  The machine's other load moves the
+``--quick`` runs one round of 8 s.  ``--profile FILE`` records the server's
+stacks meanwhile (py-spy, ``pip install py-spy``; collapsed text, a stack per line,
+the thread first); ``--stalls FILE`` times every reactor iteration of the server
+and its parts (bench/stallwatch.py); the CPU each server thread used is printed
+either way.  The machine's other load moves the
 figures: compare runs made back to back.
 """
 
@@ -33,6 +41,7 @@ import tempfile
 import threading
 import time
 
+import stallwatch
 from common import (
     CLIENT_CPU,
     SERVER_CPU,
@@ -97,6 +106,10 @@ def prober(port: int, path: str, seconds: float, out: multiprocessing.Queue) -> 
     """GET ``path`` every PERIOD for ``seconds`` (in a process of its own, so the load
     threads' GIL never delays it); put the latencies, in seconds, on ``out``."""
     os.sched_setaffinity(0, {CLIENT_CPU})
+    try:
+        os.nice(-10)  # the instrument ahead of the load on its core (allowed as root only)
+    except OSError:
+        pass
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     latencies = []
     errors = 0
@@ -111,13 +124,29 @@ def prober(port: int, path: str, seconds: float, out: multiprocessing.Queue) -> 
     out.put((latencies, errors))
 
 
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of each thread of process ``pid``, by thread id (Linux)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[int(tid)] = (int(fields[11]) + int(fields[12])) / ticks
+    return out
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def mixed(ours: Imgshare, seconds: float, small_path: str) -> None:
-    """The mixed load against ``ours`` for ``seconds``; prints the prober's figures."""
+def mixed(ours: Imgshare, seconds: float, small_path: str,
+          profile: str | None = None) -> tuple[float, float, float]:
+    """The mixed load against ``ours`` for ``seconds``; prints the prober's figures and
+    returns its p50, p99 and worst in ms."""
     served = noise_jpeg(60_000)
     served_path = f"/img/bench/{ours.upload('served.jpg', served)}"
     big = big_bmp()
@@ -125,7 +154,7 @@ def mixed(ours: Imgshare, seconds: float, small_path: str) -> None:
         make_photo(os.path.join(tmp, "photo.jpg"))
         with open(os.path.join(tmp, "photo.jpg"), "rb") as f:
             photo = f.read()
-    print(f"mixed load for {seconds:g} s: 2 concurrent uploads of {len(big) / 1e6:.1f} MB, a 12 MP JPEG "
+    print(f"  mixed load for {seconds:g} s: 2 concurrent uploads of {len(big) / 1e6:.1f} MB, a 12 MP JPEG "
           f"({len(photo) / 1e6:.1f} MB) upload each second, wrk -t1 -c16 on a {len(served)} byte /img/; "
           f"prober: GET a small /img/ every {PERIOD * 1000:g} ms")
     stop = threading.Event()
@@ -167,11 +196,20 @@ def mixed(ours: Imgshare, seconds: float, small_path: str) -> None:
                            stdout=subprocess.PIPE, text=True)
     loaders = [threading.Thread(target=big_uploads), threading.Thread(target=big_uploads),
                threading.Thread(target=photo_uploads)]
+    before = thread_cpu(ours.proc.pid)
     for thread in loaders:
         thread.start()
     probing.start()
+    spy = None
+    if profile:
+        # Every thread's stacks, 200 times a second, as collapsed text (one stack a line).
+        spy = subprocess.Popen(pinned(["py-spy", "record", "--pid", str(ours.proc.pid), "--threads", "--idle",
+                                       "--rate", "500", "--nonblocking", "--format", "chrometrace", "--output", profile,
+                                       "--duration", str(int(seconds))], CLIENT_CPU),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     latencies, errors = results.get(timeout=seconds + 120)
     probing.join()
+    after = thread_cpu(ours.proc.pid)
     stop.set()
     wrk_out, _ = wrk.communicate(timeout=seconds + 60)
     for thread in loaders:
@@ -185,26 +223,47 @@ def mixed(ours: Imgshare, seconds: float, small_path: str) -> None:
           f"p99 {percentile(ms, 0.99):.1f} ms, worst {max(ms):.1f} ms   (goal: p99 < 50 ms, worst < 100 ms)")
     slow = sum(1 for v in ms if v > 50)
     print(f"  GETs slower than 50 ms: {slow}; slower than 100 ms: {sum(1 for v in ms if v > 100)}")
+    pid = ours.proc.pid
+    reactor = after.get(pid, 0.0) - before.get(pid, 0.0)
+    others = sorted((after[t] - before.get(t, 0.0) for t in after if t != pid), reverse=True)
+    print(f"  server CPU while probed: reactor thread {reactor:.2f} s, other threads {sum(others):.2f} s "
+          f"(busiest: {', '.join(f'{v:.2f}' for v in others[:4])}) in {seconds:g} s on one core")
+    if spy is not None:
+        spy.wait(60)
+        print(f"  py-spy stacks of every thread: {profile}")
+    return percentile(ms, 0.5), percentile(ms, 0.99), max(ms)
+
+
+#: The server variants of the mixed load: as shipped, and with the pools' threads at the
+#: reactor's own CPU priority (as before they were lowered), each a prelude of the server.
+VARIANTS = {
+    "pools below the reactor (as shipped)": "",
+    "pools at the reactor's priority": "import imgshare.service as s; s.IO_NICENESS = s.IMAGE_NICENESS = 0",
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=20.0, help="length of the mixed load")
-    parser.add_argument("--quick", action="store_true", help="mixed load for 8 s")
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of each mixed load")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the mixed-load variants")
+    parser.add_argument("--quick", action="store_true", help="one round of 8 s")
     parser.add_argument("--only", choices=("single", "mixed"), help="run one part only")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="record the server's stacks during the mixed load with py-spy (PyPI) into FILE.N")
+    parser.add_argument("--stalls", metavar="FILE",
+                        help="time every reactor iteration of the server (bench/stallwatch.py) into FILE.N")
     parser.add_argument("--server-arg", action="append", default=[],
                         help="an extra argument for twistd imgshare (repeatable)")
     args = parser.parse_args()
     if args.quick:
-        args.seconds = 8.0
+        args.seconds, args.rounds = 8.0, 1
     os.sched_setaffinity(0, {CLIENT_CPU})
-    ours = Imgshare(*args.server_arg, cpu=SERVER_CPU)
-    base = Baseline(cpu=SERVER_CPU) if args.only != "mixed" else None
-    try:
-        small = noise_jpeg(20_000)
-        small_ours = f"/img/bench/{ours.upload('small.jpg', small)}"
-        print(f"servers on core {SERVER_CPU}, load on core {CLIENT_CPU}")
-        if base is not None:
+    small = noise_jpeg(20_000)
+    print(f"servers on core {SERVER_CPU}, load on core {CLIENT_CPU}")
+    if args.only != "mixed":
+        ours, base = Imgshare(*args.server_arg, cpu=SERVER_CPU), Baseline(cpu=SERVER_CPU)
+        try:
+            small_ours = f"/img/bench/{ours.upload('small.jpg', small)}"
             with open(f"{base.folder}/small.jpg", "wb") as f:
                 f.write(small)
             body, ctype = multipart({"token": ours.token}, "big.bmp", big_bmp())
@@ -214,12 +273,33 @@ def main() -> None:
             # The baseline parses multipart on the reactor: its stock Request does.
             up, worst, n = probe(base.port, "/parse", body, ctype, "/files/small.jpg")
             print(f"  twisted.web default:  upload {up:5.2f} s, slowest concurrent GET {worst:7.1f} ms ({n} GETs)")
-        if args.only != "single":
-            mixed(ours, args.seconds, small_ours)
-    finally:
-        ours.stop()
-        if base is not None:
+        finally:
+            ours.stop()
             base.stop()
+    if args.only == "single":
+        return
+    summary: dict[str, list[tuple[float, float, float]]] = {name: [] for name in VARIANTS}
+    run = 0
+    for _ in range(args.rounds):
+        for name, prelude in VARIANTS.items():
+            run += 1
+            env = {}
+            if args.stalls:
+                prelude += "\n" + stallwatch.PRELUDE
+                env["IMGSHARE_STALLWATCH"] = os.path.abspath(f"{args.stalls}.{run}")
+            ours = Imgshare(*args.server_arg, cpu=SERVER_CPU, prelude=prelude, env=env)
+            try:
+                print(f"[{run}] {name}")
+                small_ours = f"/img/bench/{ours.upload('small.jpg', small)}"
+                summary[name].append(mixed(ours, args.seconds, small_ours,
+                                           f"{args.profile}.{run}" if args.profile else None))
+            finally:
+                ours.stop()
+            if args.stalls:
+                print(f"  reactor iterations of the server: {args.stalls}.{run}")
+    print("mixed load, the prober's small GET (goal: p99 < 50 ms, worst < 100 ms):")
+    for name, rows in summary.items():
+        print(f"  {name:<40} " + "; ".join(f"p50 {a:.1f} / p99 {b:.1f} / worst {c:.1f} ms" for a, b, c in rows))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,11 @@ from imgshare.web.request import ImgshareSite, quiet_endpoint
 log = Logger()
 
 IO_THREADS = 8
+#: How far below the reactor's CPU priority the pools' threads run (nice values, Linux):
+#: image work most, the io pool's parsing and hashing a little, so that requests are
+#: never queued behind them on a busy core (bench/reactor_block.py, the mixed load).
+IO_NICENESS = 5
+IMAGE_NICENESS = 10
 #: The open-file soft limit is raised to the hard limit at start-up, but not beyond this.
 OPEN_FILES_CAP = 65536
 
@@ -54,9 +59,10 @@ class ImgshareService(MultiService):
         configure_process(config)
         self.config = config
         self.reactor = reactor
-        self.io_pool = ThreadPoolService(reactor, "imgshare-io", IO_THREADS)
+        self.io_pool = ThreadPoolService(reactor, "imgshare-io", IO_THREADS, IO_NICENESS)
         self.io_pool.setServiceParent(self)
-        self.image_pool = ThreadPoolService(reactor, "imgshare-image", config.resize_threads)
+        self.image_pool = ThreadPoolService(reactor, "imgshare-image", config.resize_threads,
+                                            IMAGE_NICENESS)
         self.image_pool.setServiceParent(self)
         io = self.io_pool.runner
         self.database = backends.open_database(config.db, reactor, io)
