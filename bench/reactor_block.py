@@ -138,6 +138,16 @@ def thread_cpu(pid: int) -> dict[int, float]:
     return out
 
 
+def core_busy(cpu: int) -> float:
+    """Seconds core ``cpu`` has been busy (not idle, not waiting for I/O) since boot (/proc/stat)."""
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith(f"cpu{cpu} "):
+                ticks = [int(v) for v in line.split()[1:]]
+                return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -197,6 +207,7 @@ def mixed(ours: Imgshare, seconds: float, small_path: str,
     loaders = [threading.Thread(target=big_uploads), threading.Thread(target=big_uploads),
                threading.Thread(target=photo_uploads)]
     before = thread_cpu(ours.proc.pid)
+    core_before = core_busy(SERVER_CPU)
     for thread in loaders:
         thread.start()
     probing.start()
@@ -210,6 +221,7 @@ def mixed(ours: Imgshare, seconds: float, small_path: str,
     latencies, errors = results.get(timeout=seconds + 120)
     probing.join()
     after = thread_cpu(ours.proc.pid)
+    core_after = core_busy(SERVER_CPU)
     stop.set()
     wrk_out, _ = wrk.communicate(timeout=seconds + 60)
     for thread in loaders:
@@ -228,6 +240,9 @@ def mixed(ours: Imgshare, seconds: float, small_path: str,
     others = sorted((after[t] - before.get(t, 0.0) for t in after if t != pid), reverse=True)
     print(f"  server CPU while probed: reactor thread {reactor:.2f} s, other threads {sum(others):.2f} s "
           f"(busiest: {', '.join(f'{v:.2f}' for v in others[:4])}) in {seconds:g} s on one core")
+    foreign = (core_after - core_before) - reactor - sum(others)
+    print(f"  core {SERVER_CPU} busy {core_after - core_before:.2f} s of {seconds:g} s, of which other processes "
+          f"(not this server) {max(0.0, foreign):.2f} s: the machine's own noise")
     if spy is not None:
         spy.wait(60)
         print(f"  py-spy stacks of every thread: {profile}")
