@@ -189,14 +189,18 @@ backend one
     def pending_jobs(self) -> int:
         return self._sql("SELECT count(*) FROM jobs", "imgshare_bench")[0][0]
 
-    def close(self) -> None:
+    def close(self, keep: bool = False) -> None:
+        """Stop everything; with ``keep``, leave the processes' folders (their logs) in place."""
         for index in range(len(self.procs)):
             self.stop(index)
         self.haproxy.terminate()
         self.haproxy.wait(20)
         self.bucket.stop()
         self.postgres.stop()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        if keep:
+            print(f"the processes' logs are kept in {self.tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def get(port: int, path: str, headers: dict | None = None) -> tuple[int, bytes, http.client.HTTPResponse]:
@@ -368,8 +372,10 @@ def main() -> None:
             print(f"ratio {args.processes} processes / 1, {what}: " + ", ".join(f"{r:.2f}" for r in ratios))
         print("across the processes:")
         check(deployment)
-    finally:
-        deployment.close()
+    except BaseException:
+        deployment.close(keep=True)
+        raise
+    deployment.close()
 
 
 if __name__ == "__main__":
