@@ -15,7 +15,8 @@ with process 0 alone running, then with all of them:
   the CPU counted until every derived file is made (any process may claim a job);
 
 and for each the CPU per request of the IMGSHARE processes, haproxy, PostgreSQL and
-moto_server.  With 2 cores the ratio is bounded by about 2.  Then it checks what
+moto_server, and the PostgreSQL statements per request (pg_stat_statements, loaded
+in the bench's cluster; the background loops' statements are counted too).  With 2 cores the ratio is bounded by about 2.  Then it checks what
 must hold across the processes (through each one's own plain listener): a deleted
 image answers 404 at once from every process (SPEC section 7); a session made by one
 process is valid in all and a logout through one ends it in all; failed logins
@@ -75,13 +76,25 @@ def children(pid: int) -> list[int]:
     return found
 
 
+class CountingPostgres(LocalPostgres):
+    """The tests' throw-away PostgreSQL with pg_stat_statements loaded, to count statements."""
+
+    def start_server(self) -> None:
+        options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.folder} -c fsync=off "
+                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300 "
+                   "-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all")
+        self._run(f"{self.bin}/pg_ctl", "-D", self.data, "-l", os.path.join(self.folder, "log"),
+                  "-o", options, "-w", "-t", "60", "start")
+
+
 class Deployment:
     """PostgreSQL, moto_server, N IMGSHARE processes and haproxy, all on loopback."""
 
     def __init__(self, processes: int, cache: bool) -> None:
         self.tmp = tempfile.mkdtemp(prefix="imgshare-cluster-")
-        self.postgres = LocalPostgres().start()
+        self.postgres = CountingPostgres().start()
         self._sql("CREATE DATABASE imgshare_bench")
+        self._sql("CREATE EXTENSION pg_stat_statements", "imgshare_bench")
         self.dsn = with_database(self.postgres.dsn, "imgshare_bench")
         self.bucket = S3Bucket()
         self.env = dict(os.environ, PYTHONPATH=REPO, IMGSHARE_DB=self.dsn, IMGSHARE_STORAGE=self.bucket.url,
@@ -185,6 +198,16 @@ backend one
                 continue  # a backend that just ended
         return {"imgshare": ours, "haproxy": cpu_seconds(self.haproxy.pid), "postgresql": pg,
                 "moto": cpu_seconds(self.bucket.server.process.pid)}
+
+    def reset_statements(self) -> None:
+        self._sql("SELECT pg_stat_statements_reset()", "imgshare_bench")
+
+    def statements(self) -> list[tuple[int, str]]:
+        """(calls, statement) run on the bench database since the last reset, most called first."""
+        rows = self._sql("SELECT s.calls, s.query FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid "
+                         "WHERE d.datname = 'imgshare_bench' AND s.query NOT LIKE '%pg_stat_statements%' "
+                         "ORDER BY s.calls DESC", "imgshare_bench")
+        return [(int(calls), " ".join(query.split())) for calls, query in rows]
 
     def pending_jobs(self) -> int:
         return self._sql("SELECT count(*) FROM jobs", "imgshare_bench")[0][0]
@@ -290,13 +313,15 @@ def check(deployment: Deployment) -> None:
 def measure(deployment: Deployment, port: int, served: str, photo: bytes, seconds: float, uploads: int,
             clients: int) -> dict[str, float]:
     """/img/ req/s and uploads/s through haproxy's ``port``, with CPU per request of each part."""
-    result: dict[str, float] = {}
+    result: dict = {}
+    deployment.reset_statements()
     before = deployment.cpu()
     result["img"] = wrk(port, served, 16, seconds, CLIENT_CPU)
     after = deployment.cpu()
     requests = result["img"] * seconds
     for part in before:
         result[f"img {part}"] = (after[part] - before[part]) / requests
+    result["img statements"] = (deployment.statements(), requests)
 
     body, ctype = multipart({"token": deployment.token}, "photo.jpg", photo)
 
@@ -304,6 +329,7 @@ def measure(deployment: Deployment, port: int, served: str, photo: bytes, second
         status, out = request(conn, "POST", "/api/v1/img_upload.php", body, {"Content-Type": ctype})
         assert status == 200, (status, out[:200])
 
+    deployment.reset_statements()
     before = deployment.cpu()
     started = time.perf_counter()
     done = run_clients(port, clients, max(1, uploads // clients), job)
@@ -314,6 +340,7 @@ def measure(deployment: Deployment, port: int, served: str, photo: bytes, second
     after = deployment.cpu()
     for part in before:
         result[f"upload {part}"] = (after[part] - before[part]) / len(done)
+    result["upload statements"] = (deployment.statements(), len(done))
     return result
 
 
@@ -370,6 +397,14 @@ def main() -> None:
         for what in ("img", "upload"):
             ratios = [m[what] / o[what] for o, m in zip(one, many, strict=True)]
             print(f"ratio {args.processes} processes / 1, {what}: " + ", ".join(f"{r:.2f}" for r in ratios))
+        for what, label in (("img", "/img/ request"), ("upload", "upload (with its derivation)")):
+            counted, requests = rows[f"{args.processes} processes"][-1][f"{what} statements"]
+            total = sum(calls for calls, _ in counted)
+            print(f"PostgreSQL statements per {label}, {args.processes} processes (pg_stat_statements, "
+                  f"background loops included): {total / requests:.2f}")
+            for calls, query in counted[:8]:
+                if calls / requests >= 0.01:
+                    print(f"  {calls / requests:6.2f}  {query[:150]}")
         print("across the processes:")
         check(deployment)
     except BaseException:

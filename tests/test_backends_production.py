@@ -248,6 +248,22 @@ class PostgresTests(unittest.TestCase):
         self.assertRegex(outage[1], r"^The database \(PostgreSQL\) is available again after ")
         self.assertEqual([line for line in lines if "connection lost" in line and line not in outage], [])
 
+    async def test_single_statements_run_without_a_transaction_block(self):
+        """An operation marked db.single_read or db.one_statement is sent alone (autocommit:
+        its transaction starts with it), any other inside BEGIN ... COMMIT (its statements
+        start after the transaction did)."""
+        database = await open_postgres(self, pool_size=1)
+
+        async def alone(tx):
+            rows = await tx.execute("SELECT transaction_timestamp() = statement_timestamp()")
+            return rows[0][0]
+
+        read, write = db.single_read(lambda tx: alone(tx)), db.one_statement(lambda tx: alone(tx))
+        self.assertTrue(await database.run(read))
+        self.assertTrue(await database.run(write))
+        self.assertFalse(await database.run(alone))
+        self.assertIsNone(await database.run(db.get_image, "kitten", "20260214_x.jpg"))
+
     async def test_a_cancelled_operation_leaves_the_pool_alone(self):
         """A request whose client goes away cancels its Deferred (Klein does) while its
         statement runs: the caller gets CancelledError at once, the statement finishes on

@@ -416,11 +416,12 @@ class PostgresDatabase:
 
     def run(self, operation: Any, *args: Any) -> Deferred[Any]:
         """Run ``operation(tx, *args)`` in one transaction on a pooled connection;
-        an operation marked ``db.one_statement`` without ``BEGIN``/``COMMIT`` (its one
-        statement is a transaction by itself), so it costs one round trip."""
+        an operation marked ``db.one_statement`` or ``db.single_read`` without
+        ``BEGIN``/``COMMIT`` (its one statement is a transaction by itself), so it costs
+        one round trip: /img/'s lookup is one statement instead of three."""
         if self._pool is None:
             return fail(db.DatabaseUnavailable("the database is not open"))
-        if getattr(operation, "one_statement", False):
+        if getattr(operation, "one_statement", False) or getattr(operation, "single_statement", False):
             d = self._pool.runStatement(_interaction, operation, args)
         else:
             d = self._pool.runInteraction(_interaction, operation, args)
