@@ -13,6 +13,7 @@ with process 0 alone running, then with all of them:
 - ``/img/`` of a 60 KB original: ``wrk -t1 -c16`` (pinned to core 1) through haproxy;
 - uploads of a 100 KB JPEG: 8 Python clients (this process, core 1) through haproxy,
   the CPU counted until every derived file is made (any process may claim a job);
+- uploads of a 12-megapixel JPEG (bench/derive.py's make_photo): 2 clients, likewise;
 
 and for each the CPU per request of the IMGSHARE processes, haproxy, PostgreSQL and
 moto_server, and the PostgreSQL statements per request (pg_stat_statements, loaded
@@ -56,6 +57,7 @@ from common import (
     wait_port,
     wrk,
 )
+from derive import make_photo  # noqa: E402
 
 from tests.backends import LocalPostgres, with_database  # noqa: E402
 
@@ -310,9 +312,10 @@ def check(deployment: Deployment) -> None:
     print(f"  12 wrong passwords spread over the processes: {codes}; then the right one through each: {right}")
 
 
-def measure(deployment: Deployment, port: int, served: str, photo: bytes, seconds: float, uploads: int,
-            clients: int) -> dict[str, float]:
-    """/img/ req/s and uploads/s through haproxy's ``port``, with CPU per request of each part."""
+def measure(deployment: Deployment, port: int, served: str, photo: bytes, big_photo: bytes, seconds: float,
+            uploads: int, clients: int) -> dict:
+    """/img/ req/s, uploads/s of ``photo`` and of the 12 MP ``big_photo`` through haproxy's
+    ``port``, with the CPU per request of each part and the statements run."""
     result: dict = {}
     deployment.reset_statements()
     before = deployment.cpu()
@@ -323,24 +326,26 @@ def measure(deployment: Deployment, port: int, served: str, photo: bytes, second
         result[f"img {part}"] = (after[part] - before[part]) / requests
     result["img statements"] = (deployment.statements(), requests)
 
-    body, ctype = multipart({"token": deployment.token}, "photo.jpg", photo)
+    for key, data, count, clients_now in (("upload", photo, uploads, clients),
+                                          ("photo", big_photo, max(4, uploads // 10), 2)):
+        body, ctype = multipart({"token": deployment.token}, "photo.jpg", data)
 
-    def job(conn):
-        status, out = request(conn, "POST", "/api/v1/img_upload.php", body, {"Content-Type": ctype})
-        assert status == 200, (status, out[:200])
+        def job(conn, body=body, ctype=ctype):
+            status, out = request(conn, "POST", "/api/v1/img_upload.php", body, {"Content-Type": ctype})
+            assert status == 200, (status, out[:200])
 
-    deployment.reset_statements()
-    before = deployment.cpu()
-    started = time.perf_counter()
-    done = run_clients(port, clients, max(1, uploads // clients), job)
-    result["upload"] = len(done) / (time.perf_counter() - started)
-    deadline = time.monotonic() + 300
-    while deployment.pending_jobs() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    after = deployment.cpu()
-    for part in before:
-        result[f"upload {part}"] = (after[part] - before[part]) / len(done)
-    result["upload statements"] = (deployment.statements(), len(done))
+        deployment.reset_statements()
+        before = deployment.cpu()
+        started = time.perf_counter()
+        done = run_clients(port, clients_now, max(1, count // clients_now), job)
+        result[key] = len(done) / (time.perf_counter() - started)
+        deadline = time.monotonic() + 300
+        while deployment.pending_jobs() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        after = deployment.cpu()
+        for part in before:
+            result[f"{key} {part}"] = (after[part] - before[part]) / len(done)
+        result[f"{key} statements"] = (deployment.statements(), len(done))
     return result
 
 
@@ -361,6 +366,10 @@ def main() -> None:
     try:
         deployment.start(0)
         photo = noise_jpeg(100_000)
+        with tempfile.TemporaryDirectory() as tmp:
+            make_photo(os.path.join(tmp, "photo.jpg"))
+            with open(os.path.join(tmp, "photo.jpg"), "rb") as f:
+                big_photo = f.read()
         served = noise_jpeg(60_000)
         body, ctype = multipart({"token": deployment.token}, "served.jpg", served)
         conn = http.client.HTTPConnection("127.0.0.1", deployment.ports[0][1], timeout=60)
@@ -370,7 +379,8 @@ def main() -> None:
         print(f"{args.processes} processes on {os.cpu_count()} cores, PostgreSQL {deployment.postgres.bin}, "
               f"moto_server, haproxy (TCP, PROXY protocol); /img/ of {len(served)} bytes "
               f"{'from a local cache in each process' if deployment.cache else 'read from the bucket each time'}; "
-              f"uploads of {len(photo)} bytes by {args.clients} clients")
+              f"uploads of {len(photo)} bytes by {args.clients} clients, and of a 12 MP JPEG "
+              f"({len(big_photo) / 1e6:.1f} MB) by 2")
         rows: dict[str, list[dict[str, float]]] = {"1 process": [], f"{args.processes} processes": []}
         for _ in range(args.rounds):
             for index in range(1, args.processes):
@@ -378,13 +388,14 @@ def main() -> None:
             for _ in range(20):  # fill process 0's cache
                 get(deployment.ports[0][1], served_path)
             rows["1 process"].append(measure(deployment, deployment.one_port, served_path, photo,
-                                             args.seconds, args.uploads, args.clients))
+                                             big_photo, args.seconds, args.uploads, args.clients))
             for index in range(1, args.processes):
                 deployment.start(index)
                 for _ in range(20):
                     get(deployment.ports[index][1], served_path)
             rows[f"{args.processes} processes"].append(measure(deployment, deployment.all_port, served_path,
-                                                               photo, args.seconds, args.uploads, args.clients))
+                                                               photo, big_photo, args.seconds, args.uploads,
+                                                               args.clients))
         parts = ("imgshare", "haproxy", "postgresql", "moto")
         print(f"{'':<14}{'/img/ req/s':>12}  CPU per /img/ ({', '.join(parts)}) ms"
               f"{'uploads/s':>14}  CPU per upload with its derivation ({', '.join(parts)}) ms")
@@ -393,11 +404,14 @@ def main() -> None:
                 img_cpu = " / ".join(f"{r[f'img {p}'] * 1e3:.2f}" for p in parts)
                 up_cpu = " / ".join(f"{r[f'upload {p}'] * 1e3:.1f}" for p in parts)
                 print(f"{label:<14}{r['img']:>12.0f}  {img_cpu:<44}{r['upload']:>10.1f}  {up_cpu}")
+                photo_cpu = " / ".join(f"{r[f'photo {p}'] * 1e3:.1f}" for p in parts)
+                print(f"{'  12 MP JPEG':<14}{'':>12}  {'':<44}{r['photo']:>10.1f}  {photo_cpu}")
         one, many = rows["1 process"], rows[f"{args.processes} processes"]
-        for what in ("img", "upload"):
+        for what in ("img", "upload", "photo"):
             ratios = [m[what] / o[what] for o, m in zip(one, many, strict=True)]
             print(f"ratio {args.processes} processes / 1, {what}: " + ", ".join(f"{r:.2f}" for r in ratios))
-        for what, label in (("img", "/img/ request"), ("upload", "upload (with its derivation)")):
+        for what, label in (("img", "/img/ request"), ("upload", "upload (with its derivation)"),
+                            ("photo", "12 MP upload (with its derivation)")):
             counted, requests = rows[f"{args.processes} processes"][-1][f"{what} statements"]
             total = sum(calls for calls, _ in counted)
             print(f"PostgreSQL statements per {label}, {args.processes} processes (pg_stat_statements, "
