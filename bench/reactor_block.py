@@ -253,7 +253,8 @@ def mixed(ours: Imgshare, seconds: float, small_path: str,
 #: reactor's own CPU priority (as before they were lowered), each a prelude of the server.
 VARIANTS = {
     "pools below the reactor (as shipped)": "",
-    "pools at the reactor's priority": "import imgshare.service as s; s.IO_NICENESS = s.IMAGE_NICENESS = 0",
+    "pools at the reactor's priority": ("import imgshare.service as s, imgshare.threads as t; "
+                                        "s.IO_NICENESS = s.IMAGE_NICENESS = t.IO_NICENESS = t.IMAGE_NICENESS = 0"),
 }
 
 

@@ -22,17 +22,12 @@ from twisted.python.failure import Failure
 from imgshare import backends, compose, memory
 from imgshare.cache import with_cache
 from imgshare.config import Config
-from imgshare.threads import ThreadPoolService
+from imgshare.threads import IMAGE_NICENESS, IO_NICENESS, ThreadPoolService
 from imgshare.web.request import ImgshareSite, quiet_endpoint
 
 log = Logger()
 
 IO_THREADS = 8
-#: How far below the reactor's CPU priority the pools' threads run (nice values, Linux):
-#: image work most, the io pool's parsing and hashing a little, so that requests are
-#: never queued behind them on a busy core (bench/reactor_block.py, the mixed load).
-IO_NICENESS = 5
-IMAGE_NICENESS = 10
 #: The open-file soft limit is raised to the hard limit at start-up, but not beyond this.
 OPEN_FILES_CAP = 65536
 

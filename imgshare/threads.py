@@ -21,6 +21,12 @@ from twisted.python.threadpool import ThreadPool
 
 T = TypeVar("T")
 
+#: How far below the reactor's CPU priority the pools' threads run (nice values, Linux):
+#: image work most; the io and S3 pools' parsing, hashing and boto3 calls a little; so
+#: that requests are never queued behind them on a busy core (bench/reactor_block.py).
+IO_NICENESS = 5
+IMAGE_NICENESS = 10
+
 
 class Runner(Protocol):
     """Runs a blocking callable somewhere other than the reactor thread."""

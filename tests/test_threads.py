@@ -55,6 +55,13 @@ class BackgroundThreadPoolTests(unittest.TestCase):
 
 
 class ServicePoolsTests(unittest.TestCase):
+    def test_the_s3_pool_runs_below_the_reactor(self) -> None:
+        from imgshare.plugins.s3 import S3Storage
+
+        storage = S3Storage("s3://bucket?endpoint_url=http://127.0.0.1:9&region=us-east-1", reactor)
+        self.assertIsInstance(storage.pool, BackgroundThreadPool)
+        self.assertEqual(storage.pool.niceness, service.IO_NICENESS)
+
     def test_image_work_lowest_io_below_the_reactor(self) -> None:
         self.assertGreater(service.IMAGE_NICENESS, service.IO_NICENESS)
         self.assertGreater(service.IO_NICENESS, 0)
