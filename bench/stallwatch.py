@@ -43,6 +43,9 @@ class Watch:
         self.current: float | None = None
         self.caught: str | None = None
         self.gc_in_iteration: list[str] = []
+        self.in_iteration = False
+        #: Collections on the reactor thread outside any iteration (start-up, shutdown).
+        self.outside = 0
 
     def queued(self) -> float:
         """Seconds the reactor thread has waited on a run queue for a core, so far (Linux
@@ -59,6 +62,7 @@ class Watch:
         self.queued_started = self.queued()
         self.parts = []
         self.gc_in_iteration = []
+        self.in_iteration = True
 
     def part(self, what: str, wall: float, cpu: float) -> None:
         if self.caught:
@@ -84,6 +88,7 @@ class Watch:
                                          for f in reversed(frames))
 
     def end(self) -> None:
+        self.in_iteration = False
         busy = sum(p[0] for p in self.parts)
         self.iterations.append(busy)
         if busy >= SLOW:
@@ -106,6 +111,8 @@ class Watch:
             self.gc_started = time.perf_counter()
         elif info["generation"] == 2 and self._in_freeze():
             pass  # the start-up collection of memory.freeze_startup_objects, before any load
+        elif not self.in_iteration:
+            self.outside += 1
         else:
             seconds = time.perf_counter() - self.gc_started
             self.collections.append((info["generation"], seconds))
@@ -151,6 +158,8 @@ class Watch:
             f.write(f"at shutdown: {gc.get_freeze_count()} objects frozen, {sum(census.values())} in the "
                     f"oldest generation; most common there: "
                     f"{', '.join(f'{n} {t}' for t, n in census.most_common(8))}\n")
+            f.write(f"collections outside the reactor's iterations (start-up, shutdown), not counted: "
+                    f"{self.outside}\n")
             self.slow.sort(reverse=True)
             for busy, cpu, queued, parts in self.slow[:KEEP]:
                 f.write(f"\niteration busy {busy * 1000:.1f} ms: reactor CPU {cpu * 1000:.1f} ms, waiting for "
