@@ -64,10 +64,11 @@ class Imgshare:
     ``env`` adds environment variables (backend URLs, AWS credentials) for the
     server and its admin commands; ``cpu`` pins the server to one core; with ``access_log``
     the access lines go to ``access.log`` in its data folder (``--access-log``); with
-    ``share``, it is a second server on the data folder (and account) of that one."""
+    ``share``, it is a second server on the data folder (and account) of that one;
+    ``prelude`` is Python run in the server process before twistd (bench/ is on its path)."""
 
     def __init__(self, *args: str, env: dict[str, str] | None = None, cpu: int | None = None,
-                 access_log: bool = False, share: Imgshare | None = None):
+                 access_log: bool = False, share: Imgshare | None = None, prelude: str = ""):
         self.data = share.data if share is not None else tempfile.mkdtemp(prefix="imgshare-bench-")
         self.port = free_port()
         if access_log:
@@ -81,7 +82,8 @@ class Imgshare:
             self._admin("user", "add", "bench", stdin="bench password\n")
             self.token = self._admin("token", "create", "bench").strip()
         self.proc = subprocess.Popen(pinned(
-            [sys.executable, "-c", "import sys; from twisted.scripts.twistd import run; sys.exit(run())",
+            [sys.executable, "-c", f"import sys; sys.path.append({os.path.join(REPO, 'bench')!r}); {prelude}\n"
+             "from twisted.scripts.twistd import run; sys.exit(run())",
              "-n", "--pidfile=", "--logfile", os.path.join(self.data, f"twistd-{self.port}.log"), "imgshare",
              "--listen", f"tcp:{self.port}:interface=127.0.0.1", *args], cpu),
             env=self.env, cwd=REPO,

@@ -22,7 +22,7 @@ from twisted.python.failure import Failure
 from imgshare import backends, compose, memory
 from imgshare.cache import with_cache
 from imgshare.config import Config
-from imgshare.threads import ThreadPoolService
+from imgshare.threads import IMAGE_NICENESS, IO_NICENESS, ThreadPoolService
 from imgshare.web.request import ImgshareSite, quiet_endpoint
 
 log = Logger()
@@ -54,9 +54,10 @@ class ImgshareService(MultiService):
         configure_process(config)
         self.config = config
         self.reactor = reactor
-        self.io_pool = ThreadPoolService(reactor, "imgshare-io", IO_THREADS)
+        self.io_pool = ThreadPoolService(reactor, "imgshare-io", IO_THREADS, IO_NICENESS)
         self.io_pool.setServiceParent(self)
-        self.image_pool = ThreadPoolService(reactor, "imgshare-image", config.resize_threads)
+        self.image_pool = ThreadPoolService(reactor, "imgshare-image", config.resize_threads,
+                                            IMAGE_NICENESS)
         self.image_pool.setServiceParent(self)
         io = self.io_pool.runner
         self.database = backends.open_database(config.db, reactor, io)

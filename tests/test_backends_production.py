@@ -248,6 +248,79 @@ class PostgresTests(unittest.TestCase):
         self.assertRegex(outage[1], r"^The database \(PostgreSQL\) is available again after ")
         self.assertEqual([line for line in lines if "connection lost" in line and line not in outage], [])
 
+    async def test_single_statements_run_without_a_transaction_block(self):
+        """An operation marked db.single_read or db.one_statement is sent alone (autocommit:
+        its transaction starts with it), any other inside BEGIN ... COMMIT (its statements
+        start after the transaction did)."""
+        database = await open_postgres(self, pool_size=1)
+
+        async def alone(tx):
+            rows = await tx.execute("SELECT transaction_timestamp() = statement_timestamp()")
+            return rows[0][0]
+
+        read, write = db.single_read(lambda tx: alone(tx)), db.one_statement(lambda tx: alone(tx))
+        self.assertTrue(await database.run(read))
+        self.assertTrue(await database.run(write))
+        self.assertFalse(await database.run(alone))
+        self.assertIsNone(await database.run(db.get_image, "kitten", "20260214_x.jpg"))
+
+    async def test_a_cancelled_operation_leaves_the_pool_alone(self):
+        """A request whose client goes away cancels its Deferred (Klein does) while its
+        statement runs: the caller gets CancelledError at once, the statement finishes on
+        its connection, and the pool neither loses a connection nor declares an outage
+        (bench/cluster.py met a 503 for every request after wrk closed its connections)."""
+        from twisted.internet.defer import CancelledError
+        from twisted.logger import globalLogPublisher
+
+        lines: list[str] = []
+
+        def observe(event: dict) -> None:
+            lines.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        database = await open_postgres(self, pool_size=1)
+        await database.run(db.create_account, "kitten", "h", False, T)
+
+        async def slow(tx):
+            await tx.execute("SELECT pg_sleep(0.3)")
+            return [r[0] for r in await tx.execute("SELECT name FROM accounts")]
+
+        for _ in range(3):
+            running = database.run(slow)
+            await sleep(0.05)
+            running.cancel()
+            with self.assertRaises(CancelledError):
+                await running
+        self.assertEqual([a.name for a in await database.run(db.list_accounts)], ["kitten"])
+        self.assertEqual(await database.run(slow), ["kitten"], "the one connection still works")
+        self.assertEqual([line for line in lines if "unavailable" in line or "connection lost" in line], [])
+
+    async def test_an_abandoned_operation_still_running_is_cancelled_for_real(self):
+        """A statement still running ABANDONED_GRACE after its caller left is taken for
+        stuck: it is cancelled, the pool reconnects, and the next operation is answered."""
+        from twisted.internet.defer import CancelledError
+
+        self.patch(postgres, "ABANDONED_GRACE", 0.2)
+        database = await open_postgres(self, pool_size=1)
+
+        async def stuck(tx):
+            await tx.execute("SELECT pg_sleep(30)")
+
+        running = database.run(stuck)
+        await sleep(0.05)
+        running.cancel()
+        with self.assertRaises(CancelledError):
+            await running
+        answered = None
+        for _attempt in range(100):  # well before the 30 s statement could have ended
+            try:
+                answered = await database.run(db.list_accounts)
+                break
+            except db.DatabaseUnavailable:
+                await sleep(0.05)
+        self.assertEqual(answered, [])
+
     async def test_reconnects_after_connections_are_killed(self):
         """Connections killed on the server are re-established; meanwhile an operation fails
         with DatabaseUnavailable and never leaves half of its writes behind."""

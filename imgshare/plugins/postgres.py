@@ -48,6 +48,10 @@ MIGRATION_LOCK = 0x696D67736861
 #: The first key of the advisory locks of ``_PgTx.lock`` (the second is the hashed text key).
 XACT_LOCK_SPACE = 0x696D67
 DEFAULT_POOL_SIZE = 8
+#: Seconds an operation whose caller stopped waiting (a client that went away, a
+#: readiness probe's deadline) may still run before it is cancelled for real: by then
+#: its connection is taken for stuck, and cancelling it makes the pool reconnect.
+ABANDONED_GRACE = 10.0
 #: Seconds a connection attempt may take before it is given up (libpq's own
 #: ``connect_timeout`` does not apply to asynchronous connections).
 CONNECT_TIMEOUT = 15.0
@@ -412,15 +416,47 @@ class PostgresDatabase:
 
     def run(self, operation: Any, *args: Any) -> Deferred[Any]:
         """Run ``operation(tx, *args)`` in one transaction on a pooled connection;
-        an operation marked ``db.one_statement`` without ``BEGIN``/``COMMIT`` (its one
-        statement is a transaction by itself), so it costs one round trip."""
+        an operation marked ``db.one_statement`` or ``db.single_read`` without
+        ``BEGIN``/``COMMIT`` (its one statement is a transaction by itself), so it costs
+        one round trip: /img/'s lookup is one statement instead of three."""
         if self._pool is None:
             return fail(db.DatabaseUnavailable("the database is not open"))
-        if getattr(operation, "one_statement", False):
+        if getattr(operation, "one_statement", False) or getattr(operation, "single_statement", False):
             d = self._pool.runStatement(_interaction, operation, args)
         else:
             d = self._pool.runInteraction(_interaction, operation, args)
-        return d.addErrback(_unavailable)
+        return _detached(self._reactor, d.addErrback(_unavailable))
+
+
+def _detached(reactor: Any, running: Deferred[Any]) -> Deferred[Any]:
+    """``running``'s result, in a Deferred whose ``cancel`` leaves ``running`` alone.
+
+    Klein cancels a request's Deferred when its client disconnects, and that
+    cancellation would reach txpostgres mid-statement: the query is cancelled, the
+    rollback then fails ("an asynchronous query is underway"), the connection is
+    dropped and the pool declares the database unavailable, so every request of the
+    process answers 503 until it has reconnected.  Instead the caller gets
+    ``CancelledError`` at once and the transaction runs to its end (committed or
+    rolled back, as it would have been), its result dropped; only one still running
+    ``ABANDONED_GRACE`` seconds later is cancelled for real.
+    """
+
+    def abandon(_: Deferred[Any]) -> None:
+        timer = reactor.callLater(ABANDONED_GRACE, running.cancel)
+        running.addBoth(lambda _: timer.cancel() if timer.active() else None)
+
+    caller: Deferred[Any] = Deferred(abandon)
+
+    def forward(result: Any) -> None:
+        if not caller.called:
+            if isinstance(result, Failure):
+                caller.errback(result)
+            else:
+                caller.callback(result)
+        # else: the caller is gone; a failure here was already rolled back, and is dropped
+
+    running.addBoth(forward)
+    return caller
 
 
 def _interaction(cursor: Any, operation: Any, args: tuple) -> Deferred[Any]:

@@ -72,17 +72,17 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
+from imgshare import threads as threading_priority
 from imgshare.httpclient import quiet_pool
 from imgshare.producers import BodyRelay
 from imgshare.sigv4 import CredentialKeeper, RangeSigner, encode_path
 from imgshare.storage import IStorage, IStorageFactory, ObjectMissing, StorageUnavailable, check_key
-from imgshare.threads import PoolRunner
+from imgshare.threads import BackgroundThreadPool, PoolRunner
 
 log = Logger()
 
@@ -189,7 +189,8 @@ class S3Storage:
         self.location = Location.parse(url)
         self._reactor = reactor
         self._threads = threads
-        self.pool = ThreadPool(minthreads=0, maxthreads=threads, name="imgshare-s3")
+        self.pool = BackgroundThreadPool(minthreads=0, maxthreads=threads, name="imgshare-s3",
+                                         niceness=threading_priority.IO_NICENESS)
         self.runner = PoolRunner(reactor, self.pool)
         self.client: Any = None
         self._http_pool = quiet_pool(reactor, persistent=True)  # no log lines per S3 connection
