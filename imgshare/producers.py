@@ -23,19 +23,55 @@ from imgshare.storage import StorageUnavailable
 CHUNK = 128 * 1024
 
 
-@implementer(IPullProducer)
-class RangeSender:
-    """Send ``length`` bytes of ``file`` from its current position to ``consumer``.
-
-    Registered as a pull producer, so the consumer asks for each chunk only
-    when its buffer has room: a slow client never makes memory grow.
-    """
+class _FileRange:
+    """What both file senders share: ``length`` bytes of ``file`` to send, the
+    consumer while sending, and ``done``, which fires once every byte was written
+    (or fails with why not); the file is closed at the end either way."""
 
     def __init__(self, file: IO[bytes], length: int):
         self._file = file
         self._remaining = length
         self._consumer: Any = None
         self.done: Deferred[None] = Deferred()
+
+    def _read(self, size: int) -> bytes | None:
+        """The next ``size`` bytes at most, counted as sent; None (and finished) when
+        reading failed or the file ended early."""
+        try:
+            chunk = self._file.read(min(size, self._remaining))
+        except OSError as e:
+            self._finish(e)
+            return None
+        if not chunk:
+            self._finish(OSError("the file ended early"))
+            return None
+        self._remaining -= len(chunk)
+        return chunk
+
+    def stopProducing(self) -> None:
+        self._finish(ConnectionError("the client went away"))
+
+    def _finish(self, error: Exception | None) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is None and self.done.called:
+            return
+        self._file.close()
+        if consumer is not None and getattr(consumer, "producer", None) is self:
+            consumer.unregisterProducer()
+        if not self.done.called:
+            if error is None:
+                self.done.callback(None)
+            else:
+                self.done.errback(error)
+
+
+@implementer(IPullProducer)
+class RangeSender(_FileRange):
+    """Send ``length`` bytes of ``file`` from its current position to ``consumer``.
+
+    Registered as a pull producer, so the consumer asks for each chunk only
+    when its buffer has room: a slow client never makes memory grow.
+    """
 
     def begin(self, consumer: Any) -> Deferred[None]:
         self._consumer = consumer
@@ -53,34 +89,12 @@ class RangeSender:
     def resumeProducing(self) -> None:
         if self._consumer is None:
             return
-        try:
-            chunk = self._file.read(min(CHUNK, self._remaining))
-        except OSError as e:
-            self._finish(e)
+        chunk = self._read(CHUNK)
+        if chunk is None:
             return
-        if not chunk:
-            self._finish(OSError("the file ended early"))
-            return
-        self._remaining -= len(chunk)
         self._consumer.write(chunk)
         if self._remaining <= 0:
             self._finish(None)
-
-    def stopProducing(self) -> None:
-        self._finish(ConnectionError("the client went away"))
-
-    def _finish(self, error: Exception | None) -> None:
-        consumer, self._consumer = self._consumer, None
-        if consumer is None and self.done.called:
-            return
-        self._file.close()
-        if consumer is not None and getattr(consumer, "producer", None) is self:
-            consumer.unregisterProducer()
-        if not self.done.called:
-            if error is None:
-                self.done.callback(None)
-            else:
-                self.done.errback(error)
 
 
 def send_range(file: IO[bytes], length: int, consumer: Any) -> Deferred[None]:
@@ -108,7 +122,7 @@ def _plain_socket(request: Any) -> Any:
 
 
 @implementer(IPushProducer)
-class SocketFileSender:
+class SocketFileSender(_FileRange):
     """Send ``length`` bytes of ``file`` from its current position to a twisted.web
     request's client with ``sendfile(2)``: the kernel copies from the page cache to the
     socket, and the bytes never pass through Python.
@@ -129,14 +143,11 @@ class SocketFileSender:
     WRITE = CHUNK
 
     def __init__(self, file: IO[bytes], length: int, socket: Any):
-        self._file = file
+        super().__init__(file, length)
         self._socket = socket
         self._offset = file.tell()
-        self._remaining = length
-        self._consumer: Any = None
         self._paused = False
         self._copy_only = False
-        self.done: Deferred[None] = Deferred()
 
     def begin(self, consumer: Any) -> Deferred[None]:
         self._consumer = consumer
@@ -155,9 +166,6 @@ class SocketFileSender:
             self._send_from_kernel()
         while self._consumer is not None and not self._paused:
             self._write_chunk()
-
-    def stopProducing(self) -> None:
-        self._finish(ConnectionError("the client went away"))
 
     def _send_from_kernel(self) -> None:
         fd = self._socket.fileno()
@@ -190,32 +198,17 @@ class SocketFileSender:
             self._finish(None)
             return
         try:
-            self._file.seek(self._offset)
-            chunk = self._file.read(min(self.WRITE, self._remaining))
+            self._file.seek(self._offset)  # sendfile does not move the file's position
         except OSError as e:
             self._finish(e)
             return
-        if not chunk:
-            self._finish(OSError("the file ended early"))
+        chunk = self._read(self.WRITE)
+        if chunk is None:
             return
         self._offset += len(chunk)
-        self._remaining -= len(chunk)
         self._consumer.write(chunk)  # may pause us at once
         if self._remaining <= 0:
             self._finish(None)
-
-    def _finish(self, error: Exception | None) -> None:
-        consumer, self._consumer = self._consumer, None
-        if consumer is None and self.done.called:
-            return
-        self._file.close()
-        if consumer is not None and getattr(consumer, "producer", None) is self:
-            consumer.unregisterProducer()
-        if not self.done.called:
-            if error is None:
-                self.done.callback(None)
-            else:
-                self.done.errback(error)
 
 
 @implementer(IPushProducer)

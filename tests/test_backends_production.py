@@ -626,13 +626,21 @@ class StreamResource(resource.Resource):
         super().__init__()
         self.storage, self.key, self.size = storage, key, size
         self.outcomes: list = []
+        #: Each finished request's ``sentLength``.
+        self.sent: list[int] = []
+
+    def span(self, request) -> tuple[int, int]:
+        """The first byte and the length to stream: the whole object."""
+        return 0, self.size
 
     def render_GET(self, request):
-        request.setHeader(b"Content-Length", str(self.size).encode())
-        d = self.storage.stream(self.key, request, 0, self.size)
+        first, length = self.span(request)
+        request.setHeader(b"Content-Length", str(length).encode())
+        d = self.storage.stream(self.key, request, first, length)
 
         def done(_):
             self.outcomes.append("done")
+            self.sent.append(request.sentLength)
             request.finish()
 
         def failed(f):
