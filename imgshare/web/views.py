@@ -23,6 +23,7 @@ from twisted.web.template import Element, Tag, TagLoader, XMLString, flattenStri
 
 from imgshare import __version__
 from imgshare.domain import words
+from imgshare.web import markup
 
 PACKAGE_DATA = importlib.resources.files("imgshare")
 
@@ -113,7 +114,11 @@ async def render(request: Any, page: Layout, status: int = 200) -> bytes:
     set_page_headers(request)
     request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
     request.setResponseCode(status)
-    return b"<!DOCTYPE html>\n" + await flattenString(request, page)
+    try:
+        html = markup.flatten(request, page)
+    except markup.NotSynchronous:  # a renderer gave a Deferred: Twisted's own flattener waits for it
+        html = await flattenString(request, page)
+    return b"<!DOCTYPE html>\n" + html
 
 
 def _shown_if(condition: Any, tag: Tag) -> Tag | str:
@@ -456,7 +461,9 @@ class ImagesBody(Element):
     @renderer
     def images(self, request: Any, tag: Tag) -> Iterator[Element]:
         for image in self.image_views:
-            yield ImageItem(image, tag.clone(), self.csrf)
+            # A shallow copy is enough: flattening never changes a template's nodes
+            # (a renderer is handed a copy of its own tag), and the card is ~100 of them.
+            yield ImageItem(image, tag.clone(False), self.csrf)
 
     @renderer
     def pager(self, request: Any, tag: Tag) -> Tag | str:
@@ -819,7 +826,7 @@ class AccountBody(Element):
     @renderer
     def accounts(self, request: Any, tag: Tag) -> Iterator[Element]:
         for a in self.account_views:
-            yield AccountRow(a, tag.clone())
+            yield AccountRow(a, tag.clone(False))  # shallow, as a gallery card
 
 
 class AccountRow(Element):
