@@ -191,6 +191,9 @@ class PostgresSide:
                 cursor.execute(psycopg_sql(sql.format(series=series)), (account, state))
             cursor.execute(psycopg_sql(usage_backfill("postgresql")))
             cursor.execute("VACUUM ANALYZE images")
+            # Write the fill's pages out now: the checkpointer would otherwise spread that
+            # over the next minutes, under the measurements (a 1 M fill: ~20 % of /img/).
+            cursor.execute("CHECKPOINT")
 
     def query(self, sql: str, params: tuple) -> list:
         with self.conn.cursor() as cursor:

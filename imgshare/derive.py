@@ -6,7 +6,9 @@ the smallest DCT scale that still covers the XGA box), stands it upright from
 its EXIF orientation, brings it to sRGB RGB (ICC profile honoured, alpha
 flattened onto white) and resizes in a cascade XGA -> VGA -> QVGA -> thumb,
 each step from the one before, writing one progressive quality-85 JPEG per
-step, in that order.
+step, in that order (a step that leaves the size as it was, as for an original
+smaller than the XGA and VGA boxes, repeats the file before instead of encoding
+the same image again).
 
 Pillow releases the GIL while decoding, resampling and encoding into a real
 file, so two threads deriving two images run in parallel, and one derivation
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import struct
 import tempfile
 import threading
@@ -169,7 +172,11 @@ def derive_variants(
             if index == 1:  # the XGA is written; the smaller ones are needed now
                 written += smaller.result() if smaller is not None else _cascade(first, sizes)
             current = written[index]
-            path, size = _write_jpeg(current, out_dir, f"{variant}-{stem}.jpg")
+            name = f"{variant}-{stem}.jpg"
+            if index and current is written[index - 1]:  # fits both boxes: the same file again
+                path, size = _copy_file(results[-1].path, out_dir, name), results[-1].size
+            else:
+                path, size = _write_jpeg(current, out_dir, name)
             results.append(Derived(variant, path, current.width, current.height, size))
     finally:
         if smaller is not None:
@@ -412,6 +419,25 @@ def _apply_icc(image: Image.Image, icc: bytes) -> Image.Image:
     except (ImageCms.PyCMSError, OSError, ValueError, TypeError, AttributeError):
         return image
     return converted if converted is not None else image
+
+
+def _copy_file(path: str, out_dir: str, name: str) -> str:
+    """``path`` under ``name`` in ``out_dir`` too: a variant whose size is the one before's
+    (an original smaller than both boxes) is that very JPEG, encoded once (libjpeg would
+    give the same bytes again).  A hard link where the folder allows it, else a copy."""
+    final = os.path.join(out_dir, name)
+    try:
+        os.link(path, final)
+    except OSError:
+        fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out_dir)
+        os.close(fd)
+        try:
+            shutil.copyfile(path, temp)
+            os.replace(temp, final)
+        except BaseException:
+            remove_if_present(temp)
+            raise
+    return final
 
 
 def _write_jpeg(image: Image.Image, out_dir: str, name: str) -> tuple[str, int]:

@@ -6,6 +6,7 @@ import io
 import os
 import struct
 from concurrent.futures import ThreadPoolExecutor
+from unittest import mock
 
 import attrs
 from PIL import Image, ImageChops, ImageCms, ImageFile
@@ -204,6 +205,31 @@ class LayoutTests(DeriveTestCase):
         (160x160 box) is smaller, at 160x80."""
         path = self.save(Image.new("RGB", (200, 100), RED), "medium.png")
         self.assertSizes(self.derive(path), [(200, 100)] * 3 + [(160, 80)])
+
+    def test_repeated_size_is_encoded_once(self):
+        """Where a variant has the size of the one before (an original smaller than
+        both boxes), that JPEG is encoded once and given both names: the same bytes an
+        encode of its own would give, one encode fewer."""
+        noise = Image.frombytes("RGB", (400, 300), os.urandom(400 * 300 * 3))
+        path = self.save(noise, "noise.png")
+        with mock.patch("imgshare.derive.Image.Image.save", autospec=True,
+                        side_effect=Image.Image.save) as save:
+            derived = self.derive(path)
+        self.assertSizes(derived, [(400, 300), (400, 300), (320, 240), (160, 120)])
+        self.assertEqual(save.call_count, 3)
+        xga, vga = (open(d.path, "rb").read() for d in derived[:2])
+        self.assertEqual(xga, vga)
+        self.assertEqual(derived[1].size, len(vga))
+        again = os.path.join(self.out_dir, "again.jpg")
+        with Image.open(path) as image:
+            image.convert("RGB").save(again, "JPEG", quality=85, progressive=True)
+        self.assertEqual(open(again, "rb").read(), xga, "what a second encode would have written")
+        path = self.save(Image.new("RGB", (100, 50), RED), "tiny.png")
+        with mock.patch("imgshare.derive.Image.Image.save", autospec=True,
+                        side_effect=Image.Image.save) as save:
+            derived = self.derive(path, stem="tiny")
+        self.assertEqual(save.call_count, 1)
+        self.assertEqual(len({open(d.path, "rb").read() for d in derived}), 1)
 
     def test_one_pixel_wide(self):
         """A 1x3000 strip stays 1 px wide and is bound by each box's height."""
@@ -679,8 +705,9 @@ class FileWritingTests(DeriveTestCase):
 
     def test_temporary_name_is_not_final(self):
         """While a file is being encoded it lives under a temporary name in the
-        output directory, never under its final name."""
-        path = self.save(Image.new("RGB", (300, 200), RED), "a.png")
+        output directory, never under its final name (an image that needs all four
+        encodes: every variant of another size)."""
+        path = self.save(Image.new("RGB", (1200, 900), RED), "a.png")
         real_save = Image.Image.save
         seen = []
 
