@@ -5,8 +5,10 @@
 Generates a photo-like 4000x3000 JPEG (smooth gradients, blotchy mid-scale
 texture and fine grain, quality 90) in a temporary directory and derives its
 four sizes (XGA, VGA, QVGA, thumbnail) as the server does: the allocator set up
-as the service sets it (``memory.tune``) and trimmed after each derivation
-(``memory.trim``, as ``jobs.derive_and_hash`` does).  It prints:
+as the service sets it (``memory.tune``), its free memory given back
+(``memory.trim``) before each timed single derivation (one after a pause, the
+dearer case) and after each throughput run, not between the images of a run
+(as ``jobs.Derivations`` trims once derivations pause).  It prints:
 
 - our time for all four derived files of one image (best of N runs), with the
   helper thread (the default: half the first resize and the smaller sizes run
@@ -121,6 +123,7 @@ def measure(runs: int, funcs: dict) -> dict[str, tuple[float, float]]:
     best = {name: (float("inf"), float("inf")) for name in funcs}
     for _ in range(runs):
         for name, func in funcs.items():
+            memory.trim()  # each one after a pause: what the last one kept is given back
             wall, cpu = time.perf_counter(), time.process_time()
             func()
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -130,11 +133,8 @@ def measure(runs: int, funcs: dict) -> dict[str, tuple[float, float]]:
 
 def derive_like_the_server(src: str, out_dir: str, stem: str, helper: bool = True) -> list:
     """What a derivation job does with the image (``jobs.derive_and_hash``
-    without the hashing): derive, then give the freed memory back."""
-    try:
-        return derive_variants(src, out_dir, stem, MAX_PIXELS, helper=helper)
-    finally:
-        memory.trim()
+    without the hashing)."""
+    return derive_variants(src, out_dir, stem, MAX_PIXELS, helper=helper)
 
 
 def throughput(paths: list[str], threads: int, job) -> float:
@@ -143,7 +143,9 @@ def throughput(paths: list[str], threads: int, job) -> float:
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=threads) as pool:
         list(pool.map(lambda index_path: job(*index_path), enumerate(paths)))
-    return len(paths) / (time.perf_counter() - start)
+    rate = len(paths) / (time.perf_counter() - start)
+    memory.trim()  # the pause after a burst, as jobs.Derivations gives the memory back
+    return rate
 
 
 def load_thumbor(path: str):

@@ -1,25 +1,26 @@
 """Give memory back to the system after large image work (glibc only).
 
 Deriving a 100-megapixel image takes hundreds of megabytes for a second.
-Pillow frees them, but glibc's allocator keeps freed blocks for reuse: its
-mmap threshold grows each time a large block is freed (so later large blocks
-come from the heap, which rarely shrinks), and every thread gets an arena of
-its own.  Without help, a burst of large derivations leaves the process tens
-of megabytes above its baseline for good.
+Pillow frees them, but glibc's allocator keeps freed blocks for reuse, and
+every thread gets an arena of its own.  Without help, a burst of large
+derivations leaves the process tens of megabytes above its baseline for good.
 
-:func:`tune` fixes the mmap threshold, so every block of a megabyte or more
-is its own mapping and goes back to the system when freed, and caps the
-arenas; :func:`trim` returns the free parts of the heaps once a derivation is
-done.  Both do nothing where the C library is not glibc.
+Memory handed back costs page faults when it is taken again, and unmapping it
+in a process whose threads run on several cores costs each core a TLB flush:
+with two derivations at once, mapping and unmapping their buffers took 24-33 ms
+of system time per 12-megapixel image (against 7 ms for one alone), and capped
+two threads at 1.4 times one.  So the memory is kept while derivations follow
+one another and given back once they pause:
 
-Memory handed back costs page faults when it is taken again: mapping fresh
-pages for a 12-megapixel derivation's buffers took about a fifth of its CPU
-time (7 000 faults, 12-15 ms of system time).  So :func:`tune` also has Pillow
-keep a bounded stock of image buffers for reuse: images are allocated in
-blocks of :data:`PILLOW_BLOCK_SIZE`, and up to :data:`PILLOW_BLOCKS_MAX` freed
-blocks are kept (at most 48 MiB, about what two 12-megapixel derivations hold
-at once), which cuts the faults to a quarter.  A burst of larger images leaves
-no more than that behind.
+- :func:`tune` raises the mmap threshold to :data:`MMAP_THRESHOLD` (a block below
+  it comes from a heap and is reused when freed, libjpeg's and Pillow's working
+  buffers included) and the trim threshold likewise (freeing never shrinks a
+  heap by itself), caps the arenas, and has Pillow allocate images in blocks of
+  :data:`PILLOW_BLOCK_SIZE` and keep up to :data:`PILLOW_BLOCKS_MAX` freed blocks
+  for the next image;
+- :func:`trim` returns the free parts of every heap; ``jobs.Derivations`` calls it
+  once no derivation has run for a second (``jobs.TRIM_AFTER``), so a burst
+  leaves no lasting growth.
 
 :func:`freeze_startup_objects` is about time, not memory: the objects a process
 makes while it starts (modules, the component graph, templates) live as long as
@@ -41,8 +42,12 @@ from PIL import Image
 #: mallopt parameters (malloc.h).
 _M_ARENA_MAX = -8
 _M_MMAP_THRESHOLD = -3
-#: Blocks at least this large are mapped on their own and unmapped when freed.
-MMAP_THRESHOLD = 1024 * 1024
+_M_TRIM_THRESHOLD = -1
+#: Blocks at least this large are mapped on their own and unmapped when freed
+#: (glibc's largest on 64-bit systems); below it, blocks come from the heaps.
+MMAP_THRESHOLD = 32 * 1024 * 1024
+#: Free memory at the top of a heap past this is given back by ``free`` itself.
+TRIM_THRESHOLD = 256 * 1024 * 1024
 #: Arenas per process (glibc's default is 8 per core).
 ARENA_MAX = 4
 #: Pillow allocates image memory in blocks of this size (its default is 16 MiB,
@@ -75,6 +80,7 @@ def tune() -> bool:
     if _LIBC is None:
         return False
     ok = _LIBC.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    ok &= _LIBC.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
     ok &= _LIBC.mallopt(_M_ARENA_MAX, ARENA_MAX)
     return bool(ok)
 

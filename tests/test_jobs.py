@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred
 from twisted.python import threadable
 from twisted.trial import unittest
 
-from imgshare import db, derive, jobs
+from imgshare import db, derive, jobs, memory
 from imgshare.domain import sniff
 from imgshare.storage import StorageUnavailable
 from imgshare.testing import image_bytes, make_fixture, multipart
@@ -83,6 +83,31 @@ class DerivationTests(JobTestCase):
         await self.f.derivations.run_one()
         self.assertIn(("fetch", f"kitten/{record['file']}"), self.f.storage.calls)
         self.assertIsNotNone(self.stored(record, "xga"))
+
+    async def test_memory_given_back_once_derivations_pause(self):
+        """The memory derivations took is kept while they follow one another and given
+        back (memory.trim) once none has run for TRIM_AFTER seconds, a broken image's too."""
+        calls = []
+        self.patch(memory, "trim", lambda: calls.append(1))
+        for _ in range(3):
+            await self.upload(photo((64, 48)))
+        self.assertTrue(await self.f.derivations.run_one())
+        self.f.clock.advance(jobs.TRIM_AFTER / 2)
+        self.assertTrue(await self.f.derivations.run_one())  # the next one in time: no trim between
+        self.f.clock.advance(jobs.TRIM_AFTER / 2)
+        self.assertEqual(calls, [])
+        self.f.clock.advance(jobs.TRIM_AFTER / 2)
+        self.assertEqual(calls, [1])
+        self.f.clock.advance(jobs.TRIM_AFTER * 10)
+        self.assertEqual(calls, [1], "once per pause")
+
+        def broken(*args):
+            raise derive.BrokenImage("not decodable")
+
+        self.patch(jobs, "derive_and_hash", broken)
+        self.assertTrue(await self.f.derivations.run_one())
+        self.f.clock.advance(jobs.TRIM_AFTER)
+        self.assertEqual(calls, [1, 1])
 
     async def test_broken_image_deleted(self):
         """An image whose header passes but whose data cannot be decoded is deleted entirely."""

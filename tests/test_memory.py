@@ -1,14 +1,13 @@
-"""imgshare.memory: the allocator is tuned at start-up and trimmed after each derivation."""
+"""imgshare.memory: the allocator is tuned at start-up (the trim once derivations pause: test_jobs)."""
 
 from __future__ import annotations
 
 import ctypes.util
 import os
 
-from PIL import Image
 from twisted.trial import unittest
 
-from imgshare import derive, jobs, memory
+from imgshare import memory
 
 
 class MemoryTests(unittest.TestCase):
@@ -19,22 +18,6 @@ class MemoryTests(unittest.TestCase):
             return
         self.assertTrue(memory.tune())
         memory.trim()  # returns nothing, raises nothing
-
-    def test_trim_after_each_derivation(self):
-        """derive_and_hash trims once it is done, also when the image is broken."""
-        calls = []
-        self.patch(memory, "trim", lambda: calls.append(1))
-        src = os.path.join(self.mktemp())
-        Image.new("RGB", (50, 40), (1, 2, 3)).save(src, "PNG")
-        out = self.mktemp()
-        os.makedirs(out)
-        results = jobs.derive_and_hash(src, out, "pic", 10**8)
-        self.assertEqual(len(results), 4)
-        self.assertEqual(calls, [1])
-        with open(src, "wb") as f:
-            f.write(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
-        self.assertRaises(derive.BrokenImage, jobs.derive_and_hash, src, out, "pic", 10**8)
-        self.assertEqual(calls, [1, 1])
 
     def test_service_tunes_the_allocator(self):
         """Building the service tunes the allocator (the one process-wide place)."""
