@@ -1,7 +1,11 @@
 """The expiry service's purge at scale: N images of one account, a share of them
-expired, on SQLite and local files (objects on disk, as the server stores them).
+expired, on SQLite or PostgreSQL and local files (objects on disk, as the server
+stores them).
 
-    python bench/purge.py [--images 100000] [--expired 10000]
+    python bench/purge.py [--images 100000] [--expired 10000] [--backend sqlite|postgresql]
+
+PostgreSQL is a throw-away cluster on loopback (tests/backends.py, as scripts/test
+starts it: fsync off, so the commits' disk flushes are not in the figure).
 
 The rows are written straight into the database (one bulk INSERT, as
 ``bench/list_images.py`` does) and an original per expired image is written to the
@@ -35,6 +39,30 @@ from imgshare.threads import ThreadPoolService  # noqa: E402
 ACCOUNT = "bench"
 
 
+#: The fill on PostgreSQL: the same rows as ``fill`` makes on SQLite.
+PG_FILL = (
+    "INSERT INTO images (account, name, stem, mime, size, width, height, sha256, uploaded, expires, state) "
+    "SELECT %(account)s, '20260214_p' || i || '.jpg', '20260214_p' || i, 'image/jpeg', 1000, 40, 30, "
+    "'ab', %(now)s - %(images)s + i, CASE WHEN i < %(expired)s THEN %(now)s - 1 ELSE NULL END, 'live' "
+    "FROM generate_series(0, %(images)s - 1) AS s(i)"
+)
+
+
+def fill_postgres(dsn: str, images: int, expired: int, now: float) -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    with conn.cursor() as cursor:
+        cursor.execute("SET synchronous_commit = on")
+        cursor.execute(PG_FILL, {"account": ACCOUNT, "now": now, "images": images, "expired": expired})
+        cursor.execute("UPDATE accounts SET image_count = %s, image_bytes = %s WHERE name = %s",
+                       (images, images * 1000, ACCOUNT))
+        cursor.execute("VACUUM ANALYZE images")
+        cursor.execute("CHECKPOINT")
+    conn.close()
+
+
 def fill(path: str, images: int, expired: int, now: float) -> None:
     import sqlite3
 
@@ -56,24 +84,39 @@ def fill(path: str, images: int, expired: int, now: float) -> None:
 
 async def run(args: argparse.Namespace) -> None:
     folder = tempfile.mkdtemp(prefix="imgshare-purge-")
+    postgres = None
     try:
         config = test_config(folder)
         io = ThreadPoolService(reactor, "io", 4)
         images = ThreadPoolService(reactor, "images", 1)
         io.startService()
         images.startService()
-        database = SqliteDatabase(f"sqlite://{os.path.join(folder, 'imgshare.sqlite3')}", reactor)
+        if args.backend == "postgresql":
+            from imgshare.plugins.postgres import PostgresDatabase
+            from tests.backends import LocalPostgres
+
+            postgres = LocalPostgres().start()
+
+            def open_database():
+                return PostgresDatabase(postgres.dsn, reactor)
+        else:
+            def open_database():
+                return SqliteDatabase(f"sqlite://{os.path.join(folder, 'imgshare.sqlite3')}", reactor)
+        database = open_database()
         await database.start()
         await database.run(db.create_account, ACCOUNT, "h", False, 0.0)
         await database.stop()
         now = time.time()
-        fill(os.path.join(folder, "imgshare.sqlite3"), args.images, args.expired, now)
+        if postgres is not None:
+            fill_postgres(postgres.dsn, args.images, args.expired, now)
+        else:
+            fill(os.path.join(folder, "imgshare.sqlite3"), args.images, args.expired, now)
         store = os.path.join(folder, "files", ACCOUNT)
         os.makedirs(store)
         for i in range(args.expired):
             with open(os.path.join(store, f"20260214_p{i}.jpg"), "wb") as f:
                 f.write(b"x" * 1000)
-        database = SqliteDatabase(f"sqlite://{os.path.join(folder, 'imgshare.sqlite3')}", reactor)
+        database = open_database()
         await database.start()
         storage = LocalStorage(f"file://{folder}/files", os.path.join(folder, "files"), io.runner)
         parts = compose.build(config, reactor, database, storage, io.runner, images.runner)
@@ -95,13 +138,16 @@ async def run(args: argparse.Namespace) -> None:
         seconds = time.perf_counter() - start
         ticker.stop()
         left = os.listdir(store)
-        print(f"{args.expired} expired of {args.images} images (SQLite, local files): purged in {seconds:.2f} s "
+        backend = "PostgreSQL" if postgres is not None else "SQLite"
+        print(f"{args.expired} expired of {args.images} images ({backend}, local files): purged in {seconds:.2f} s "
               f"({seconds / args.expired * 1000:.2f} ms an image, {passes} passes); longest reactor stall "
               f"{worst[0] * 1000:.1f} ms; objects left {len(left)}")
         await database.stop()
         io.stopService()
         images.stopService()
     finally:
+        if postgres is not None:
+            postgres.stop()
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -109,6 +155,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=100_000)
     parser.add_argument("--expired", type=int, default=10_000)
+    parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
     args = parser.parse_args()
     task.react(lambda _: defer.ensureDeferred(run(args)))
 

@@ -10,7 +10,7 @@ its prober process, wrk) to core 1:
   multipart on the reactor (twisted.web's default), as the baseline;
 - mixed load (issue 15 item 7): for ``--seconds``, two 30 MB uploads at a time
   (each client uploads again as soon as one is stored), a 12-megapixel JPEG
-  upload every second (each one derived: XGA, VGA, thumbnail, square), and
+  upload every second (each one derived: XGA, VGA, QVGA, thumbnail), and
   ``wrk -t1 -c16`` on a 60 KB original through /img/, while a prober in its
   own process GETs a small original every 10 ms and records each latency.  It
   prints the prober's p50, p99 and worst (goal: p99 < 50 ms, worst < 100 ms),

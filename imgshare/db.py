@@ -1010,19 +1010,43 @@ async def remove_image(tx: Tx, image_id: int) -> None:
     """Drop an image's rows once its objects are gone from storage.  An image purged
     without being deleted first (expired, or an upload abandoned by a crash) gives
     its share of the quota back here."""
-    account = await _hold_account_of(tx, image_id)
-    await tx.execute("DELETE FROM jobs WHERE image_id = ?", (image_id,))
-    await tx.execute("DELETE FROM variants WHERE image_id = ?", (image_id,))
-    rows = await tx.execute("DELETE FROM images WHERE id = ? RETURNING state, size", (image_id,))
-    await _give_back(tx, account, [size for state, size in rows if state != DELETED])
+    await _remove(tx, [image_id])
 
 
 async def remove_images(tx: Tx, images: Sequence[tuple[str, int]]) -> None:
     """``remove_image`` for several images ``(account, id)`` in one transaction (one
-    commit for a whole batch of purges), their accounts locked in name order so two
-    such transactions never wait on each other in a cycle."""
-    for _, image_id in sorted(images):
-        await remove_image(tx, image_id)
+    commit for a whole batch of purges)."""
+    await _remove(tx, sorted({image_id for _, image_id in images}))
+
+
+#: Ids per statement of ``_remove`` (well under every backend's limit of parameters).
+_REMOVE_CHUNK = 500
+
+
+async def _remove(tx: Tx, image_ids: Sequence[int]) -> None:
+    """Drop the rows of ``image_ids`` with a statement per table for the whole batch
+    (a statement per image made a purge of 10 000 images on PostgreSQL mostly round
+    trips).  Their accounts are locked first, in name order, so two such
+    transactions never wait on each other in a cycle; each account then gives back
+    in one update what its images not deleted before held."""
+    chunks = [image_ids[i:i + _REMOVE_CHUNK] for i in range(0, len(image_ids), _REMOVE_CHUNK)]
+    accounts: set[str] = set()
+    for chunk in chunks:
+        marks = ", ".join("?" * len(chunk))
+        accounts.update(r[0] for r in await tx.execute(f"SELECT account FROM images WHERE id IN ({marks})", chunk))
+    for account in sorted(accounts):
+        await tx.execute(f"SELECT 1 FROM accounts WHERE name = ?{tx.update_lock}", (account,))
+    held: dict[str, list[int]] = {}
+    for chunk in chunks:
+        marks = ", ".join("?" * len(chunk))
+        await tx.execute(f"DELETE FROM jobs WHERE image_id IN ({marks})", chunk)
+        await tx.execute(f"DELETE FROM variants WHERE image_id IN ({marks})", chunk)
+        rows = await tx.execute(f"DELETE FROM images WHERE id IN ({marks}) RETURNING account, state, size", chunk)
+        for account, state, size in rows:
+            if state != DELETED:
+                held.setdefault(account, []).append(size)
+    for account in sorted(held):
+        await _give_back(tx, account, held[account])
 
 
 # ------------------------------------------------------------- derived files

@@ -178,6 +178,30 @@ class QuotaContract:
         await self.q(db.remove_image, stale.id)  # an upload abandoned by a crash, purged
         await self.assertCounters(0, 0)
 
+    async def test_batch_removal_gives_back_per_account(self):
+        """``remove_images`` of a batch over two accounts, spanning several of its
+        statements' chunks: every row goes (with its job and variants), each account's
+        counters lose what its images not deleted before held, and nothing else."""
+        self.patch(db, "_REMOVE_CHUNK", 2)
+        await self.q(db.create_account, "bear", "h", False, T)
+        kept = await self.live("20260214_k.jpg", 7)
+        batch = [await self.live(f"20260214_{i}.jpg", 10 + i) for i in range(3)]
+        batch += [await self.live(f"20260214_b{i}.jpg", 100 + i, account="bear") for i in range(2)]
+        self.assertTrue(await self.q(db.mark_deleted, batch[0].id, T + 1))  # gave back at its delete
+        await self.assertCounters(3, 7 + 11 + 12)
+        await self.assertCounters(2, 201, "bear")
+        await self.q(db.remove_images, [(i.account, i.id) for i in reversed(batch)])
+        await self.assertCounters(1, 7)
+        await self.assertCounters(0, 0, "bear")
+
+        async def left(tx):
+            return [tuple(r) for r in await tx.execute(
+                "SELECT (SELECT COUNT(*) FROM images), (SELECT COUNT(*) FROM jobs), (SELECT COUNT(*) FROM variants)")]
+
+        self.assertEqual(await self.q(left), [(1, 1, 0)])  # the kept image and its job
+        self.assertEqual((await self.q(db.get_image, "kitten", kept.name)).id, kept.id)
+        await self.q(db.remove_images, [])
+
     async def test_storage_quota_refuses_what_would_pass_it(self):
         """With a byte quota a reservation that fits exactly is taken; one byte more is
         OverQuota with the usage, and nothing is reserved or counted."""
