@@ -677,6 +677,43 @@ class ChannelTests(unittest.TestCase):
         self.assertNotIn("CODE", logged)
 
 
+class HeadWritingTests(unittest.TestCase):
+    """ImgshareChannel writes a response head in one piece, byte for byte the head
+    twisted.web's HTTPChannel writes (several values of a header included)."""
+
+    def heads(self, headers):
+        from twisted.web.http import HTTPChannel
+
+        written = []
+        for channel in (ImgshareSite(_Ok(), max_body=1000).buildProtocol(None), HTTPChannel()):
+            transport = StringTransport()
+            channel.transport = transport
+            channel.writeHeaders(b"HTTP/1.1", b"200", b"OK", headers)
+            written.append(transport.value())
+        return written
+
+    def test_same_head_in_one_write(self):
+        from twisted.web.http_headers import Headers
+
+        headers = Headers({b"Content-Type": [b"image/jpeg"], b"Set-Cookie": [b"a=1", b"b=2"],
+                           b"ETag": [b'"abc"']})
+        ours, twisted = self.heads(headers)
+        self.assertEqual(ours, twisted)
+        self.assertTrue(ours.startswith(b"HTTP/1.1 200 OK\r\n") and ours.endswith(b"\r\n\r\n"))
+        self.assertIn(b"Set-Cookie: a=1\r\nSet-Cookie: b=2\r\n", ours)
+        transport = StringTransport()
+        channel = ImgshareSite(_Ok(), max_body=1000).buildProtocol(None)
+        channel.transport = transport
+        writes = []
+        transport.write = writes.append
+        channel.writeHeaders(b"HTTP/1.1", b"200", b"OK", headers)
+        self.assertEqual(len(writes), 1)
+
+    def test_pairs_as_twisted_takes_them(self):
+        ours, twisted = self.heads([(b"X-One", b"1"), (b"X-Two", b"2")])
+        self.assertEqual(ours, twisted)
+
+
 class LimitOptionsTests(unittest.TestCase):
     def test_options(self):
         """--head-timeout, --min-body-rate and --max-connections-per-address, from the command

@@ -39,6 +39,7 @@ from typing import Any
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.logger import Logger
 from twisted.web import http, server
+from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAccessLogFormatter
 from zope.interface import provider
 
@@ -173,8 +174,31 @@ class ImgshareChannel(http.HTTPChannel):
     _head_started = False
     _window_bytes = 0
     _write_paused = False
+    _host: Any = None
 
     # -- connection
+
+    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
+        """The response head as ``HTTPChannel.writeHeaders`` writes it, in one piece:
+        Twisted hands the transport four pieces per header, each checked and buffered
+        on its own (6 % of the instructions of an /img/ request of 60 KB)."""
+        if not isinstance(headers, Headers):
+            super().writeHeaders(version, code, reason, headers)
+            return
+        parts = [version, b" ", code, b" ", reason, b"\r\n"]
+        for name, values in headers.getAllRawHeaders():
+            for value in values:
+                parts += (name, b": ", value, b"\r\n")
+        parts.append(b"\r\n")
+        self.transport.write(b"".join(parts))
+
+    def getHost(self) -> Any:
+        """The connection's local address (behind the PROXY protocol, the one its header
+        named), asked of the transport once: twisted.web asks for every request, a
+        ``getsockname`` each time."""
+        if self._host is None:
+            self._host = super().getHost()
+        return self._host
 
     def connectionMade(self) -> None:
         super().connectionMade()
