@@ -344,6 +344,25 @@ def run_clients(port: int, clients: int, per_client: int, job) -> list[float]:
         return [t for ts in pool.map(worker, range(clients)) for t in ts]
 
 
+def jobs_waiting(port: int) -> int:
+    """The server's derived-file job queue, read from ``/metrics``."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        status, text = request(conn, "GET", "/metrics")
+    finally:
+        conn.close()
+    assert status == 200, status
+    return int(float(re.search(rb"^imgshare_job_queue_length (\S+)$", text, re.M).group(1)))
+
+
+def drained(port: int) -> float:
+    """Wait until every derivation of the server is done; the seconds it took."""
+    start = time.perf_counter()
+    while jobs_waiting(port):
+        time.sleep(0.01)
+    return time.perf_counter() - start
+
+
 def noise_jpeg(target_bytes: int) -> bytes:
     """A JPEG of about ``target_bytes`` (noise over a gradient, so it is a real, decodable photo-like file)."""
     from PIL import Image

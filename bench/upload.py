@@ -19,30 +19,9 @@ them for the cores.
 from __future__ import annotations
 
 import argparse
-import http.client
-import re
 import time
 
-from common import Baseline, Imgshare, multipart, noise_jpeg, p50, request, run_clients
-
-
-def jobs_waiting(port: int) -> int:
-    """The server's derived-file job queue, read from ``/metrics``."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        status, text = request(conn, "GET", "/metrics")
-    finally:
-        conn.close()
-    assert status == 200, status
-    return int(float(re.search(rb"^imgshare_job_queue_length (\S+)$", text, re.M).group(1)))
-
-
-def drained(port: int) -> float:
-    """Wait until every derivation of the server is done; the seconds it took."""
-    start = time.perf_counter()
-    while jobs_waiting(port):
-        time.sleep(0.01)
-    return time.perf_counter() - start
+from common import Baseline, Imgshare, drained, multipart, noise_jpeg, p50, request, run_clients
 
 
 def measure(port: int, path: str, body: bytes, ctype: str, clients: int, count: int) -> tuple[float, float]:
