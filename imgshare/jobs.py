@@ -55,8 +55,8 @@ POLL_SECONDS = 1.0
 #: Seconds without a derivation after which the memory derivations took is given back
 #: to the system (``memory.trim``).  Kept meanwhile, the next derivation reuses it
 #: instead of faulting fresh pages in: in two threads at once those faults and unmaps
-#: cost 24-33 ms of system time per 12-megapixel image, against 5-9 ms reused
-#: (bench/derive.py's 2-thread throughput).
+#: cost 24-33 ms of system time per 12-megapixel image, against 5-8 ms reused
+#: (``imgshare.memory``; bench/derive.py's 2-thread throughput).
 TRIM_AFTER = 1.0
 
 

@@ -110,10 +110,9 @@ class LocalStorage:
             raise StorageUnavailable(str(e)) from e
 
     def stream(self, key: str, consumer: Any, offset: int, length: int, version: str | None = None) -> Deferred[None]:
-        # Opening and reading a local file is what twisted.web.static does on
-        # the reactor too: each read is one bounded chunk.
-        # Unbuffered: the senders read whole chunks, and a buffered file would cost an
-        # isatty ioctl and a seek more per request.
+        # Opening and reading a local file is what twisted.web.static does on the
+        # reactor too: each read is one bounded chunk.  Unbuffered, as the senders read
+        # whole chunks (a buffered file costs an isatty ioctl and a seek more).
         try:
             f = open(self._path(key), "rb", buffering=0)  # noqa: SIM115 - closed by the sender
         except FileNotFoundError:
