@@ -1029,16 +1029,15 @@ async def _remove(tx: Tx, image_ids: Sequence[int]) -> None:
     trips).  Their accounts are locked first, in name order, so two such
     transactions never wait on each other in a cycle; each account then gives back
     in one update what its images not deleted before held."""
-    chunks = [image_ids[i:i + _REMOVE_CHUNK] for i in range(0, len(image_ids), _REMOVE_CHUNK)]
+    chunks = [(chunk, ", ".join("?" * len(chunk)))
+              for chunk in (image_ids[i:i + _REMOVE_CHUNK] for i in range(0, len(image_ids), _REMOVE_CHUNK))]
     accounts: set[str] = set()
-    for chunk in chunks:
-        marks = ", ".join("?" * len(chunk))
+    for chunk, marks in chunks:
         accounts.update(r[0] for r in await tx.execute(f"SELECT account FROM images WHERE id IN ({marks})", chunk))
     for account in sorted(accounts):
         await tx.execute(f"SELECT 1 FROM accounts WHERE name = ?{tx.update_lock}", (account,))
     held: dict[str, list[int]] = {}
-    for chunk in chunks:
-        marks = ", ".join("?" * len(chunk))
+    for chunk, marks in chunks:
         await tx.execute(f"DELETE FROM jobs WHERE image_id IN ({marks})", chunk)
         await tx.execute(f"DELETE FROM variants WHERE image_id IN ({marks})", chunk)
         rows = await tx.execute(f"DELETE FROM images WHERE id IN ({marks}) RETURNING account, state, size", chunk)

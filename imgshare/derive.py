@@ -27,7 +27,9 @@ import shutil
 import struct
 import tempfile
 import threading
+from collections.abc import Callable
 from concurrent import futures
+from typing import BinaryIO
 
 import attrs
 from PIL import ExifTags, Image, ImageCms
@@ -429,28 +431,31 @@ def _copy_file(path: str, out_dir: str, name: str) -> str:
     try:
         os.link(path, final)
     except OSError:
-        fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out_dir)
-        os.close(fd)
-        try:
-            shutil.copyfile(path, temp)
-            os.replace(temp, final)
-        except BaseException:
-            remove_if_present(temp)
-            raise
+        def copy(fh: BinaryIO) -> None:
+            with open(path, "rb") as src:
+                shutil.copyfileobj(src, fh)
+
+        _into_place(out_dir, name, copy)
     return final
 
 
 def _write_jpeg(image: Image.Image, out_dir: str, name: str) -> tuple[str, int]:
-    """Encode into a temporary file in ``out_dir``, then rename it to ``name``.
+    """Encode into ``out_dir/name`` (through a temporary name, ``_into_place``).
 
     Saving into a real file (not BytesIO) lets Pillow encode without the GIL.
     """
+    return _into_place(out_dir, name, lambda fh: image.save(fh, "JPEG", **JPEG_OPTIONS))
+
+
+def _into_place(out_dir: str, name: str, fill: Callable[[BinaryIO], object]) -> tuple[str, int]:
+    """``fill`` a temporary file in ``out_dir``, then rename it to ``name``, so a final
+    name never holds a partial file; the path and the size written."""
     final = os.path.join(out_dir, name)
     fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out_dir)
     try:
         with os.fdopen(fd, "wb") as fh:
             os.fchmod(fh.fileno(), 0o644)
-            image.save(fh, "JPEG", **JPEG_OPTIONS)
+            fill(fh)
             size = fh.tell()
         os.replace(temp, final)
     except BaseException:

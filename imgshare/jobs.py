@@ -135,8 +135,7 @@ class Derivations(Service):
 
     def stopService(self) -> Deferred[Any]:
         super().stopService()
-        if self._trim is not None and self._trim.active():
-            self._trim.cancel()
+        self._cancel_trim()
         self.wake()
         loops, self._loops = self._loops, []
         return DeferredList(loops)
@@ -256,8 +255,7 @@ class Derivations(Service):
     async def _in_image_pool(self, source: str, out_dir: str, stem: str) -> list[tuple[derive.Derived, str]]:
         """``derive_and_hash`` in the image pool; once no derivation has run for
         ``TRIM_AFTER`` seconds, the memory they took goes back to the system."""
-        if self._trim is not None and self._trim.active():
-            self._trim.cancel()
+        self._cancel_trim()
         self._deriving += 1
         try:
             return await self.image_runner.run(
@@ -266,6 +264,10 @@ class Derivations(Service):
             self._deriving -= 1
             if not self._deriving:
                 self._trim = self.clock.callLater(TRIM_AFTER, self._trim_memory)
+
+    def _cancel_trim(self) -> None:
+        if self._trim is not None and self._trim.active():
+            self._trim.cancel()
 
     def _trim_memory(self) -> None:
         self.image_runner.run(memory.trim).addErrback(lambda f: log.failure("trimming memory failed", f))

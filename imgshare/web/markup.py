@@ -15,20 +15,22 @@ caller then uses ``flattenString``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from inspect import iscoroutine
 from types import GeneratorType
 from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.web._flatten import (
+    _getSlotValue,
     attributeEscapingDoneOutside,
     escapedCDATA,
     escapedComment,
     escapeForContent,
+    writeWithAttributeEscaping,
 )
 from twisted.web._stan import voidElements
-from twisted.web.error import UnfilledSlot, UnsupportedType
+from twisted.web.error import UnsupportedType
 from twisted.web.iweb import IRenderable
 from twisted.web.template import CDATA, CharRef, Comment, Tag, slot
 
@@ -47,24 +49,6 @@ def flatten(request: Any, root: Any) -> bytes:
     return b"".join(out)
 
 
-def _slot_value(name: str, slot_data: list[Mapping[str, Any] | None], default: Any) -> Any:
-    for frame in reversed(slot_data):
-        if frame is not None and name in frame:
-            return frame[name]
-    if default is not None:
-        return default
-    raise UnfilledSlot(name)
-
-
-def _attribute_writer(write: Write) -> Write:
-    """``write`` for the inside of an attribute value: everything quoted, ``"`` too."""
-
-    def quoted(data: bytes) -> None:
-        write(escapeForContent(data).replace(b'"', b"&quot;"))
-
-    return quoted
-
-
 #: Tag names as bytes, and whether each is a void element (``<br />``).
 _NAMES: dict[str, tuple[bytes, bool]] = {}
 
@@ -79,7 +63,7 @@ def _name_of(tag_name: str | bytes) -> tuple[bytes, bool]:
     return known
 
 
-def _flatten(request: Any, root: Any, write: Write, slot_data: list[Mapping[str, Any] | None],
+def _flatten(request: Any, root: Any, write: Write, slot_data: list[Any],
              factory: Any, escaper: Escaper) -> None:
     """One node, following ``twisted.web._flatten._flattenElement`` case by case."""
     if isinstance(root, str | bytes):
@@ -103,7 +87,8 @@ def _flatten(request: Any, root: Any, write: Write, slot_data: list[Mapping[str,
         write(b"<" + name)
         for key, value in root.attributes.items():
             write(b" " + (key.encode("ascii") if isinstance(key, str) else key) + b'="')
-            _flatten(request, value, _attribute_writer(write), slot_data, factory, attributeEscapingDoneOutside)
+            _flatten(request, value, writeWithAttributeEscaping(write), slot_data, factory,
+                     attributeEscapingDoneOutside)
             write(b'"')
         if root.children or not void:
             write(b">")
@@ -115,7 +100,7 @@ def _flatten(request: Any, root: Any, write: Write, slot_data: list[Mapping[str,
         for element in root:
             _flatten(request, element, write, slot_data, factory, escaper)
     elif isinstance(root, slot):
-        _flatten(request, _slot_value(root.name, slot_data, root.default), write, slot_data, factory, escaper)
+        _flatten(request, _getSlotValue(root.name, slot_data, root.default), write, slot_data, factory, escaper)
     elif isinstance(root, CharRef):
         write(b"&#%d;" % (root.ordinal,))
     elif isinstance(root, CDATA):
